@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 # Compile the Rust extension (release, runtime SIMD dispatch) into the source tree, editable.
 build: setup
-	$(PY) -m maturin develop --release --quiet
+	VIRTUAL_ENV=$(abspath $(VENV)) $(PY) -m maturin develop --release --quiet
 
 test-rust:
 	cargo test --workspace --release
