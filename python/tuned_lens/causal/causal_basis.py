@@ -228,18 +228,25 @@ def _flat_labels(labels: Tensor | None, hidden: Tensor, device: torch.device) ->
 
 @torch.no_grad()
 def _readout_gram(lens: nn.Module) -> Tensor:
-    """(d, d) float64 Gram matrix Mᵀ M of the readout M = W_U · diag(norm weight)."""
+    """(d, d) float64 Gram matrix Mᵀ M of the linear readout M = W_U · W_pre · diag(norm weight).
+
+    W_pre is the projection some models apply before the head (OPT-350m's ``project_out``);
+    the norm's weight is used when it is a (d,) scale. Only used to pick start directions.
+    """
     unembed = lens.unembed
-    weight = unembed.unembedding.weight  # (V, d)
-    d = weight.shape[1]
+    weight = unembed.unembedding.weight  # (V, d_unembed)
+    pre = getattr(unembed, "pre_unembed", None)
+    pre_weight = pre.weight.to(torch.float64) if isinstance(pre, nn.Linear) else None
+    d = pre_weight.shape[1] if pre_weight is not None else weight.shape[1]
     scale = getattr(unembed.final_norm, "weight", None)
-    if not (isinstance(scale, Tensor) and scale.shape == (d,)):
-        scale = None
+    scale = scale.to(torch.float64) if isinstance(scale, Tensor) and scale.shape == (d,) else None
     gram = torch.zeros(d, d, dtype=torch.float64, device=weight.device)
     for chunk in weight.split(8192, dim=0):  # bounds the float64 copy for large vocabularies
         block = chunk.to(torch.float64)
+        if pre_weight is not None:
+            block = block @ pre_weight.to(block.device)
         if scale is not None:
-            block = block * scale.to(torch.float64)
+            block = block * scale.to(block.device)
         gram += block.T @ block
     return gram
 
