@@ -1,0 +1,303 @@
+"""Command line: ``tuned-lens {train,eval,demo} …`` (also ``python -m tuned_lens``).
+
+The flag names are the original tuned-lens CLI's, so existing scripts keep working
+(``--model.name``, ``--data.name``, ``--per_gpu_batch_size``, ``--loss KL``, ``--optimizer SGD``…).
+Enum values are accepted in any case; boolean options take ``--flag``, ``--flag true|false`` or
+``--noflag``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on", "t", "y"):
+        return True
+    if value in ("0", "false", "no", "off", "f", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_bool(
+    parser: argparse.ArgumentParser, name: str, *, default: bool, help: str, dest: str | None = None
+) -> None:
+    dest = dest or name.lstrip("-").replace(".", "_")
+    parser.add_argument(
+        name, dest=dest, nargs="?", const=True, default=default, type=_parse_bool,
+        metavar="true|false", help=f"{help} (default: {str(default).lower()})",
+    )
+    bare = name.lstrip("-")
+    parser.add_argument(f"--no{bare}", dest=dest, action="store_false", help=argparse.SUPPRESS)
+
+
+def _choice(choices: Sequence[str]):
+    def parse(text: str) -> str:
+        value = text.strip().upper()
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice {text!r} (choose from {', '.join(choices)}, any case)"
+            )
+        return value
+
+    parse.__name__ = "choice"
+    return parse
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model.name", dest="model_name", required=True,
+        help="model folder, Hugging Face id (cache only when offline), or 'glassllm'/'smollm2'",
+    )
+    group.add_argument(
+        "--precision", type=str.lower, default="auto",
+        choices=("auto", "float32", "bfloat16", "float16", "int8"),
+        help="model precision; auto = float32 on the CPU, the checkpoint's dtype on GPUs",
+    )
+    group.add_argument("--model.revision", dest="model_revision", default=None)
+    _add_bool(group, "--slow_tokenizer", default=False, help="use a slow tokenizer")
+    group.add_argument("--tokenizer", default=None, help="tokenizer name/folder override")
+    group.add_argument(
+        "--tokenizer_type", default=None,
+        help="accepted for compatibility; the tokenizer class is picked automatically",
+    )
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--data.name", dest="data_name", nargs="+", default=["tinyshakespeare"],
+        help="a .jsonl/.json/.txt file or folder, 'tinyshakespeare' (bundled), or the "
+        "arguments of datasets.load_dataset (default: tinyshakespeare)",
+    )
+    group.add_argument("--split", default="validation", help="Hugging Face data set split")
+    group.add_argument("--text_column", default="text", help="field holding the text")
+    group.add_argument("--data.revision", dest="data_revision", default=None)
+    group.add_argument("--max_seq_len", type=int, default=2048, help="chunk length cap")
+    _add_bool(group, "--dataset_shuffle", default=False, help="shuffle documents before packing")
+    group.add_argument("--dataset_shuffle_seed", type=int, default=42)
+
+
+def _add_dist_args(parser: argparse.ArgumentParser, *, batch_flag: str) -> None:
+    group = parser.add_argument_group("distributed")
+    _add_bool(group, "--fsdp", default=False, help="shard the model with FSDP2 (torchrun)")
+    _add_bool(group, "--cpu_offload", default=False, help="offload FSDP shards to the CPU")
+    group.add_argument("--nccl_timeout", type=int, default=1200, help="process-group timeout, s")
+    group.add_argument(
+        batch_flag, dest="per_gpu_batch_size", type=int, default=None,
+        help="chunks per micro-batch on each process (default 1)",
+    )
+    _add_bool(group, "--dataloader_shuffle", default=True, help="shuffle the packed chunks")
+    group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuned-lens",
+        description="Train and evaluate tuned lenses (Belrose et al. 2023).",
+    )
+    parser.add_argument("--log_level", type=str.upper, default="INFO", choices=LOG_LEVELS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,demo}")
+
+    train = sub.add_parser("train", help="train a tuned lens",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("-o", "--output", type=Path, required=True,
+                       help="folder for config.json + params.safetensors")
+    _add_model_args(train)
+    _add_data_args(train)
+    _add_dist_args(train, batch_flag="--per_gpu_batch_size")
+    t = train.add_argument_group("training")
+    t.add_argument("--seed", type=int, default=42, help="seed of the chunk order")
+    t.add_argument("-l", "--lens_name_or_path", default=None, help="warm-start from this lens")
+    _add_bool(t, "--bias_only", default=False, help="train the translators' biases only")
+    t.add_argument("--num_steps", type=int, default=250)
+    t.add_argument("--tokens_per_step", type=int, default=2**18)
+    t.add_argument("--wandb", default=None, metavar="RUN_NAME", help="log to W&B as this run")
+    t.add_argument("--token_shift", type=int, default=None,
+                   help="label shift (default 0 for KL, 1 for CE)")
+    t.add_argument("--checkpoint_freq", type=int, default=None, help="steps between snapshots")
+    t.add_argument("--checkpoint_dir", type=Path, default=None,
+                   help="snapshot folder (default <output>/checkpoints)")
+    t.add_argument("--loss", type=_choice(("KL", "CE")), default="KL")
+    o = train.add_argument_group("optimizer")
+    o.add_argument("--weight_decay", type=float, default=1e-3)
+    o.add_argument("--lr_scale", type=float, default=1.0)
+    o.add_argument("--momentum", type=float, default=0.9)
+    _add_bool(o, "--zero", default=False, help="accepted for compatibility; has no effect")
+    o.add_argument("--optimizer", type=_choice(("SGD", "ADAM")), default="SGD")
+    o.add_argument("--warmup_steps", type=int, default=None,
+                   help="default: min(1000, num_steps // 5) for ADAM, 0 for SGD")
+    _add_bool(t, "--progress", default=True, help="show a progress bar")
+
+    ev = sub.add_parser("eval", help="evaluate the logit lens and a tuned lens",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ev.add_argument("-o", "--output", type=Path, required=True, help="folder for the results")
+    _add_model_args(ev)
+    _add_data_args(ev)
+    _add_dist_args(ev, batch_flag="--dist.per_gpu_batch_size")
+    e = ev.add_argument_group("evaluation")
+    e.add_argument("-l", "--lens_name", default=None, help="tuned lens folder to evaluate")
+    _add_bool(e, "--logit", default=True, help="also evaluate the logit lens")
+    e.add_argument("--seed", type=int, default=42)
+    e.add_argument("--tokens", type=int, default=None, help="tokens to evaluate (default: all)")
+    e.add_argument("--token_shift", type=int, default=1)
+    e.add_argument("--per_gpu_batch_size", dest="eval_batch_alias", type=int, default=None,
+                   help="same as --dist.per_gpu_batch_size")
+    _add_bool(e, "--layer_transfer", default=False, help="translator i on layer j, all i, j")
+    _add_bool(e, "--record_logit_stats", default=False,
+              help="write the mean predicted distribution per layer")
+    _add_bool(e, "--progress", default=True, help="show a progress bar")
+
+    sub.add_parser("demo", help="run the demo (options: tuned-lens demo --help)", add_help=False)
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    rank = os.environ.get("LOCAL_RANK")
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if rank is not None:
+        fmt = f"[rank {rank}] " + fmt
+    logging.basicConfig(level=getattr(logging, level), format=fmt, force=True)
+
+
+def _run_demo(argv: list[str]) -> int:
+    try:
+        from tuned_lens.demo import main as demo_main
+    except ImportError as err:
+        print(f"tuned-lens demo is not available in this installation: {err}", file=sys.stderr)
+        return 2
+    result = demo_main(argv)
+    return int(result) if isinstance(result, int) else 0
+
+
+def _specs(args: argparse.Namespace):
+    from tuned_lens.scripts.commands import DistSpec
+    from tuned_lens.scripts.ingredients import DataSpec, ModelSpec
+
+    model_spec = ModelSpec(
+        name=args.model_name, precision=args.precision, revision=args.model_revision,
+        tokenizer=args.tokenizer, slow_tokenizer=args.slow_tokenizer,
+    )
+    data_spec = DataSpec(
+        name=list(args.data_name), split=args.split, text_column=args.text_column,
+        revision=args.data_revision, max_seq_len=args.max_seq_len,
+        dataset_shuffle=args.dataset_shuffle, dataset_shuffle_seed=args.dataset_shuffle_seed,
+    )
+    dist_spec = DistSpec(
+        fsdp=args.fsdp, cpu_offload=args.cpu_offload, nccl_timeout=args.nccl_timeout,
+        device=args.device,
+    )
+    return model_spec, data_spec, dist_spec
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tuned_lens.scripts.commands import run_train
+    from tuned_lens.scripts.optim import OptimizerConfig
+    from tuned_lens.scripts.train_loop import TrainConfig
+
+    model_spec, data_spec, dist_spec = _specs(args)
+    if args.zero:
+        logging.getLogger(__name__).warning(
+            "--zero has no effect: lens optimiser state is small and replicated"
+        )
+    config = TrainConfig(
+        num_steps=args.num_steps,
+        tokens_per_step=args.tokens_per_step,
+        per_gpu_batch_size=args.per_gpu_batch_size or 1,
+        loss=args.loss,
+        token_shift=args.token_shift,
+        optimizer=OptimizerConfig(
+            optimizer=args.optimizer, lr_scale=args.lr_scale, momentum=args.momentum,
+            weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+        ),
+        bias_only=args.bias_only,
+        checkpoint_freq=args.checkpoint_freq,
+        checkpoint_dir=args.checkpoint_dir,
+        seed=args.seed,
+        dataloader_shuffle=args.dataloader_shuffle,
+        wandb=args.wandb,
+        progress=args.progress,
+    )
+    run_train(
+        model_spec=model_spec, data_spec=data_spec, config=config, output=args.output,
+        lens_name_or_path=args.lens_name_or_path, dist_spec=dist_spec,
+    )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from tuned_lens.scripts.commands import run_eval
+    from tuned_lens.scripts.eval_loop import EvalConfig
+
+    model_spec, data_spec, dist_spec = _specs(args)
+    a, b = args.per_gpu_batch_size, args.eval_batch_alias
+    if a is not None and b is not None and a != b:
+        raise ValueError(
+            f"--per_gpu_batch_size {b} and --dist.per_gpu_batch_size {a} disagree; they are the "
+            "same setting, pass one"
+        )
+    config = EvalConfig(
+        tokens=args.tokens,
+        per_gpu_batch_size=a or b or 1,
+        token_shift=args.token_shift,
+        layer_transfer=args.layer_transfer,
+        record_logit_stats=args.record_logit_stats,
+        seed=args.seed,
+        dataloader_shuffle=args.dataloader_shuffle,
+        progress=args.progress,
+    )
+    run_eval(
+        model_spec=model_spec, data_spec=data_spec, config=config, output=args.output,
+        lens_name=args.lens_name, logit=args.logit, dist_spec=dist_spec,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tuned-lens`` and ``python -m tuned_lens``.
+
+    Args:
+        argv: arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The demo parses its own options: hand it everything after the word "demo".
+    if "demo" in argv:
+        at = argv.index("demo")
+        head = argv[:at]
+        if all(a.startswith("--log_level") or a.upper() in LOG_LEVELS for a in head):
+            parser = build_parser()
+            top = parser.parse_args([*head, "demo"])
+            _configure_logging(top.log_level)
+            return _run_demo(argv[at + 1 :])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "eval":
+            return _eval(args)
+    except (ValueError, ImportError, OSError) as err:
+        # Bad input (not enough data, unknown model, missing extra): one clear line, no
+        # traceback, unless --log_level DEBUG asks for it.
+        if args.log_level == "DEBUG":
+            raise
+        print(f"tuned-lens {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return _run_demo([])  # pragma: no cover - handled above
+
+
+if __name__ == "__main__":
+    sys.exit(main())
