@@ -1,0 +1,396 @@
+"""Reading and writing lens files safely.
+
+A lens folder holds ``config.json`` (a :class:`~tuned_lens.nn.lenses.TunedLensConfig`) and the
+translators' parameters with keys ``"{i}.weight"`` (shape ``(d, d)``) and ``"{i}.bias"`` (shape
+``(d,)``) for ``i`` in ``0 .. L-1``. We write ``params.safetensors``; we read that and the
+original library's ``params.pt``.
+
+``params.pt`` is a PyTorch zip archive: ``<folder>/data.pkl`` (a pickle whose persistent ids name
+storages), ``<folder>/data/<key>`` (raw little-endian storage bytes) and ``<folder>/byteorder``.
+It is read by :class:`_TensorOnlyUnpickler`, which resolves only an allow-list of globals (an
+``OrderedDict`` and the tensor rebuild functions, re-implemented here) and rebuilds tensors from
+the raw blobs itself. Anything else the pickle names (``os.system``, ``builtins.eval``, ...) is
+refused with :class:`UnsafeLensFileError` before it could be called: no pickled code runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pickle
+import zipfile
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .nn.lenses import TunedLensConfig
+
+__all__ = [
+    "LensFileError",
+    "UnsafeLensFileError",
+    "read_lens_config",
+    "write_lens_config",
+    "read_lens_params",
+    "write_lens_params",
+    "validate_lens_params",
+    "read_torch_zip_state_dict",
+]
+
+# A lens config is a handful of keys; refuse anything absurd before parsing it.
+_MAX_CONFIG_BYTES = 1 << 20
+_SAFE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class LensFileError(ValueError):
+    """A lens file is missing, malformed, or does not fit the model."""
+
+
+class UnsafeLensFileError(LensFileError):
+    """A pickle lens file references something other than plain tensors; it was not loaded."""
+
+
+# -- config.json ---------------------------------------------------------------------------------
+
+
+def read_lens_config(path: str | Path) -> TunedLensConfig:
+    """Read and validate a lens ``config.json``.
+
+    Unknown keys are dropped with a warning, the legacy key ``unemebd_hash`` is accepted and a
+    missing hash is fine (see ``TunedLensConfig.from_dict``).
+
+    Raises:
+        LensFileError: If the file is missing, too large, not JSON, or not a valid config.
+    """
+    from .nn.lenses import TunedLensConfig
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise LensFileError(f"cannot read lens config {path}: {err}") from err
+    if size > _MAX_CONFIG_BYTES:
+        raise LensFileError(f"lens config {path} is {size} bytes; refusing to parse (> 1 MiB)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LensFileError(f"lens config {path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise LensFileError(f"lens config {path} must be a JSON object, got {type(data).__name__}")
+    try:
+        return TunedLensConfig.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise LensFileError(f"invalid lens config {path}: {err}") from err
+
+
+def write_lens_config(path: str | Path, config: TunedLensConfig) -> None:
+    """Write ``config`` as single-line JSON (the original's layout)."""
+    Path(path).write_text(json.dumps(config.to_dict()), encoding="utf-8")
+
+
+# -- parameters ----------------------------------------------------------------------------------
+
+
+def write_lens_params(path: str | Path, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Write translator parameters as safetensors (contiguous CPU copies, dtype kept).
+
+    Raises:
+        ValueError: If ``path`` does not end in ``.safetensors`` (we never write pickles).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(
+            f"lens parameters are written as safetensors; use a '.safetensors' file name, "
+            f"not {path.name!r}"
+        )
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    save_file(tensors, str(path), metadata={"format": "pt", "producer": "tuned-lens-rs"})
+
+
+def read_lens_params(
+    path: str | Path,
+    map_location: str | torch.device | None = None,
+    weights_only: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Read translator parameters from ``params.safetensors`` or a PyTorch ``params.pt``.
+
+    The format is detected from the file's first bytes, not its name. Pickle archives are read
+    with a restricted unpickler that never calls anything but the tensor rebuild steps.
+
+    Args:
+        path: The parameter file.
+        map_location: Device to move the tensors to (they are read on the CPU; a ``cuda:0``
+            location stored in the pickle is ignored).
+        weights_only: Accepted for compatibility with ``torch.load``; reading is always
+            weights-only, and ``False`` does not enable arbitrary pickles.
+
+    Returns:
+        A dict of tensor name -> tensor.
+
+    Raises:
+        LensFileError: If the file is missing, truncated or corrupt, or of an unknown format.
+        UnsafeLensFileError: If a pickle references anything outside the allow-list.
+    """
+    del weights_only  # always weights-only
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except OSError as err:
+        raise LensFileError(f"cannot read lens parameters {path}: {err}") from err
+    if head.startswith(b"PK"):
+        tensors = read_torch_zip_state_dict(path)
+    elif len(head) == 8:
+        tensors = _read_safetensors(path)
+    elif head[:1] == b"\x80":
+        raise UnsafeLensFileError(
+            f"refusing to load {path}: it is a legacy (non-zip) torch pickle; re-save it with a "
+            "current torch as a zip archive or as safetensors"
+        )
+    else:
+        raise LensFileError(f"lens parameters {path} are truncated ({len(head)} bytes)")
+    if map_location is not None:
+        tensors = {k: v.to(map_location) for k, v in tensors.items()}
+    return tensors
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise LensFileError(
+            f"lens parameters {path} are not a valid safetensors file (truncated or corrupt?): "
+            f"{err}"
+        ) from err
+
+
+def validate_lens_params(
+    state: Mapping[str, torch.Tensor], config: TunedLensConfig, *, source: str = "lens"
+) -> None:
+    """Check that ``state`` is exactly the translators described by ``config``.
+
+    Raises:
+        LensFileError: On missing or unexpected keys, wrong shapes, non-floating dtypes, or
+            non-finite values.
+    """
+    d, n = config.d_model, config.num_hidden_layers
+    expected: dict[str, tuple[int, ...]] = {}
+    for i in range(n):
+        expected[f"{i}.weight"] = (d, d)
+        if config.bias:
+            expected[f"{i}.bias"] = (d,)
+    missing = sorted(set(expected) - set(state), key=_natural_key)
+    unexpected = sorted(set(state) - set(expected), key=_natural_key)
+    if missing or unexpected:
+        raise LensFileError(
+            f"{source}: parameters do not match the config (num_hidden_layers={n}, "
+            f"bias={config.bias}); missing keys {missing[:8]}, unexpected keys {unexpected[:8]}"
+        )
+    for key, shape in expected.items():
+        tensor = state[key]
+        if not isinstance(tensor, torch.Tensor):
+            raise LensFileError(f"{source}: {key} is a {type(tensor).__name__}, not a tensor")
+        if tuple(tensor.shape) != shape:
+            raise LensFileError(
+                f"{source}: {key} has shape {tuple(tensor.shape)}, expected {shape} (d_model={d})"
+            )
+        if tensor.dtype not in _SAFE_DTYPES:
+            raise LensFileError(f"{source}: {key} has dtype {tensor.dtype}, expected a float type")
+        if not bool(torch.isfinite(tensor).all()):
+            raise LensFileError(f"{source}: {key} contains NaN or infinite values")
+
+
+def _natural_key(key: str) -> tuple[int, str]:
+    head, _, tail = key.partition(".")
+    return (int(head), tail) if head.isdigit() else (math.inf, key)  # type: ignore[return-value]
+
+
+# -- restricted reading of torch zip archives -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    """Stand-in for ``torch.FloatStorage`` & co.: only carries the element dtype."""
+
+    dtype: torch.dtype
+
+
+_STORAGE_TYPES = {
+    "FloatStorage": torch.float32,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "DoubleStorage": torch.float64,
+}
+
+
+def _rebuild_tensor(
+    storage: torch.Tensor,
+    storage_offset: int,
+    size: tuple[int, ...],
+    stride: tuple[int, ...],
+    requires_grad: bool = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> torch.Tensor:
+    """Our own ``torch._utils._rebuild_tensor_v2``: a bounds-checked strided view, copied."""
+    del requires_grad, backward_hooks, metadata
+    if not isinstance(storage, torch.Tensor):
+        raise UnsafeLensFileError("tensor rebuild got something that is not a storage")
+    for name, value in (("size", size), ("stride", stride)):
+        if not isinstance(value, tuple) or not all(
+            isinstance(v, int) and v >= 0 for v in value
+        ):
+            raise LensFileError(f"corrupt tensor record: bad {name} {value!r}")
+    if len(size) != len(stride) or not isinstance(storage_offset, int) or storage_offset < 0:
+        raise LensFileError("corrupt tensor record: size/stride/offset do not agree")
+    if any(s == 0 for s in size):
+        return torch.empty(size, dtype=storage.dtype)
+    last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))
+    if last >= storage.numel():
+        raise LensFileError(
+            f"corrupt tensor record: a tensor of size {size} reads past its storage "
+            f"({storage.numel()} elements)"
+        )
+    return storage.as_strided(size, stride, storage_offset).clone()
+
+
+def _rebuild_parameter(data: torch.Tensor, requires_grad: bool = False, *_: Any) -> torch.Tensor:
+    return data
+
+
+def _allowed_global(module: str, name: str) -> Any:
+    """A *fresh* object for an allow-listed global, or ``None``.
+
+    Fresh objects per lookup mean a hostile pickle's BUILD opcode (which sets attributes on
+    whatever it is given) can never alter state shared between loads.
+    """
+    if (module, name) == ("collections", "OrderedDict"):
+        return OrderedDict  # a C type: its attributes cannot be set
+    if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+        return lambda *args, **kwargs: _rebuild_tensor(*args, **kwargs)
+    if (module, name) == ("torch._utils", "_rebuild_parameter"):
+        return lambda *args, **kwargs: _rebuild_parameter(*args, **kwargs)
+    if module == "torch" and name in _STORAGE_TYPES:
+        return _StorageType(_STORAGE_TYPES[name])
+    return None
+
+
+class _TensorOnlyUnpickler(pickle.Unpickler):
+    """Unpickles a state dict of tensors; refuses every other global."""
+
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, path: Path):
+        super().__init__(io.BytesIO(data))
+        self._archive = archive
+        self._prefix = prefix
+        self._path = path
+        self._big_endian = False
+        self._storages: dict[str, torch.Tensor] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _allowed_global(module, name)
+        if found is None:
+            raise UnsafeLensFileError(
+                f"refusing to load {self._path}: the pickle references {module}.{name}, which "
+                "is not part of a plain tensor state dict (pickled code is never executed)"
+            )
+        return found
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise UnsafeLensFileError(
+                f"refusing to load {self._path}: unexpected persistent id {pid!r:.80}"
+            )
+        _, storage_type, key, _location, numel = pid
+        if not isinstance(storage_type, _StorageType) or storage_type.dtype not in _SAFE_DTYPES:
+            raise UnsafeLensFileError(
+                f"refusing to load {self._path}: storage of type {storage_type!r:.80}"
+            )
+        if not isinstance(key, str) or not key.isalnum():
+            raise LensFileError(f"corrupt archive {self._path}: bad storage key {key!r:.80}")
+        if key not in self._storages:
+            self._storages[key] = self._load_storage(key, storage_type.dtype, numel)
+        return self._storages[key]
+
+    def _load_storage(self, key: str, dtype: torch.dtype, numel: Any) -> torch.Tensor:
+        name = f"{self._prefix}data/{key}"
+        try:
+            blob = self._archive.read(name)
+        except KeyError:
+            raise LensFileError(f"corrupt archive {self._path}: missing {name}") from None
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if len(blob) % itemsize or (isinstance(numel, int) and len(blob) < numel * itemsize):
+            raise LensFileError(
+                f"corrupt archive {self._path}: storage {key} has {len(blob)} bytes, "
+                f"expected {numel} elements of {itemsize} bytes"
+            )
+        if not blob:
+            return torch.empty(0, dtype=dtype)
+        storage = torch.frombuffer(bytearray(blob), dtype=dtype)
+        if self._big_endian:
+            storage = _byteswap(storage)
+        return storage
+
+
+def _byteswap(t: torch.Tensor) -> torch.Tensor:
+    itemsize = t.element_size()
+    raw = t.view(torch.uint8).view(-1, itemsize).flip(-1).contiguous()
+    return raw.view(-1).view(t.dtype)
+
+
+def read_torch_zip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``torch.save``-d dict of tensors without executing pickled code.
+
+    Args:
+        path: A PyTorch zip archive (``torch.save`` with the default zip serialisation).
+
+    Returns:
+        The dict of tensor name -> CPU tensor (storage locations such as ``cuda:0`` ignored).
+
+    Raises:
+        UnsafeLensFileError: If the pickle references anything but tensors and an OrderedDict.
+        LensFileError: If the archive is corrupt or does not hold a dict of tensors.
+    """
+    path = Path(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise LensFileError(f"lens parameters {path} are not a valid zip archive: {err}") from err
+    with archive:
+        pickles = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+        if len(pickles) != 1:
+            raise LensFileError(
+                f"{path} is not a torch archive: expected one data.pkl, found {len(pickles)}"
+            )
+        prefix = pickles[0][: -len("data.pkl")]
+        try:
+            data = archive.read(pickles[0])
+            byteorder = (
+                archive.read(prefix + "byteorder").decode().strip()
+                if prefix + "byteorder" in archive.namelist()
+                else "little"
+            )
+        except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as err:
+            raise LensFileError(f"corrupt archive {path}: {err}") from err
+        unpickler = _TensorOnlyUnpickler(data, archive, prefix, path)
+        unpickler._big_endian = byteorder == "big"
+        try:
+            obj = unpickler.load()
+        except LensFileError:
+            raise
+        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, TypeError) as err:
+            raise LensFileError(f"corrupt pickle in {path}: {err}") from err
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise LensFileError(f"{path} does not hold a dict of named tensors")
+    return dict(obj)

@@ -1,0 +1,262 @@
+"""Find lens files in a local folder, the Hugging Face cache, or on the Hub.
+
+A lens is a folder with ``config.json`` and a parameter file (``params.safetensors``, written by
+this package, or ``params.pt``, written by the original library). Resolution order:
+
+1. ``resource_id`` is a local folder holding both files;
+2. the Hub repository (default: the Space ``AlignmentResearch/tuned-lens``, folder
+   ``lens/<resource_id>/``; override with ``repo_id``/``repo_type`` or the environment
+   variables ``TUNED_LENS_REPO_ID`` / ``TUNED_LENS_REPO_TYPE``) through ``hf_hub_download``,
+   which reuses the Hugging Face cache and makes no network calls when ``HF_HUB_OFFLINE=1``.
+
+A ``.safetensors`` parameter file is preferred to a pickle of the same stem when both exist.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+__all__ = ["DEFAULT_REPO_ID", "DEFAULT_REPO_TYPE", "available_lens_artifacts", "load_lens_artifacts"]
+
+DEFAULT_REPO_ID = "AlignmentResearch/tuned-lens"
+DEFAULT_REPO_TYPE = "space"
+
+
+def _params_candidates(ckpt_file: str) -> list[str]:
+    """Parameter file names to try, safetensors first: ``params.pt`` -> [.safetensors, .pt]."""
+    stem = PurePosixPath(ckpt_file)
+    preferred = str(stem.with_suffix(".safetensors"))
+    return [preferred, ckpt_file] if preferred != ckpt_file else [ckpt_file]
+
+
+def _check_resource_id(resource_id: str) -> str:
+    if not isinstance(resource_id, str) or not resource_id.strip():
+        raise ValueError(f"resource_id must be a non-empty string, got {resource_id!r}")
+    path = PurePosixPath(resource_id.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or resource_id.startswith("~"):
+        raise ValueError(
+            f"invalid lens resource id {resource_id!r}: Hub ids may not be absolute paths or "
+            "contain '..' (use an existing local folder to load a lens from disk)"
+        )
+    return str(path)
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return constants.HF_HUB_OFFLINE or env in {"1", "ON", "YES", "TRUE"}
+
+
+def _repo_defaults(repo_id: str | None, repo_type: str | None) -> tuple[str, str]:
+    repo_id = repo_id or os.environ.get("TUNED_LENS_REPO_ID") or DEFAULT_REPO_ID
+    repo_type = repo_type or os.environ.get("TUNED_LENS_REPO_TYPE") or DEFAULT_REPO_TYPE
+    return repo_id, repo_type
+
+
+def _local_artifacts(folder: Path, config_file: str, ckpt_file: str) -> tuple[Path, Path] | None:
+    config_path = folder / config_file
+    if not config_path.is_file():
+        return None
+    for name in _params_candidates(ckpt_file):
+        if (folder / name).is_file():
+            return config_path, folder / name
+    return None
+
+
+def load_lens_artifacts(
+    resource_id: str,
+    repo_id: str | None = None,
+    repo_type: str | None = None,
+    revision: str = "main",
+    config_file: str = "config.json",
+    ckpt_file: str = "params.pt",
+    subfolder: str = "lens",
+    cache_dir: str | None = None,
+) -> tuple[Path, Path]:
+    """Find a lens's config and parameter files, locally first, then on the Hub.
+
+    Args:
+        resource_id: A local folder, or the lens id on the Hub (usually the model's name, e.g.
+            ``"gpt2"`` or ``"EleutherAI/pythia-160m-deduped"``).
+        repo_id: Hub repository holding lenses; default ``TUNED_LENS_REPO_ID`` or
+            ``"AlignmentResearch/tuned-lens"``.
+        repo_type: ``"space"``, ``"model"`` or ``"dataset"``; default ``TUNED_LENS_REPO_TYPE``
+            or ``"space"``.
+        revision: Git revision of the Hub repository.
+        config_file: Name of the config file inside the lens folder.
+        ckpt_file: Name of the parameter file; a ``.safetensors`` file of the same stem is
+            preferred when present.
+        subfolder: Folder of the repository that holds the lenses (``<subfolder>/<id>/``).
+        cache_dir: Hugging Face cache directory (default: the standard hub cache).
+
+    Returns:
+        ``(config_path, params_path)``.
+
+    Raises:
+        ValueError: If the lens cannot be found (the message lists what exists), or the id is
+            not a safe relative path.
+    """
+    local = Path(os.path.expanduser(str(resource_id)))
+    if local.is_dir():
+        found = _local_artifacts(local, config_file, ckpt_file)
+        if found is not None:
+            return found
+        present = sorted(p.name for p in local.iterdir())
+        raise ValueError(
+            f"Could not find lens at the specified folder {str(local)!r}: it must hold "
+            f"{config_file!r} and one of {_params_candidates(ckpt_file)}; it holds {present}"
+        )
+
+    lens_id = _check_resource_id(resource_id)
+    repo_id, repo_type = _repo_defaults(repo_id, repo_type)
+    folder = f"{subfolder}/{lens_id}" if subfolder else lens_id
+
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    not_found = (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+        OfflineModeIsEnabled,
+        HfHubHTTPError,
+        FileNotFoundError,
+    )
+
+    def download(name: str) -> Path:
+        return Path(
+            hf_hub_download(
+                repo_id,
+                name,
+                subfolder=folder,
+                repo_type=repo_type,
+                revision=revision,
+                cache_dir=cache_dir,
+            )
+        )
+
+    try:
+        config_path = download(config_file)
+        params_path = None
+        errors: list[Exception] = []
+        for name in _params_candidates(ckpt_file):
+            try:
+                params_path = download(name)
+                break
+            except not_found as err:
+                errors.append(err)
+        if params_path is None:
+            raise errors[-1]
+    except not_found as err:
+        available = _describe_available(
+            repo_id, repo_type, revision, config_file, ckpt_file, subfolder, cache_dir
+        )
+        where = f"{repo_type} {repo_id!r} (revision {revision!r}, folder {folder!r})"
+        mode = " in the local cache (HF_HUB_OFFLINE is set)" if _offline() else ""
+        raise ValueError(
+            f"Could not find lens at the specified resource id {resource_id!r}: not a local "
+            f"folder, and not found in {where}{mode}. {available} ({type(err).__name__})"
+        ) from err
+    return config_path, params_path
+
+
+def _describe_available(*args: object) -> str:
+    try:
+        lenses = available_lens_artifacts(*args)  # type: ignore[arg-type]
+    except Exception as err:  # listing is best effort: it only decorates the error message
+        return f"Could not list the available lenses ({type(err).__name__})."
+    if not lenses:
+        return "No lenses are available there."
+    shown = sorted(lenses)
+    more = f" and {len(shown) - 30} more" if len(shown) > 30 else ""
+    return f"Available lenses: {', '.join(shown[:30])}{more}."
+
+
+def _has_lens_files(names: set[str], config_file: str, ckpt_file: str) -> bool:
+    return config_file in names and any(c in names for c in _params_candidates(ckpt_file))
+
+
+def _cached_lenses(
+    repo_id: str,
+    repo_type: str,
+    revision: str,
+    config_file: str,
+    ckpt_file: str,
+    subfolder: str,
+    cache_dir: str | None,
+) -> set[str]:
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    cache = Path(cache_dir or constants.HF_HUB_CACHE)
+    repo_folder = cache / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
+    ref = repo_folder / "refs" / revision
+    commit = ref.read_text().strip() if ref.is_file() else revision
+    root = repo_folder / "snapshots" / commit / subfolder
+    if not root.is_dir():
+        raise FileNotFoundError(f"no cached snapshot of {repo_id} at revision {revision!r}")
+    found = set()
+    for config in root.rglob(config_file):
+        folder = config.parent
+        names = {p.name for p in folder.iterdir()}
+        if _has_lens_files(names, config_file, ckpt_file):
+            found.add(folder.relative_to(root).as_posix())
+    return found
+
+
+def available_lens_artifacts(
+    repo_id: str,
+    repo_type: str,
+    revision: str = "main",
+    config_file: str = "config.json",
+    ckpt_file: str = "params.pt",
+    subfolder: str = "lens",
+    cache_dir: str | None = None,
+) -> set[str]:
+    """List the lens ids in a Hub repository (or, offline, in its cached snapshot).
+
+    Args:
+        repo_id: Hub repository, e.g. ``"AlignmentResearch/tuned-lens"``.
+        repo_type: ``"space"``, ``"model"`` or ``"dataset"``.
+        revision: Git revision.
+        config_file: Config file name a lens folder must hold.
+        ckpt_file: Parameter file name (its ``.safetensors`` sibling also counts).
+        subfolder: Folder of the repository holding the lenses.
+        cache_dir: Hugging Face cache directory, used when ``HF_HUB_OFFLINE`` is set.
+
+    Returns:
+        Lens ids relative to ``subfolder``, e.g. ``{"gpt2", "EleutherAI/pythia-160m-deduped"}``.
+
+    Raises:
+        FileNotFoundError: If the revision (or, offline, its cached snapshot) does not exist.
+    """
+    if _offline():
+        return _cached_lenses(
+            repo_id, repo_type, revision, config_file, ckpt_file, subfolder, cache_dir
+        )
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    try:
+        files = HfApi().list_repo_files(repo_id, repo_type=repo_type, revision=revision)
+    except RevisionNotFoundError as err:
+        raise FileNotFoundError(f"{repo_id} has no revision {revision!r}") from err
+    by_folder: dict[str, set[str]] = {}
+    prefix = f"{subfolder}/" if subfolder else ""
+    for file in files:
+        if not file.startswith(prefix):
+            continue
+        folder, _, name = file[len(prefix) :].rpartition("/")
+        if folder:
+            by_folder.setdefault(folder, set()).add(name)
+    return {f for f, names in by_folder.items() if _has_lens_files(names, config_file, ckpt_file)}

@@ -1,0 +1,6 @@
+"""Lenses and the unembedding they decode through."""
+
+from .lenses import Lens, LogitLens, TunedLens, TunedLensConfig
+from .unembed import InversionOutput, Unembed
+
+__all__ = ["Lens", "LogitLens", "TunedLens", "TunedLensConfig", "InversionOutput", "Unembed"]

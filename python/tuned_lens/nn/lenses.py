@@ -1,0 +1,493 @@
+"""Lenses: decode a transformer's intermediate hidden states into vocabulary logits.
+
+Index convention (Hugging Face ``model(ids, output_hidden_states=True)``): translator ``i`` of a
+lens reads ``hidden_states[i]`` for ``i`` in ``0 .. L-1``, where ``hidden_states[0]`` is the
+embedding output and ``hidden_states[i]`` the output of block ``i-1``. There is no translator for
+the final state; the model's own logits play that role.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import dataclasses
+import inspect
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .unembed import Unembed
+
+__all__ = ["Lens", "LogitLens", "TunedLens", "TunedLensConfig"]
+
+logger = logging.getLogger(__name__)
+
+
+class Lens(abc.ABC, nn.Module):
+    """Abstract base class of all lenses.
+
+    Args:
+        unembed: The map from final-layer-like hidden states to logits.
+    """
+
+    unembed: Unembed
+
+    def __init__(self, unembed: Unembed):
+        super().__init__()
+        self.unembed = unembed
+
+    @abc.abstractmethod
+    def transform_hidden(self, h: torch.Tensor, idx: int) -> torch.Tensor:
+        """Convert a layer-``idx`` hidden state to a final-layer-like state (before the norm).
+
+        Args:
+            h: Hidden states, shape ``(..., d_model)``.
+            idx: The layer these hidden states come from (``hidden_states[idx]``).
+        """
+
+    @abc.abstractmethod
+    def forward(self, h: torch.Tensor, idx: int) -> torch.Tensor:
+        """Decode layer-``idx`` hidden states ``(..., d_model)`` into logits ``(..., vocab)``."""
+
+    @property
+    def num_layers(self) -> int | None:
+        """Number of layers the lens decodes (``None`` when any index is accepted)."""
+        return None
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        model: nn.Module,
+        layer: int,
+        input_ids: torch.Tensor,
+        do_sample: bool = True,
+        temp: float = 1.0,
+        max_new_tokens: int = 100,
+    ) -> torch.Tensor:
+        """Generate text where each next token is decoded by this lens at ``layer``.
+
+        The model runs incrementally with its KV cache (only the new token is fed on each step);
+        the hidden state ``hidden_states[layer]`` of the last position is decoded with the lens.
+        Rows that produced an end-of-sequence token keep emitting it (or the pad token, when
+        the model has one) until every row is done or ``max_new_tokens`` is reached.
+
+        Args:
+            model: The base model, usually the one the lens was trained on.
+            layer: The layer to decode from, ``0 <= layer < num_layers`` (negative counts from
+                the end of the lens).
+            input_ids: Prompt ids, shape ``(batch, prompt_len)``; a 1-D prompt is batch 1.
+            do_sample: Sample from ``softmax(logits / temp)`` if ``True``, else greedy argmax.
+            temp: Sampling temperature (> 0).
+            max_new_tokens: Maximum number of tokens to append.
+
+        Returns:
+            The prompt followed by the generated tokens, shape ``(batch, prompt_len + n)``.
+        """
+        if input_ids.dim() == 1:
+            input_ids = input_ids.unsqueeze(0)
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ValueError(
+                f"input_ids must have shape (batch, prompt_len>0), got {tuple(input_ids.shape)}"
+            )
+        if do_sample and not temp > 0:
+            raise ValueError(f"temp must be > 0 when sampling, got {temp}")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        layer = self._normalise_layer(layer)
+
+        eos_ids = _eos_token_ids(model)
+        pad_id = _pad_token_id(model, eos_ids)
+        device = _module_device(model)
+        tokens = input_ids.to(device)
+        batch = tokens.shape[0]
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        eos = torch.tensor(eos_ids, dtype=tokens.dtype, device=device)
+
+        cache_kwarg = _cache_argument_name(model)
+        past = None
+        step_input = tokens
+        for _ in range(max_new_tokens):
+            # Feed only the new tokens; the cache holds the keys/values of everything before.
+            out = model(
+                step_input, use_cache=True, output_hidden_states=True, **{cache_kwarg: past}
+            )
+            past = out.get("cache", None)
+            if past is None:
+                past = out.get("past_key_values", None)
+            hidden = out.hidden_states[layer][:, -1]
+            logits = self(hidden, layer).float()
+            if do_sample:
+                next_token = torch.multinomial((logits / temp).softmax(dim=-1), num_samples=1)
+            else:
+                next_token = logits.argmax(dim=-1, keepdim=True)
+            next_token = next_token.to(tokens.dtype)
+            if pad_id is not None:
+                next_token = torch.where(done.unsqueeze(-1), pad_id, next_token)
+            tokens = torch.cat([tokens, next_token], dim=-1)
+            if eos.numel():
+                done = done | torch.isin(next_token.squeeze(-1), eos)
+                if bool(done.all()):
+                    break
+            step_input = next_token
+        return tokens
+
+    def _normalise_layer(self, layer: int) -> int:
+        n = self.num_layers
+        if not isinstance(layer, int):
+            raise TypeError(f"layer must be an int, got {type(layer).__name__}")
+        if n is None:
+            if layer < 0:
+                raise IndexError(f"layer must be >= 0 for this lens, got {layer}")
+            return layer
+        if not -n <= layer < n:
+            raise IndexError(f"layer {layer} out of range for a lens with {n} layers")
+        return layer % n
+
+
+def _module_device(model: nn.Module) -> torch.device:
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    for param in model.parameters():
+        return param.device
+    return torch.device("cpu")
+
+
+def _cache_argument_name(model: nn.Module) -> str:
+    """``"cache"`` for transformers >= 5.2x models, ``"past_key_values"`` for older ones."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _eos_token_ids(model: nn.Module) -> list[int]:
+    for config in (getattr(model, "generation_config", None), getattr(model, "config", None)):
+        eos = getattr(config, "eos_token_id", None)
+        if eos is None:
+            continue
+        return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
+    return []
+
+
+def _pad_token_id(model: nn.Module, eos_ids: list[int]) -> int | None:
+    for config in (getattr(model, "generation_config", None), getattr(model, "config", None)):
+        pad = getattr(config, "pad_token_id", None)
+        if isinstance(pad, int):
+            return pad
+    return eos_ids[0] if eos_ids else None
+
+
+class LogitLens(Lens):
+    """The logit lens: decode every layer with the model's final norm and unembedding."""
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> LogitLens:
+        """Create a logit lens from a Hugging Face model or TransformerLens model."""
+        return cls(Unembed(model))
+
+    def transform_hidden(self, h: torch.Tensor, idx: int) -> torch.Tensor:
+        """The identity: the logit lens does not transform hidden states."""
+        return h
+
+    def forward(self, h: torch.Tensor, idx: int) -> torch.Tensor:
+        """Decode hidden states ``(..., d_model)`` into logits ``(..., vocab)``."""
+        return self.unembed(h)
+
+
+@dataclass
+class TunedLensConfig:
+    """Metadata of a tuned lens, stored as ``config.json`` next to its parameters.
+
+    Attributes:
+        base_model_name_or_path: Name or path of the model the lens was trained on.
+        d_model: Width of the residual stream.
+        num_hidden_layers: Number of translators (= the model's number of blocks).
+        bias: Whether the translators have a bias.
+        base_model_revision: Git revision of the base model, if known.
+        unembed_hash: Fingerprint of the unembedding (see ``Unembed.unembedding_hash``).
+        lens_type: Kind of lens; only ``"linear_tuned_lens"`` exists.
+    """
+
+    base_model_name_or_path: str
+    d_model: int
+    num_hidden_layers: int
+    bias: bool = True
+    base_model_revision: str | None = None
+    unembed_hash: str | None = None
+    lens_type: str = "linear_tuned_lens"
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "num_hidden_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.bias, bool):
+            raise TypeError(f"bias must be a bool, got {self.bias!r}")
+        if self.lens_type != "linear_tuned_lens":
+            raise ValueError(f"unsupported lens_type {self.lens_type!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-serialisable dict (field order = JSON key order)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any]) -> TunedLensConfig:
+        """Build a config from a dict, dropping unknown keys with a warning.
+
+        The misspelt ``unemebd_hash`` of configs written by early versions of the original is
+        read as ``unembed_hash``; a missing hash is fine.
+
+        Raises:
+            TypeError: If ``config_dict`` is not a dict or a required key is missing.
+        """
+        if not isinstance(config_dict, dict):
+            raise TypeError(f"a lens config must be a JSON object, got {type(config_dict).__name__}")
+        data = copy.deepcopy(config_dict)
+        if "unemebd_hash" in data:
+            legacy = data.pop("unemebd_hash")
+            data.setdefault("unembed_hash", legacy)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            warnings.warn(
+                f"ignoring unknown keys in lens config: {unknown}", UserWarning, stacklevel=2
+            )
+            for key in unknown:
+                del data[key]
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.name not in data
+        ]
+        if required:
+            raise TypeError(f"lens config is missing required keys: {required}")
+        return cls(**data)
+
+
+class TunedLens(Lens):
+    """A tuned lens: one affine translator per layer in front of the unembedding.
+
+    Translator ``i`` maps ``h`` to ``h + W_i h + b_i``; ``W_i`` and ``b_i`` start at zero, so a
+    fresh tuned lens is exactly the logit lens. Parameters take the dtype and device of the
+    unembedding (float16 if the unembedding is not floating point).
+
+    Args:
+        unembed: The unembedding of the base model.
+        config: The lens's metadata; ``config.unembed_hash`` is set from ``unembed``.
+    """
+
+    config: TunedLensConfig
+    layer_translators: nn.ModuleList
+
+    def __init__(self, unembed: Unembed, config: TunedLensConfig):
+        super().__init__(unembed)
+        if config.d_model != unembed.d_model:
+            raise ValueError(
+                f"config.d_model={config.d_model} does not match the model's hidden size "
+                f"{unembed.d_model}"
+            )
+        self.config = copy.copy(config)
+        self.config.unembed_hash = unembed.unembedding_hash()
+        weight = unembed.unembedding.weight
+        dtype = weight.dtype if weight.dtype.is_floating_point else torch.float16
+        translators = []
+        for _ in range(config.num_hidden_layers):
+            translator = nn.Linear(
+                config.d_model, config.d_model, bias=config.bias, dtype=dtype, device=weight.device
+            )
+            nn.init.zeros_(translator.weight)
+            if translator.bias is not None:
+                nn.init.zeros_(translator.bias)
+            translators.append(translator)
+        self.layer_translators = nn.ModuleList(translators)
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_model(
+        cls, model: nn.Module, model_revision: str | None = None, bias: bool = True
+    ) -> TunedLens:
+        """Create a fresh (identity) lens for ``model``.
+
+        Args:
+            model: The model to create the lens for.
+            model_revision: The git revision of the model, recorded in the config.
+            bias: Whether the translators have a bias.
+        """
+        unembed = Unembed(model)
+        num_layers = _num_hidden_layers(model)
+        config = TunedLensConfig(
+            base_model_name_or_path=unembed.model_name_or_path or "",
+            d_model=unembed.d_model,
+            num_hidden_layers=num_layers,
+            bias=bias,
+            base_model_revision=model_revision,
+        )
+        return cls(unembed, config)
+
+    @classmethod
+    def from_model_and_pretrained(
+        cls, model: nn.Module, lens_resource_id: str | None = None, **kwargs: Any
+    ) -> TunedLens:
+        """Load a tuned lens for ``model`` from a local folder or the Hugging Face Hub.
+
+        Args:
+            model: The model the lens decodes.
+            lens_resource_id: A local folder or a Hub lens id; defaults to
+                ``model.config.name_or_path``.
+            **kwargs: Passed to :func:`tuned_lens.load_artifacts.load_lens_artifacts` (e.g.
+                ``revision``, ``repo_id``, ``cache_dir``) or to the parameter reader
+                (``map_location``; see :meth:`from_unembed_and_pretrained`).
+        """
+        if lens_resource_id is None:
+            lens_resource_id = getattr(getattr(model, "config", None), "name_or_path", None)
+            if not lens_resource_id:
+                raise ValueError("lens_resource_id is required: the model has no name_or_path")
+        lens = cls.from_unembed_and_pretrained(Unembed(model), lens_resource_id, **kwargs)
+        expected = _num_hidden_layers(model)
+        if len(lens) != expected:
+            raise ValueError(
+                f"lens {lens_resource_id!r} has {len(lens)} translators but the model has "
+                f"{expected} layers"
+            )
+        return lens
+
+    @classmethod
+    def from_unembed_and_pretrained(
+        cls, unembed: Unembed, lens_resource_id: str, **kwargs: Any
+    ) -> TunedLens:
+        """Load a tuned lens from a folder or the Hub, around an existing unembedding.
+
+        Keyword arguments named like a parameter of
+        :func:`~tuned_lens.load_artifacts.load_lens_artifacts` go there; the others go to the
+        parameter reader :func:`tuned_lens.lens_io.read_lens_params`: ``map_location`` (where to
+        put the tensors; they are read on the CPU first) and ``weights_only`` (accepted for
+        compatibility; pickled code is never executed regardless).
+
+        The stored config must match the unembedding's hidden size; a different base model name
+        or unembedding hash only warns (the hash is advisory, as in the original).
+
+        Raises:
+            TypeError: For keyword arguments neither function accepts.
+            tuned_lens.lens_io.LensFileError: For malformed or unsafe lens files.
+        """
+        from ..lens_io import read_lens_config, read_lens_params, validate_lens_params
+        from ..load_artifacts import load_lens_artifacts
+
+        artifact_names = set(inspect.signature(load_lens_artifacts).parameters) - {"resource_id"}
+        reader_names = set(inspect.signature(read_lens_params).parameters) - {"path"}
+        artifact_kwargs = {k: v for k, v in kwargs.items() if k in artifact_names}
+        reader_kwargs = {k: v for k, v in kwargs.items() if k in reader_names}
+        unknown = sorted(set(kwargs) - artifact_names - reader_names)
+        if unknown:
+            raise TypeError(
+                f"unexpected keyword arguments {unknown}; accepted: "
+                f"{sorted(artifact_names | reader_names)}"
+            )
+        config_path, params_path = load_lens_artifacts(lens_resource_id, **artifact_kwargs)
+        config = read_lens_config(config_path)
+
+        if config.d_model != unembed.d_model:
+            raise ValueError(
+                f"lens {lens_resource_id!r} has d_model={config.d_model} but the model's hidden "
+                f"size is {unembed.d_model}"
+            )
+        if (
+            unembed.model_name_or_path
+            and config.base_model_name_or_path
+            # Compare last path components: "gpt2" and "/models/gpt2" name the same model.
+            and Path(config.base_model_name_or_path).name != Path(unembed.model_name_or_path).name
+        ):
+            warnings.warn(
+                f"lens {lens_resource_id!r} was trained on {config.base_model_name_or_path!r}, "
+                f"but the model is {unembed.model_name_or_path!r}",
+                UserWarning,
+                stacklevel=2,
+            )
+        stored_hash = config.unembed_hash
+        lens = cls(unembed, config)
+        if stored_hash and stored_hash != lens.config.unembed_hash:
+            warnings.warn(
+                f"the unembedding of the model differs from the one lens {lens_resource_id!r} was "
+                "trained with (unembed_hash mismatch); its predictions may be meaningless",
+                UserWarning,
+                stacklevel=2,
+            )
+
+        state = read_lens_params(params_path, **reader_kwargs)
+        validate_lens_params(state, config, source=str(params_path))
+        device = unembed.unembedding.weight.device
+        target = reader_kwargs.get("map_location")
+        dtype = lens.layer_translators[0].weight.dtype if len(lens) else torch.float32
+        with torch.no_grad():
+            lens.layer_translators.load_state_dict(
+                {k: v.to(dtype=dtype, device=device) for k, v in state.items()}, strict=True
+            )
+        if target is not None:
+            lens = lens.to(target)
+        return lens
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def save(
+        self,
+        path: str | Path,
+        ckpt: str = "params.safetensors",
+        config: str = "config.json",
+    ) -> None:
+        """Save the lens to a directory: ``config.json`` and ``params.safetensors``.
+
+        The parameters are stored as safetensors with keys ``"{i}.weight"`` and ``"{i}.bias"``
+        (the original's ``state_dict`` names) in the lens's dtype. Pickle files are never
+        written.
+
+        Args:
+            path: Directory to create (parents too) or reuse.
+            ckpt: File name of the parameters; must end in ``.safetensors``.
+            config: File name of the config.
+        """
+        from ..lens_io import write_lens_config, write_lens_params
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_lens_params(folder / ckpt, self.layer_translators.state_dict())
+        write_lens_config(folder / config, self.config)
+
+    # -- the lens -------------------------------------------------------------------------------
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_translators)
+
+    def __len__(self) -> int:
+        return len(self.layer_translators)
+
+    def __getitem__(self, item: int) -> nn.Module:
+        """The translator of layer ``item`` (negative indices count from the end)."""
+        return self.layer_translators[item]
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        return iter(self.layer_translators)
+
+    def transform_hidden(self, h: torch.Tensor, idx: int) -> torch.Tensor:
+        """``h + W_idx h + b_idx``: move layer-``idx`` states ``(..., d)`` toward the last layer."""
+        translator = self.layer_translators[self._normalise_layer(idx)]
+        return h + translator(h)
+
+    def forward(self, h: torch.Tensor, idx: int) -> torch.Tensor:
+        """Translate then decode layer-``idx`` states ``(..., d_model)`` into logits."""
+        return self.unembed(self.transform_hidden(h, idx))
+
+
+def _num_hidden_layers(model: nn.Module) -> int:
+    from ..architectures import resolve_architecture
+
+    return len(resolve_architecture(model).layers)
