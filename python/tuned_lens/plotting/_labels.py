@@ -1,0 +1,150 @@
+"""Cell labels and hover tables from top-k token ids (computed once by ``lens_stats``).
+
+Everything here works on small arrays: token ids of shape ``(*B, rows, T, k)`` with
+``k <= 64``, never on the vocabulary axis. Token strings are looked up once per distinct id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .token_formatter import TokenFormatter
+
+# Shown in a cell whose batch elements disagree.
+HETEROGENEOUS_LABEL = "*"
+
+
+def format_token_ids(
+    ids: NDArray[np.integer], tokenizer: Any, formatter: TokenFormatter
+) -> NDArray[np.str_]:
+    """Formatted token strings for an array of token ids (any shape).
+
+    Args:
+        ids: Integer token ids, any shape.
+        tokenizer: A Hugging Face tokenizer (``convert_ids_to_tokens`` is used).
+        formatter: How tokens are shown.
+
+    Returns:
+        A ``numpy.str_`` array of the same shape; ids the tokenizer does not know show as
+        ``"<unk>"``.
+    """
+    ids = np.asarray(ids)
+    if ids.size == 0:
+        return np.zeros(ids.shape, dtype="<U1")
+    unique_ids, inverse = np.unique(ids, return_inverse=True)
+    tokens = tokenizer.convert_ids_to_tokens([int(i) for i in unique_ids])
+    formatted = formatter.vectorized_format(np.array(list(tokens) + [None], dtype=object)[:-1])
+    return formatted[inverse.reshape(ids.shape)]
+
+
+def consolidate_over_batch(
+    ids: NDArray[np.integer], n_batch_axes: int, valid: NDArray[np.bool_] | None
+) -> tuple[NDArray[np.int64], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Collapse the batch axes of an id array, noting where batch elements disagree.
+
+    Args:
+        ids: ``(*B, *rest)`` token ids.
+        n_batch_axes: ``len(B)``.
+        valid: ``None`` or a boolean array broadcastable to ``ids``; invalid (padded) entries
+            are ignored.
+
+    Returns:
+        ``(first, uniform, present)``, each of shape ``rest``: the id shared by the valid
+        elements, whether they all agree, and whether there was any valid element.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    axes = tuple(range(n_batch_axes))
+    if valid is None:
+        if n_batch_axes == 0:
+            return ids, np.ones(ids.shape, bool), np.ones(ids.shape, bool)
+        low, high = ids.min(axis=axes), ids.max(axis=axes)
+        return low, low == high, np.ones(low.shape, bool)
+    valid = np.broadcast_to(valid, ids.shape)
+    big = np.iinfo(np.int64).max
+    low = np.where(valid, ids, big).min(axis=axes)
+    high = np.where(valid, ids, -1).max(axis=axes)
+    present = valid.any(axis=axes) if n_batch_axes else valid
+    return np.where(present, low, 0), present & (low == high), present
+
+
+def consolidated_labels(
+    ids: NDArray[np.integer],
+    n_batch_axes: int,
+    valid: NDArray[np.bool_] | None,
+    tokenizer: Any,
+    formatter: TokenFormatter,
+) -> NDArray[np.str_]:
+    """One formatted token per cell: the batch's common token, ``"*"`` or ``""`` (all padded).
+
+    Args:
+        ids: ``(*B, *rest)`` token ids.
+        n_batch_axes: ``len(B)``.
+        valid: ``None`` or a mask broadcastable to ``ids`` (``False`` = padding).
+        tokenizer: A Hugging Face tokenizer.
+        formatter: How tokens are shown.
+
+    Returns:
+        A ``numpy.str_`` array of shape ``rest``.
+    """
+    first, uniform, present = consolidate_over_batch(ids, n_batch_axes, valid)
+    labels = format_token_ids(first, tokenizer, formatter).astype(object)
+    labels[~uniform] = HETEROGENEOUS_LABEL
+    labels[~present] = ""
+    return labels.astype(np.str_)
+
+
+def percent_strings(values: NDArray[np.floating], *, prefix: str = "") -> NDArray[np.str_]:
+    """``prefix + "%.2f%%"`` of ``100 * values`` for every element.
+
+    Args:
+        values: Probabilities (or probability differences), any shape.
+        prefix: Put before the number (``"Δ"`` for differences).
+
+    Returns:
+        A ``numpy.str_`` array of the same shape.
+    """
+    values = np.asarray(values, dtype=np.float64) * 100.0
+    return np.char.add(np.char.add(prefix, np.char.mod("%.2f", values)), "%")
+
+
+def hover_table(
+    token_strings: NDArray[np.str_],
+    value_strings: NDArray[np.str_],
+    n_rows: int,
+    n_positions: int,
+    max_entries_to_show: int,
+    valid: NDArray[np.bool_] | None = None,
+) -> NDArray[np.str_]:
+    """Interleave tokens and values into the hover table of every cell.
+
+    Args:
+        token_strings: ``(*B, n_rows, n_positions, k)`` formatted tokens.
+        value_strings: ``(*B, n_rows, n_positions, k)`` formatted values.
+        n_rows: Layers (rows of the heat map).
+        n_positions: Positions (columns of the heat map).
+        max_entries_to_show: How many batch elements get a (token, value) column pair.
+        valid: ``None`` or ``(*B, n_positions)``; padded entries are shown blank.
+
+    Returns:
+        ``(n_rows, n_positions, k, 2 * min(batch, max_entries_to_show))``: row ``j`` lists the
+        ``j``-th entry of each batch element as ``token, value`` column pairs.
+    """
+    k = token_strings.shape[-1]
+    shape = (-1, n_rows, n_positions, k)
+    n_show = max(int(max_entries_to_show), 0)
+    tokens = token_strings.reshape(shape)[:n_show]
+    values = value_strings.reshape(shape)[:n_show]
+    if valid is not None:
+        keep = np.broadcast_to(
+            np.asarray(valid).reshape(-1, 1, n_positions, 1)[:n_show], tokens.shape
+        )
+        tokens = np.where(keep, tokens, "")
+        values = np.where(keep, values, "")
+    n_batch = tokens.shape[0]
+    table = np.empty((n_rows, n_positions, k, 2 * n_batch), dtype=np.result_type(tokens, values))
+    table[..., 0::2] = np.moveaxis(tokens, 0, -1)
+    table[..., 1::2] = np.moveaxis(values, 0, -1)
+    return table

@@ -1,0 +1,455 @@
+"""Prediction trajectories: the next-token distributions of every layer, and their statistics.
+
+A :class:`PredictionTrajectory` holds the full ``(*B, L+1, T, V)`` array of log-probabilities
+(rows ``0..L−1`` from the lens, row ``L`` the model's own output). Every statistic is computed
+by the Rust core :mod:`tuned_lens.lens_stats` in one streaming pass, without temporaries of
+the array's size; the top-k tokens used for labels are computed once and cached. For many
+prompts, :class:`~tuned_lens.plotting.CompactTrajectory` keeps only the per-cell results.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .. import lens_stats
+from . import _model_inputs
+from ._statistics import PairwiseKind, TrajectoryStatisticsMixin
+from .trajectory_plotting import TrajectoryShapeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["PredictionTrajectory", "ResidualComponent"]
+
+ResidualComponent = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
+
+_PAIRWISE_KERNELS = {
+    "kl": "kl_divergence",
+    "js": "js_divergence",
+    "symmetric_kl": "symmetric_kl",
+    "tv": "total_variation",
+    "max_abs_diff": "max_abs_diff",
+}
+
+
+def _is_torch(value: Any) -> bool:
+    return type(value).__module__.startswith("torch")
+
+
+def _as_int_array(value: Any, name: str) -> NDArray[np.int64] | None:
+    if value is None:
+        return None
+    if _is_torch(value):
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer token ids, got dtype {array.dtype}")
+    return array.astype(np.int64, copy=False)
+
+
+@dataclass
+class PredictionTrajectory(TrajectoryStatisticsMixin):
+    """The next-token predictions of every layer of a model for some token sequences.
+
+    A prediction trajectory is the set of next-token distributions produced by a lens at each
+    layer of a model (plus the model's own output) on a specific sequence of tokens. Any
+    number of leading batch axes is allowed; statistics are averaged over them (leaving out
+    padded positions when ``attention_mask`` is set) and labels show ``"*"`` where batch
+    elements disagree.
+
+    Attributes:
+        log_probs: ``(*B, L+1, T, V)`` natural-log probabilities: rows ``0..L−1`` from the
+            lens for hidden states ``0..L−1``, row ``L`` the model's output. A float32,
+            float16 or float64 numpy array, or a torch tensor (bfloat16 / CUDA tensors are
+            handled without widening the whole array).
+        input_ids: ``(*B, T)`` token ids fed to the model.
+        targets: ``(*B, T)`` the ids each position should predict (for cross entropy, rank
+            and log-prob differences).
+        anti_targets: ``(*B, T)`` ids it should not predict (for :meth:`log_prob_diff`).
+        tokenizer: A Hugging Face tokenizer; without one there are no labels.
+        attention_mask: ``(*B, T)`` True at real tokens, False at padding; padded cells are
+            left out of batch averages and labels. ``None``: nothing is padded.
+    """
+
+    log_probs: Any
+    input_ids: NDArray[np.int64]
+    targets: NDArray[np.int64] | None = None
+    anti_targets: NDArray[np.int64] | None = None
+    tokenizer: Any = None
+    attention_mask: NDArray[np.bool_] | None = None
+    _top_k_cache: dict[str, Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.log_probs.shape)
+        if len(shape) < 3:
+            raise TrajectoryShapeError(
+                f"log_probs must be (*batch, layers + 1, T, V), got shape {shape}"
+            )
+        self.input_ids = _as_int_array(self.input_ids, "input_ids")
+        self.targets = _as_int_array(self.targets, "targets")
+        self.anti_targets = _as_int_array(self.anti_targets, "anti_targets")
+        expected = shape[:-3] + shape[-2:-1]
+        if self.input_ids.shape != expected:
+            raise TrajectoryShapeError(
+                f"input_ids has shape {self.input_ids.shape}, expected {expected} "
+                f"(batch shape + T) for log_probs of shape {shape}"
+            )
+        for name in ("targets", "anti_targets"):
+            value = getattr(self, name)
+            if value is not None and value.shape != self.input_ids.shape:
+                raise TrajectoryShapeError(
+                    f"{name} has shape {value.shape}, input_ids has {self.input_ids.shape}"
+                )
+        if self.attention_mask is not None:
+            mask = np.asarray(self.attention_mask).astype(bool)
+            if mask.shape != self.input_ids.shape:
+                raise TrajectoryShapeError(
+                    f"attention_mask has shape {mask.shape}, input_ids has "
+                    f"{self.input_ids.shape}"
+                )
+            self.attention_mask = None if mask.all() else mask
+
+    # ------------------------------------------------------------------ shape properties
+    @property
+    def batch_axes(self) -> tuple[int, ...]:
+        """The batch axes of the trajectory (those before the last three of ``log_probs``)."""
+        return tuple(range(len(self.log_probs.shape) - 3))
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """The batch shape of the trajectory."""
+        return tuple(self.log_probs.shape[:-3])
+
+    @property
+    def n_batch_axis(self) -> int:
+        """The number of batch axes."""
+        return len(self.log_probs.shape) - 3
+
+    @property
+    def num_layers(self) -> int:
+        """The number of lens layers, not counting the model-output row."""
+        return int(self.log_probs.shape[-3]) - 1
+
+    @property
+    def num_tokens(self) -> int:
+        """The number of positions in this slice of the sequence."""
+        return int(self.log_probs.shape[-2])
+
+    @property
+    def vocab_size(self) -> int:
+        """The size of the vocabulary."""
+        return int(self.log_probs.shape[-1])
+
+    @property
+    def model_log_probs(self) -> Any:
+        """``(*B, T, V)`` the model's own log-probabilities (a view of the last row)."""
+        return self.log_probs[..., -1, :, :]
+
+    @property
+    def probs(self) -> Any:
+        """``(*B, L+1, T, V)`` probabilities.
+
+        This allocates a new array as large as ``log_probs`` on every access; the statistic
+        methods never use it.
+        """
+        if _is_torch(self.log_probs):
+            return self.log_probs.exp()
+        return np.exp(self.log_probs)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_lens_and_model(
+        cls,
+        lens: Any,
+        model: Any,
+        input_ids: Any,
+        tokenizer: Any = None,
+        targets: Any = None,
+        anti_targets: Any = None,
+        mask_input: bool = False,
+        *,
+        attention_mask: Any = None,
+        device: Any = None,
+    ) -> PredictionTrajectory:
+        """Run a Hugging Face causal LM and decode every hidden state with a lens.
+
+        Args:
+            lens: A lens for the model; ``lens(h, i)`` gives logits for ``hidden_states[i]``.
+            model: A Hugging Face causal language model.
+            input_ids: One sequence (``(T,)``, a list of ints), a ``(B, T)`` batch, or a list
+                of sequences of different lengths (right-padded, with a padding mask).
+            tokenizer: Used for labels (and its ``pad_token_id`` for ragged lists).
+            targets: Like ``input_ids``: what each position should predict.
+            anti_targets: Like ``input_ids``: what each position should not predict.
+            mask_input: Give probability 0 (log-prob ``−inf``) in the lens rows, not the
+                model row, to every token id occurring in the sequence.
+            attention_mask: ``(B, T)`` 1 at real tokens, 0 at padding (left or right).
+            device: Where the inputs go (default: the model's device).
+
+        Returns:
+            A trajectory with ``log_probs`` of shape ``(L+1, T, V)`` for one sequence or
+            ``(B, L+1, T, V)`` for a batch, in float32.
+        """
+        pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+        batch = _model_inputs.token_batch(
+            input_ids, attention_mask=attention_mask, pad_token_id=pad_id
+        )
+        targets_np = _model_inputs.aligned_ids(targets, batch, "targets")
+        anti_np = _model_inputs.aligned_ids(anti_targets, batch, "anti_targets")
+        run_device = _model_inputs.model_device(model, device)
+        hidden_states, model_logits = _model_inputs.run_model(
+            model, batch.ids, batch.mask, run_device
+        )
+        n_layers = _model_inputs.check_lens_matches(lens, len(hidden_states))
+        n_batch, n_tokens = batch.ids.shape
+        vocab = int(model_logits.shape[-1])
+        log_probs = np.empty((n_batch, n_layers + 1, n_tokens, vocab), dtype=np.float32)
+        vocab_mask = (
+            _model_inputs.input_vocab_mask(batch.ids, batch.mask, vocab) if mask_input else None
+        )
+        import torch
+
+        with torch.no_grad():
+            for layer in range(n_layers):
+                logits = lens(hidden_states[layer], layer)
+                _write_log_softmax(logits, log_probs[:, layer], vocab_mask)
+                del logits
+            _write_log_softmax(model_logits, log_probs[:, n_layers], None)
+        return cls(
+            log_probs=batch.unbatch(log_probs),
+            input_ids=batch.unbatch(batch.ids),
+            targets=batch.unbatch(targets_np),
+            anti_targets=batch.unbatch(anti_np),
+            tokenizer=tokenizer,
+            attention_mask=batch.unbatch(batch.mask),
+        )
+
+    @classmethod
+    def from_lens_and_cache(
+        cls,
+        lens: Any,
+        input_ids: Any,
+        cache: Any,
+        model_logits: Any,
+        targets: Any = None,
+        anti_targets: Any = None,
+        residual_component: ResidualComponent = "resid_pre",
+        mask_input: bool = False,
+        *,
+        tokenizer: Any = None,
+    ) -> PredictionTrajectory:
+        """Build a trajectory from a TransformerLens ``ActivationCache``.
+
+        Layer ``l`` decodes ``cache[residual_component, l]`` with lens layer ``l`` whatever
+        the component (a ``resid_pre`` lens on other components is an approximation).
+
+        Args:
+            lens: A lens with one layer per transformer block.
+            input_ids: ``(T,)`` or ``(B, T)`` ids that were fed to the model.
+            cache: The ``ActivationCache`` from ``run_with_cache``.
+            model_logits: ``(B, T, V)`` (or ``(T, V)``) the model's output logits.
+            targets: Like ``input_ids``: what each position should predict.
+            anti_targets: Like ``input_ids``: what each position should not predict.
+            residual_component: Which cached activation to decode.
+            mask_input: Mask the input ids in the lens rows (see :meth:`from_lens_and_model`).
+            tokenizer: Defaults to ``cache.model.tokenizer``.
+
+        Returns:
+            A trajectory; ``(L+1, T, V)`` for a 1-D ``input_ids`` and a cache of batch 1,
+            else ``(B, L+1, T, V)``.
+        """
+        import torch
+
+        batch = _model_inputs.token_batch(input_ids)
+        targets_np = _model_inputs.aligned_ids(targets, batch, "targets")
+        anti_np = _model_inputs.aligned_ids(anti_targets, batch, "anti_targets")
+        if tokenizer is None:
+            tokenizer = getattr(getattr(cache, "model", None), "tokenizer", None)
+        model_logits = torch.as_tensor(model_logits)
+        if model_logits.ndim == 2:
+            model_logits = model_logits[None]
+        n_batch, n_tokens = batch.ids.shape
+        if tuple(model_logits.shape[:2]) != (n_batch, n_tokens):
+            raise ValueError(
+                f"model_logits has shape {tuple(model_logits.shape)}, expected "
+                f"({n_batch}, {n_tokens}, V) to match input_ids"
+            )
+        n_layers = _cache_layers(lens, cache)
+        vocab = int(model_logits.shape[-1])
+        log_probs = np.empty((n_batch, n_layers + 1, n_tokens, vocab), dtype=np.float32)
+        vocab_mask = (
+            _model_inputs.input_vocab_mask(batch.ids, None, vocab) if mask_input else None
+        )
+        with torch.no_grad():
+            for layer in range(n_layers):
+                hidden = cache[residual_component, layer]
+                if hidden.ndim == 2:
+                    hidden = hidden[None]
+                if hidden.shape[-2] != n_tokens or hidden.shape[0] != n_batch:
+                    raise ValueError(
+                        f"input_ids has shape {batch.ids.shape} but the cached "
+                        f"{residual_component} of layer {layer} has {tuple(hidden.shape)}"
+                    )
+                _write_log_softmax(lens(hidden, layer), log_probs[:, layer], vocab_mask)
+            _write_log_softmax(model_logits, log_probs[:, n_layers], None)
+        return cls(
+            log_probs=batch.unbatch(log_probs),
+            input_ids=batch.unbatch(batch.ids),
+            targets=batch.unbatch(targets_np),
+            anti_targets=batch.unbatch(anti_np),
+            tokenizer=tokenizer,
+        )
+
+    # ------------------------------------------------------------------ slicing
+    def slice_sequence(self, slice: builtins.slice | int) -> PredictionTrajectory:  # noqa: A002
+        """A view of the trajectory restricted to some positions (the T axis).
+
+        Args:
+            slice: A ``slice`` of positions; an int keeps that one position (the T axis
+                stays, with length 1).
+
+        Returns:
+            A new trajectory sharing memory with this one (and its cached top-k tokens).
+        """
+        if isinstance(slice, (int, np.integer)):
+            index = int(slice) % self.num_tokens
+            slice = builtins.slice(index, index + 1)
+        if not isinstance(slice, builtins.slice):
+            raise TypeError(f"slice_sequence takes a slice or an int, got {type(slice)}")
+
+        def cut(value: Any) -> Any:
+            return None if value is None else value[..., slice]
+
+        sliced = PredictionTrajectory(
+            log_probs=self.log_probs[..., slice, :],
+            input_ids=cut(self.input_ids),
+            targets=cut(self.targets),
+            anti_targets=cut(self.anti_targets),
+            tokenizer=self.tokenizer,
+            attention_mask=cut(self.attention_mask),
+        )
+        cached = self._cached_top_k()
+        if cached is not None:
+            sliced._top_k_cache.update(
+                key=id(sliced.log_probs),
+                k=cached["k"],
+                ids=cached["ids"][..., slice, :],
+                probs=cached["probs"][..., slice, :],
+            )
+        return sliced
+
+    # ------------------------------------------------------------------ cell hooks
+    def _targets_for_rows(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
+        return ids[..., None, :]
+
+    def _cell_entropy(self) -> NDArray[np.float32]:
+        return lens_stats.entropy(self.log_probs)
+
+    def _cell_target_log_prob(
+        self, which: Literal["targets", "anti_targets"]
+    ) -> NDArray[np.float32]:
+        targets = self._require(which)
+        return lens_stats.target_log_prob(self.log_probs, self._targets_for_rows(targets))
+
+    def _cell_token_log_prob(self, token_id: int) -> NDArray[np.float32]:
+        if not 0 <= token_id < self.vocab_size:
+            raise IndexError(f"token_id {token_id} is outside the vocabulary [0, {self.vocab_size})")
+        targets = np.full(self.log_probs.shape[:-1], token_id, dtype=np.int64)
+        return lens_stats.target_log_prob(self.log_probs, targets)
+
+    def _cell_target_rank(self) -> NDArray[np.int64]:
+        targets = self._require("targets")
+        return lens_stats.target_rank(self.log_probs, self._targets_for_rows(targets))
+
+    def _cell_forward_kl(self) -> NDArray[np.float32]:
+        return lens_stats.forward_kl(self.log_probs, self.model_log_probs)
+
+    def _cell_max_probability(self) -> NDArray[np.float32]:
+        cached = self._cached_top_k()
+        if cached is not None:
+            return cached["probs"][..., 0]
+        return lens_stats.max_probability(self.log_probs)[0]
+
+    def _cached_top_k(self) -> dict[str, Any] | None:
+        cache = self._top_k_cache
+        if cache and cache.get("key") == id(self.log_probs):
+            return cache
+        return None
+
+    def _cell_top_k(self, k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        if k < 1:
+            raise ValueError(f"topk must be positive, got {k}")
+        cached = self._cached_top_k()
+        if cached is None or cached["k"] < k:
+            ids, probs = lens_stats.top_k(self.log_probs, k)
+            self._top_k_cache.clear()
+            self._top_k_cache.update(key=id(self.log_probs), k=k, ids=ids, probs=probs)
+            cached = self._top_k_cache
+        return cached["ids"][..., :k], cached["probs"][..., :k]
+
+    def _check_other(self, other: Any) -> PredictionTrajectory:
+        if not isinstance(other, PredictionTrajectory):
+            raise TypeError(
+                f"other must be a PredictionTrajectory, got {type(other).__name__}"
+            )
+        if tuple(other.log_probs.shape) != tuple(self.log_probs.shape):
+            raise TrajectoryShapeError(
+                f"other.log_probs has shape {tuple(other.log_probs.shape)}, self has "
+                f"{tuple(self.log_probs.shape)}"
+            )
+        return other
+
+    def _cell_pairwise(self, other: Any, kind: PairwiseKind) -> NDArray[np.float32]:
+        other = self._check_other(other)
+        kernel = getattr(lens_stats, _PAIRWISE_KERNELS[kind])
+        return kernel(self.log_probs, other.log_probs)
+
+    def _cell_top_k_delta(
+        self, other: Any, k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        other = self._check_other(other)
+        return lens_stats.top_k_delta(self.log_probs, other.log_probs, k)
+
+
+def _cache_layers(lens: Any, cache: Any) -> int:
+    """Layers to decode from a TransformerLens cache: the lens's, else the model's."""
+    try:
+        return len(lens)
+    except TypeError:
+        pass
+    cfg = getattr(getattr(cache, "model", None), "cfg", None)
+    if cfg is None:
+        raise ValueError("cannot tell the number of layers: the lens has no len() and the "
+                         "cache no model.cfg.n_layers")
+    return int(cfg.n_layers)
+
+
+def _write_log_softmax(
+    logits: torch.Tensor, out: NDArray[np.float32], vocab_mask: NDArray[np.bool_] | None
+) -> None:
+    """Normalise ``(b, T, V)`` logits into the float32 array ``out`` (``(b, T, V)``).
+
+    Masked vocabulary entries (``vocab_mask`` ``(b, V)``) get logit ``−inf`` first. On the
+    CPU the Rust kernel reads the logits in their own dtype and writes float32 directly into
+    ``out``; CUDA logits are normalised there and copied back.
+    """
+    import torch
+
+    logits = logits.detach()
+    if vocab_mask is not None:
+        mask = torch.as_tensor(vocab_mask, device=logits.device)[:, None, :]
+        logits = logits.masked_fill(mask, float("-inf"))
+    if logits.device.type != "cpu":
+        out[...] = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+        return
+    if not logits.is_contiguous():
+        logits = logits.contiguous()
+    for row in range(logits.shape[0]):
+        lens_stats.log_softmax(logits[row], out=out[row])
