@@ -422,7 +422,7 @@ def train_lens(
         if not all(math.isfinite(v) for v in layer_values):
             raise FloatingPointError(f"non-finite lens loss at step {step}: {layer_values}")
         losses.append(layer_values)
-        lrs.append(lr)
+        lrs.append(float(optimizer.param_groups[0]["lr"]))  # the rate the step really used
         if progress is not None:
             progress.update(1)
             progress.set_postfix_str(
