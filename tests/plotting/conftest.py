@@ -1,0 +1,29 @@
+"""Fixtures for the plotting tests: a tiny offline tokenizer and random trajectories."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# 12 tokens: GPT-2 style markers (Ġ = leading space, Ċ = newline) and one long token.
+TINY_VOCAB = [
+    "<unk>", "Ġthe", "Ġcat", "Ċ", "ThisIsALongToken", "a", "b", "Ġsat", "Ġon", "Ġmat", ".", "!"
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A word-level fast tokenizer over TINY_VOCAB, built offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(
+        models.WordLevel({tok: i for i, tok in enumerate(TINY_VOCAB)}, unk_token="<unk>")
+    )
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
