@@ -185,7 +185,9 @@ _REGISTRY_LOCK = threading.Lock()
 _REGISTRY: dict[str, ArchitectureSpec] = {}
 
 
-def register_architecture(key: str | type, spec: ArchitectureSpec, *, overwrite: bool = True) -> None:
+def register_architecture(
+    key: str | type, spec: ArchitectureSpec, *, overwrite: bool = True
+) -> None:
     """Teach the lens machinery where a model family keeps its parts.
 
     Args:
@@ -378,7 +380,9 @@ def _introspect(model: nn.Module) -> ArchitectureSpec | None:
         and (n_layers is None or len(get_key_path(base, p)) == n_layers)
     ]
     norm_paths = [
-        p for p in _NORM_NAMES if _has_path(base, p) and isinstance(get_key_path(base, p), nn.Module)
+        p
+        for p in _NORM_NAMES
+        if _has_path(base, p) and isinstance(get_key_path(base, p), nn.Module)
     ]
     if len(layer_paths) != 1 or len(norm_paths) != 1:
         return None

@@ -247,9 +247,7 @@ def _rebuild_tensor(
     if not isinstance(storage, torch.Tensor):
         raise UnsafeLensFileError("tensor rebuild got something that is not a storage")
     for name, value in (("size", size), ("stride", stride)):
-        if not isinstance(value, tuple) or not all(
-            isinstance(v, int) and v >= 0 for v in value
-        ):
+        if not isinstance(value, tuple) or not all(isinstance(v, int) and v >= 0 for v in value):
             raise LensFileError(f"corrupt tensor record: bad {name} {value!r}")
     if len(size) != len(stride) or not isinstance(storage_offset, int) or storage_offset < 0:
         raise LensFileError("corrupt tensor record: size/stride/offset do not agree")

@@ -17,7 +17,12 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-__all__ = ["DEFAULT_REPO_ID", "DEFAULT_REPO_TYPE", "available_lens_artifacts", "load_lens_artifacts"]
+__all__ = [
+    "DEFAULT_REPO_ID",
+    "DEFAULT_REPO_TYPE",
+    "available_lens_artifacts",
+    "load_lens_artifacts",
+]
 
 DEFAULT_REPO_ID = "AlignmentResearch/tuned-lens"
 DEFAULT_REPO_TYPE = "space"

@@ -220,4 +220,3 @@ def replace_layers(
     finally:
         for i, module in zip(positions, originals):
             layers[i] = module
-

@@ -249,7 +249,9 @@ class TunedLensConfig:
             TypeError: If ``config_dict`` is not a dict or a required key is missing.
         """
         if not isinstance(config_dict, dict):
-            raise TypeError(f"a lens config must be a JSON object, got {type(config_dict).__name__}")
+            raise TypeError(
+                f"a lens config must be a JSON object, got {type(config_dict).__name__}"
+            )
         data = copy.deepcopy(config_dict)
         if "unemebd_hash" in data:
             legacy = data.pop("unemebd_hash")
