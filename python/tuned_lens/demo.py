@@ -724,10 +724,10 @@ def _print_summary(settings: DemoSettings, outputs: DemoOutputs) -> None:
         f"  python -m tuned_lens demo --model smollm2 --output {out}-smollm2   "
         "# a real 135M model (first run dequantizes it, ~30 s)",
         f"  python -m tuned_lens demo --data my_text.jsonl --output {out}-mine",
-        f"  python -m tuned_lens train --model.name {outputs.model_path} "
-        f"--data.name my_text.jsonl -o {out}-trained   # the full CLI, the original's flags",
-        f"  python -m tuned_lens eval --model.name {outputs.model_path} -l {out / 'lens'} "
-        f"--data.name my_text.jsonl -o {out}-eval",
+        f"  python -m tuned_lens train --model.name {settings.model} --data.name {settings.data} "
+        f"--num_steps 50 --tokens_per_step 4096 -o {out}-cli   # the full CLI, original flags",
+        f"  python -m tuned_lens eval --model.name {settings.model} -l {out / 'lens'} "
+        f"--data.name {settings.data} --tokens 16384 -o {out}-eval",
         "  python - <<'EOF'",
         "  from tuned_lens.assets import load_glassllm",
         "  from tuned_lens.nn import TunedLens",

