@@ -367,11 +367,13 @@ class TrajectoryStatisticsMixin:
         """
         self._require("targets")
         self._require("anti_targets")
-        cells = self._cell_target_log_prob("targets") - self._cell_target_log_prob(
-            "anti_targets"
-        )
-        if delta:
-            cells = np.diff(cells, axis=-2)
+        # −inf − (−inf) (both ids masked by mask_input) is NaN: there is no difference.
+        with np.errstate(invalid="ignore"):
+            cells = self._cell_target_log_prob("targets") - self._cell_target_log_prob(
+                "anti_targets"
+            )
+            if delta:
+                cells = np.diff(cells, axis=-2)
         return self._statistic(
             "Δ Log Prob Difference" if delta else "Log Prob Difference",
             "nats",
