@@ -142,20 +142,24 @@ def read_lens_params(
     path = Path(path)
     try:
         with path.open("rb") as f:
-            head = f.read(8)
+            head = f.read(9)
     except OSError as err:
         raise LensFileError(f"cannot read lens parameters {path}: {err}") from err
     if head.startswith(b"PK"):
         tensors = read_torch_zip_state_dict(path)
-    elif len(head) == 8:
+    elif len(head) == 9 and head[8:9] == b"{":  # u64 header length, then the JSON header
         tensors = _read_safetensors(path)
-    elif head[:1] == b"\x80":
+    elif head[:1] == b"\x80":  # a bare pickle (protocol >= 2), e.g. torch's legacy format
         raise UnsafeLensFileError(
-            f"refusing to load {path}: it is a legacy (non-zip) torch pickle; re-save it with a "
-            "current torch as a zip archive or as safetensors"
+            f"refusing to load {path}: it is a bare (non-zip) pickle, which cannot be read "
+            "without executing it; re-save it as safetensors or a torch zip archive"
         )
-    else:
+    elif len(head) < 9:
         raise LensFileError(f"lens parameters {path} are truncated ({len(head)} bytes)")
+    else:
+        raise LensFileError(
+            f"lens parameters {path} are neither safetensors nor a torch zip archive"
+        )
     if map_location is not None:
         tensors = {k: v.to(map_location) for k, v in tensors.items()}
     return tensors
