@@ -195,7 +195,7 @@ def _maximise_direction(
     with torch.no_grad():
         direction = direction_of(w.detach())
         value = float(_all_reduce_mean(energy(direction)).item())
-    if value < first:  # the line search can end on a worse point; keep the better one
+    if not value >= first:  # a worse (or NaN) end point of the line search: keep the start
         with torch.no_grad():
             direction = direction_of(start)
         value = first

@@ -344,13 +344,17 @@ class LogitStats:
 
 
 def _torch_marginal_sums(logits: Tensor, assume_normalized: bool) -> tuple[Tensor, Tensor]:
-    """Column sums of p and log p on the tensor's own device (accelerator path)."""
-    flat = logits.detach().reshape(-1, logits.shape[-1])
-    log_probs = flat.float() if flat.dtype != torch.float64 else flat
+    """Column sums of p and log p on the tensor's own device (accelerator path).
+
+    Uses the torch twin of the Rust core, which reduces in row blocks so that no full-size
+    ``exp`` copy of the batch is materialised.
+    """
+    from tuned_lens import _torch_stats
+
+    log_probs = logits.detach()
     if not assume_normalized:
-        log_probs = torch.log_softmax(log_probs, dim=-1)
-    sum_probs = log_probs.exp().sum(dim=0, dtype=torch.float64)
-    sum_log_probs = log_probs.sum(dim=0, dtype=torch.float64)
+        log_probs = _torch_stats.log_softmax(log_probs)
+    sum_probs, sum_log_probs, _ = _torch_stats.marginal_sums(log_probs)
     return sum_probs, sum_log_probs
 
 
