@@ -1,0 +1,218 @@
+//! Element types the kernels read, natively and without a widened copy of the input.
+//!
+//! float32 and float64 are read as they are; float16 and bfloat16 arrive as raw 16-bit patterns
+//! and are converted 16 lanes at a time inside the hot loops (F16C on x86). Everything is
+//! computed in f32 lanes and combined per row in f64.
+
+use std::marker::PhantomData;
+use std::slice::ChunksExact;
+
+use crate::simd::{bf16_to_f32, f16_to_f32, Isa, LANES};
+
+/// The contiguous values of a `(rows, V)` array, by element type.
+#[derive(Clone, Copy, Debug)]
+pub enum Values<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+    /// IEEE half precision, raw bits.
+    F16(&'a [u16]),
+    /// bfloat16, raw bits (the upper half of an f32).
+    Bf16(&'a [u16]),
+}
+
+impl Values<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F32(s) => s.len(),
+            Self::F64(s) => s.len(),
+            Self::F16(s) | Self::Bf16(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The numpy/torch name of the element type, for messages.
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            Self::F32(_) => "float32",
+            Self::F64(_) => "float64",
+            Self::F16(_) => "float16",
+            Self::Bf16(_) => "bfloat16",
+        }
+    }
+}
+
+/// How one element type is read into f32 lanes.
+pub trait Elem: 'static {
+    type Raw: Copy + Send + Sync;
+    fn get(raw: Self::Raw) -> f32;
+    /// Load 16 elements (`chunk.len() >= 16`).
+    fn load16<I: Isa>(chunk: &[Self::Raw]) -> [f32; LANES];
+}
+
+pub enum F32 {}
+pub enum F64 {}
+pub enum F16 {}
+pub enum Bf16 {}
+
+impl Elem for F32 {
+    type Raw = f32;
+    #[inline(always)]
+    fn get(raw: f32) -> f32 {
+        raw
+    }
+    #[inline(always)]
+    fn load16<I: Isa>(chunk: &[f32]) -> [f32; LANES] {
+        let mut out = [0.0; LANES];
+        out.copy_from_slice(&chunk[..LANES]);
+        out
+    }
+}
+
+impl Elem for F64 {
+    type Raw = f64;
+    #[inline(always)]
+    fn get(raw: f64) -> f32 {
+        raw as f32
+    }
+    #[inline(always)]
+    fn load16<I: Isa>(chunk: &[f64]) -> [f32; LANES] {
+        let mut out = [0.0; LANES];
+        for (o, &c) in out.iter_mut().zip(&chunk[..LANES]) {
+            *o = c as f32;
+        }
+        out
+    }
+}
+
+impl Elem for F16 {
+    type Raw = u16;
+    #[inline(always)]
+    fn get(raw: u16) -> f32 {
+        f16_to_f32(raw)
+    }
+    #[inline(always)]
+    fn load16<I: Isa>(chunk: &[u16]) -> [f32; LANES] {
+        I::f16x16(chunk)
+    }
+}
+
+impl Elem for Bf16 {
+    type Raw = u16;
+    #[inline(always)]
+    fn get(raw: u16) -> f32 {
+        bf16_to_f32(raw)
+    }
+    #[inline(always)]
+    fn load16<I: Isa>(chunk: &[u16]) -> [f32; LANES] {
+        let mut out = [0.0; LANES];
+        for (o, &c) in out.iter_mut().zip(&chunk[..LANES]) {
+            *o = bf16_to_f32(c);
+        }
+        out
+    }
+}
+
+/// A row as a sequence of 16-lane f32 vectors; the last one is padded with `-inf`, which every
+/// kernel treats as "probability exactly 0" (a neutral element).
+pub struct Lanes<'a, I: Isa, E: Elem> {
+    main: ChunksExact<'a, E::Raw>,
+    tail: &'a [E::Raw],
+    _isa: PhantomData<I>,
+}
+
+impl<'a, I: Isa, E: Elem> Lanes<'a, I, E> {
+    #[inline(always)]
+    pub fn new(row: &'a [E::Raw]) -> Self {
+        let main = row.chunks_exact(LANES);
+        let tail = main.remainder();
+        Self {
+            main,
+            tail,
+            _isa: PhantomData,
+        }
+    }
+}
+
+impl<I: Isa, E: Elem> Iterator for Lanes<'_, I, E> {
+    type Item = [f32; LANES];
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<[f32; LANES]> {
+        if let Some(chunk) = self.main.next() {
+            return Some(E::load16::<I>(chunk));
+        }
+        if self.tail.is_empty() {
+            return None;
+        }
+        let mut padded = [f32::NEG_INFINITY; LANES];
+        for (p, &raw) in padded.iter_mut().zip(self.tail) {
+            *p = E::get(raw);
+        }
+        self.tail = &[];
+        Some(padded)
+    }
+}
+
+/// Run `$body` with `$slice` bound to the typed slice and `$E` to its [`Elem`] type.
+macro_rules! with_elem {
+    ($values:expr, $slice:ident, $E:ident => $body:expr) => {
+        match $values {
+            $crate::elem::Values::F32($slice) => {
+                type $E = $crate::elem::F32;
+                $body
+            }
+            $crate::elem::Values::F64($slice) => {
+                type $E = $crate::elem::F64;
+                $body
+            }
+            $crate::elem::Values::F16($slice) => {
+                type $E = $crate::elem::F16;
+                $body
+            }
+            $crate::elem::Values::Bf16($slice) => {
+                type $E = $crate::elem::Bf16;
+                $body
+            }
+        }
+    };
+}
+
+/// Like [`with_elem!`] for two arrays that must share one element type.
+macro_rules! with_elem_pair {
+    ($a:expr, $b:expr, $arg_b:expr, $sa:ident, $sb:ident, $E:ident => $body:expr) => {
+        match ($a, $b) {
+            ($crate::elem::Values::F32($sa), $crate::elem::Values::F32($sb)) => {
+                type $E = $crate::elem::F32;
+                $body
+            }
+            ($crate::elem::Values::F64($sa), $crate::elem::Values::F64($sb)) => {
+                type $E = $crate::elem::F64;
+                $body
+            }
+            ($crate::elem::Values::F16($sa), $crate::elem::Values::F16($sb)) => {
+                type $E = $crate::elem::F16;
+                $body
+            }
+            ($crate::elem::Values::Bf16($sa), $crate::elem::Values::Bf16($sb)) => {
+                type $E = $crate::elem::Bf16;
+                $body
+            }
+            (a, b) => {
+                return Err($crate::error::StatsError::dtype(
+                    $arg_b,
+                    format!(
+                        "has dtype {} but the other input has dtype {}; both must share one dtype",
+                        b.dtype_name(),
+                        a.dtype_name()
+                    ),
+                ))
+            }
+        }
+    };
+}
+
+pub(crate) use with_elem;
+pub(crate) use with_elem_pair;

@@ -1,0 +1,103 @@
+//! `forward_kl`: `KL(reference ‖ layer)` for every layer of a `(*B, L, T, V)` stack against a
+//! `(*B, T, V)` reference (usually the model's final output), without broadcasting a copy.
+//!
+//! Parallel over positions `(b, t)`: each task computes `exp(reference)` once into a per-thread
+//! V-sized buffer, then loops over the `L` layers accumulating `p (log p - log q_l)` directly
+//! (more accurate than `Σ p log p - Σ p log q`). Per-entry rules are those of `kl_divergence`.
+
+use std::cell::RefCell;
+
+use crate::dims::ForwardDims;
+use crate::divergence::kl_term;
+use crate::elem::{with_elem_pair, Elem, Lanes, Values};
+use crate::error::Result;
+use crate::pool::Exec;
+use crate::simd::math::{exp, hsum, SUM_BLOCK};
+use crate::simd::{Isa, RowOp, LANES};
+use crate::PerRow;
+
+thread_local! {
+    /// `exp(reference row)`, zero-padded to a multiple of 16; grows to the largest V seen.
+    static REFERENCE_PROBS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+struct ForwardOp<'a, E: Elem> {
+    log_probs: &'a [E::Raw],
+    reference: &'a [E::Raw],
+    dims: &'a ForwardDims,
+}
+
+impl<E: Elem> RowOp for ForwardOp<'_, E> {
+    type Out = f32;
+
+    /// `index` = `b * T + t`; `out[l]` = KL for layer `l`.
+    #[inline(always)]
+    fn row<I: Isa>(&self, index: usize, out: &mut [f32]) {
+        let d = self.dims;
+        let v = d.vocab;
+        let reference = &self.reference[index * v..(index + 1) * v];
+        let (b, t) = (index / d.positions, index % d.positions);
+        REFERENCE_PROBS.with_borrow_mut(|probs| {
+            probs.clear();
+            probs.resize(v.div_ceil(LANES) * LANES, 0.0);
+            for (dst, x) in probs
+                .chunks_exact_mut(LANES)
+                .zip(Lanes::<I, E>::new(reference))
+            {
+                for j in 0..LANES {
+                    dst[j] = exp::<I>(x[j]);
+                }
+            }
+            for (l, o) in out.iter_mut().enumerate() {
+                let start = ((b * d.layers + l) * d.positions + t) * v;
+                let layer = &self.log_probs[start..start + v];
+                let mut kl = 0.0f64;
+                let blocks = reference.chunks(SUM_BLOCK).zip(layer.chunks(SUM_BLOCK));
+                for ((ref_block, layer_block), p_block) in blocks.zip(probs.chunks(SUM_BLOCK)) {
+                    let mut acc = [0.0f32; LANES];
+                    let lanes = Lanes::<I, E>::new(ref_block).zip(Lanes::<I, E>::new(layer_block));
+                    for ((lp, lq), p) in lanes.zip(p_block.chunks_exact(LANES)) {
+                        for j in 0..LANES {
+                            acc[j] += kl_term(p[j], lp[j], lq[j]);
+                        }
+                    }
+                    kl += hsum(&acc);
+                }
+                *o = if kl < 0.0 { 0.0 } else { kl as f32 };
+            }
+        });
+    }
+}
+
+/// `KL(reference ‖ log_probs[..., l, :, :])` for every layer `l`, shape `log_probs.shape[:-1]`.
+pub fn forward_kl(
+    exec: &Exec,
+    log_probs: Values<'_>,
+    shape: &[usize],
+    reference: Values<'_>,
+    ref_shape: &[usize],
+) -> Result<PerRow<f32>> {
+    let dims = ForwardDims::of(shape, log_probs.len(), ref_shape, reference.len())?;
+    let positions = dims.outer * dims.positions;
+    // Computed as (b, t, l), then reordered to the output's (b, l, t).
+    let mut by_position = vec![0.0f32; positions * dims.layers];
+    if dims.layers > 0 {
+        with_elem_pair!(log_probs, reference, "reference", x, r, E => {
+            let op = ForwardOp::<E> { log_probs: x, reference: r, dims: &dims };
+            exec.run_rows(&op, &mut by_position, dims.layers, dims.layers * dims.vocab)
+        });
+    }
+    let mut out = vec![0.0f32; by_position.len()];
+    for b in 0..dims.outer {
+        for t in 0..dims.positions {
+            for l in 0..dims.layers {
+                out[(b * dims.layers + l) * dims.positions + t] =
+                    by_position[(b * dims.positions + t) * dims.layers + l];
+            }
+        }
+    }
+    Ok(PerRow {
+        data: out,
+        shape: dims.out_shape.clone(),
+    })
+}

@@ -1,0 +1,136 @@
+//! The crate's own rayon thread pool and the row-parallel driver every kernel goes through.
+//!
+//! The pool is separate from rayon's global pool and from torch's intra-op pool. Calls from
+//! Python release the GIL for the whole computation but run synchronously, so they never run
+//! concurrently with a torch op issued from the same Python thread: the two pools take turns
+//! instead of oversubscribing the cores.
+//!
+//! Size: `set_num_threads(Some(n))`, else the env var `TUNED_LENS_NUM_THREADS` (read when the
+//! pool is first built; an unparsable or zero value is ignored), else the number of available
+//! cores. Results never depend on the size: each row is computed by one thread, in a fixed lane
+//! order, whichever thread that is.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rayon::prelude::*;
+use rayon::{ThreadPool, ThreadPoolBuilder};
+
+use crate::error::{Result, StatsError};
+use crate::simd::{run_block, IsaKind, RowOp};
+
+/// Below this many elements of work a call runs on the calling thread.
+const SEQUENTIAL_BELOW: usize = 1 << 15;
+/// Rows are handed to threads in blocks of about this many elements (work stealing between
+/// blocks, so a busy core does not halve the throughput).
+const BLOCK_ELEMS: usize = 1 << 16;
+
+static POOL: Mutex<Option<Arc<ThreadPool>>> = Mutex::new(None);
+
+fn default_threads() -> usize {
+    std::env::var("TUNED_LENS_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn build_pool(threads: usize) -> Result<Arc<ThreadPool>> {
+    ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("lens-stats-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| StatsError::value("n", format!("could not start {threads} threads: {e}")))
+}
+
+/// The shared pool, built on first use.
+fn shared_pool() -> Result<Arc<ThreadPool>> {
+    let mut slot = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(pool) = slot.as_ref() {
+        return Ok(Arc::clone(pool));
+    }
+    let pool = build_pool(default_threads())?;
+    *slot = Some(Arc::clone(&pool));
+    Ok(pool)
+}
+
+/// Resize the shared pool: `Some(n)` threads (`n >= 1`), or `None` for the default (env var or
+/// core count).
+pub fn set_num_threads(n: Option<usize>) -> Result<()> {
+    let threads = match n {
+        Some(0) => return Err(StatsError::value("n", "the number of threads must be >= 1")),
+        Some(n) => n,
+        None => default_threads(),
+    };
+    let pool = build_pool(threads)?;
+    *POOL.lock().unwrap_or_else(PoisonError::into_inner) = Some(pool);
+    Ok(())
+}
+
+/// The number of threads calls use.
+pub fn get_num_threads() -> usize {
+    shared_pool().map_or(1, |p| p.current_num_threads())
+}
+
+/// How a call runs: which compiled copy of the hot loops, on which pool.
+#[derive(Clone)]
+pub struct Exec {
+    pub isa: IsaKind,
+    pool: Arc<ThreadPool>,
+}
+
+impl Exec {
+    /// The best instruction set and the shared pool.
+    pub fn current() -> Result<Self> {
+        Ok(Self {
+            isa: IsaKind::detect(),
+            pool: shared_pool()?,
+        })
+    }
+
+    /// A given instruction set (must be in [`IsaKind::available`]) on a private pool of
+    /// `threads` threads; for tests and benchmarks.
+    pub fn with(isa: IsaKind, threads: usize) -> Result<Self> {
+        if !IsaKind::available().contains(&isa) {
+            return Err(StatsError::value(
+                "isa",
+                format!("{isa:?} is not supported by this CPU"),
+            ));
+        }
+        Ok(Self {
+            isa,
+            pool: build_pool(threads.max(1))?,
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Fill `out` (chunks of `per_row` per row; the last may be shorter) by running `op` on every
+    /// row; `work_per_row` (elements read) sizes the blocks and the sequential threshold.
+    pub(crate) fn run_rows<K: RowOp>(
+        &self,
+        op: &K,
+        out: &mut [K::Out],
+        per_row: usize,
+        work_per_row: usize,
+    ) {
+        let per_row = per_row.max(1);
+        let rows = out.len().div_ceil(per_row);
+        let work = work_per_row.max(1);
+        let isa = self.isa;
+        if rows.saturating_mul(work) < SEQUENTIAL_BELOW || self.threads() == 1 || rows < 2 {
+            run_block(isa, op, 0, out, per_row);
+            return;
+        }
+        let block_rows = (BLOCK_ELEMS / work).clamp(1, rows.div_ceil(2 * self.threads()));
+        self.pool.install(|| {
+            out.par_chunks_mut(block_rows * per_row)
+                .enumerate()
+                .for_each(|(b, chunk)| {
+                    run_block(isa, op, b * block_rows, chunk, per_row);
+                });
+        });
+    }
+}

@@ -1,0 +1,600 @@
+//! The `tuned_lens._lens_stats` extension module: borrow numpy arrays, release the GIL, run a
+//! kernel, map errors, build numpy outputs. No statistics live here.
+//!
+//! Every function goes through [`detached`] (GIL released for the whole computation, errors
+//! mapped once by `impl From<StatsError> for PyErr`). Inputs are borrowed zero-copy when
+//! C-contiguous; other layouts are copied once into a contiguous buffer (one extra input-sized
+//! allocation: pass contiguous arrays on hot paths).
+
+use numpy::ndarray::{ArrayD, IxDyn};
+use numpy::{
+    IntoPyArray, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
+    PyReadwriteArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
+};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+use crate::dims::{check_broadcast, Dims};
+use crate::elem::Values;
+use crate::error::StatsError;
+use crate::pool::Exec;
+use crate::PerRow;
+
+create_exception!(
+    tuned_lens.lens_stats,
+    LensStatsError,
+    PyValueError,
+    "Base class of the statistics errors (a ValueError)."
+);
+create_exception!(
+    tuned_lens.lens_stats,
+    ShapeError,
+    LensStatsError,
+    "Wrong number of axes, mismatched or non-broadcastable shapes, an empty vocabulary axis."
+);
+
+static DTYPE_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static TARGET_INDEX_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// A subclass of both `LensStatsError` and a builtin (`create_exception!` allows one base).
+fn dual_class<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    name: &str,
+    builtin: Bound<'py, PyType>,
+    doc: &str,
+) -> PyResult<Bound<'py, PyType>> {
+    let ty = cell.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+        let bases = PyTuple::new(py, [py.get_type::<LensStatsError>(), builtin])?;
+        let namespace = PyDict::new(py);
+        namespace.set_item("__module__", "tuned_lens.lens_stats")?;
+        namespace.set_item("__doc__", doc)?;
+        let made = py.get_type::<PyType>().call1((name, bases, namespace))?;
+        Ok(made.cast_into::<PyType>()?.unbind())
+    })?;
+    Ok(ty.bind(py).clone())
+}
+
+fn dtype_error(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    let doc = "An element type the kernels do not read (also a TypeError).";
+    dual_class(
+        py,
+        &DTYPE_ERROR,
+        "DTypeError",
+        py.get_type::<PyTypeError>(),
+        doc,
+    )
+}
+
+fn target_index_error(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    let doc = "A token id outside [0, V) (also an IndexError).";
+    dual_class(
+        py,
+        &TARGET_INDEX_ERROR,
+        "TargetIndexError",
+        py.get_type::<PyIndexError>(),
+        doc,
+    )
+}
+
+impl From<StatsError> for PyErr {
+    fn from(err: StatsError) -> PyErr {
+        let message = err.to_string();
+        match err {
+            StatsError::Shape { .. } => ShapeError::new_err(message),
+            StatsError::Value { .. } => LensStatsError::new_err(message),
+            StatsError::DType { .. } => Python::attach(|py| match dtype_error(py) {
+                Ok(ty) => PyErr::from_type(ty, message),
+                Err(e) => e,
+            }),
+            StatsError::TargetIndex { .. } => Python::attach(|py| match target_index_error(py) {
+                Ok(ty) => PyErr::from_type(ty, message),
+                Err(e) => e,
+            }),
+        }
+    }
+}
+
+/// Release the GIL, run `work`, map its error: the one way every function runs a kernel.
+fn detached<T: Send>(
+    py: Python<'_>,
+    work: impl FnOnce(&Exec) -> Result<T, StatsError> + Send,
+) -> PyResult<T> {
+    let exec = Exec::current()?;
+    Ok(py.detach(|| work(&exec))?)
+}
+
+/// A float input, borrowed when C-contiguous, else copied once.
+enum Held<'py> {
+    F32(PyReadonlyArrayDyn<'py, f32>),
+    F64(PyReadonlyArrayDyn<'py, f64>),
+    F16(PyReadonlyArrayDyn<'py, u16>),
+    Bf16(PyReadonlyArrayDyn<'py, u16>),
+}
+
+enum Copied {
+    None,
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    F16(Vec<u16>),
+    Bf16(Vec<u16>),
+}
+
+struct Input<'py> {
+    held: Held<'py>,
+    copied: Copied,
+    shape: Vec<usize>,
+}
+
+fn not_an_array(arg: &'static str, obj: &Bound<'_, PyAny>) -> StatsError {
+    let type_name = obj
+        .get_type()
+        .name()
+        .map_or_else(|_| "?".to_string(), |n| n.to_string());
+    StatsError::dtype(
+        arg,
+        format!("expected a numpy array or CPU torch tensor, got {type_name}"),
+    )
+}
+
+impl<'py> Input<'py> {
+    fn new(arg: &'static str, obj: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let array = obj
+            .cast::<PyUntypedArray>()
+            .map_err(|_| not_an_array(arg, obj))?;
+        let dtype = array.dtype();
+        let native = dtype.is_native_byteorder() != Some(false);
+        let held = match (dtype.char(), native) {
+            (b'f', true) => Held::F32(obj.extract()?),
+            (b'd', true) => Held::F64(obj.extract()?),
+            (b'e', true) => Held::F16(obj.call_method1("view", ("uint16",))?.extract()?),
+            (b'H', true) => Held::Bf16(obj.extract()?),
+            _ => {
+                let name = dtype
+                    .str()
+                    .map_or_else(|_| "?".to_string(), |s| s.to_string());
+                return Err(StatsError::dtype(
+                    arg,
+                    format!(
+                        "unsupported dtype {name}; expected float32, float64, float16, bfloat16 \
+                         (torch) or uint16 (raw bfloat16 bits), in native byte order"
+                    ),
+                )
+                .into());
+            }
+        };
+        let shape = array.shape().to_vec();
+        let copied = match &held {
+            Held::F32(a) if a.as_slice().is_err() => {
+                Copied::F32(a.as_array().iter().copied().collect())
+            }
+            Held::F64(a) if a.as_slice().is_err() => {
+                Copied::F64(a.as_array().iter().copied().collect())
+            }
+            Held::F16(a) if a.as_slice().is_err() => {
+                Copied::F16(a.as_array().iter().copied().collect())
+            }
+            Held::Bf16(a) if a.as_slice().is_err() => {
+                Copied::Bf16(a.as_array().iter().copied().collect())
+            }
+            _ => Copied::None,
+        };
+        Ok(Self {
+            held,
+            copied,
+            shape,
+        })
+    }
+
+    /// The values and shape, both `Send`, for the detached kernel.
+    fn parts(&self) -> (Values<'_>, &[usize]) {
+        (self.values(), &self.shape)
+    }
+
+    fn values(&self) -> Values<'_> {
+        match (&self.copied, &self.held) {
+            (Copied::F32(v), _) => Values::F32(v),
+            (Copied::F64(v), _) => Values::F64(v),
+            (Copied::F16(v), _) => Values::F16(v),
+            (Copied::Bf16(v), _) => Values::Bf16(v),
+            (Copied::None, Held::F32(a)) => Values::F32(a.as_slice().unwrap_or(&[])),
+            (Copied::None, Held::F64(a)) => Values::F64(a.as_slice().unwrap_or(&[])),
+            (Copied::None, Held::F16(a)) => Values::F16(a.as_slice().unwrap_or(&[])),
+            (Copied::None, Held::Bf16(a)) => Values::Bf16(a.as_slice().unwrap_or(&[])),
+        }
+    }
+}
+
+/// Token ids (int32 or int64) broadcast to `lead`, as one i64 per row. The range is checked by
+/// the kernels.
+fn ids(
+    arg: &'static str,
+    obj: &Bound<'_, PyAny>,
+    lead: &[usize],
+    of: &'static str,
+) -> PyResult<Vec<i64>> {
+    let array = obj
+        .cast::<PyUntypedArray>()
+        .map_err(|_| not_an_array(arg, obj))?;
+    check_broadcast(arg, array.shape(), lead, of)?;
+    let bad_shape = || StatsError::shape(arg, "cannot be broadcast");
+    match array.dtype().char() {
+        b'i' | b'l' | b'q' if array.dtype().itemsize() == 4 => {
+            let a: PyReadonlyArrayDyn<'_, i32> = obj.extract()?;
+            let view = a.as_array();
+            let b = view.broadcast(IxDyn(lead)).ok_or_else(bad_shape)?;
+            Ok(b.iter().map(|&x| x as i64).collect())
+        }
+        b'i' | b'l' | b'q' if array.dtype().itemsize() == 8 => {
+            let a: PyReadonlyArrayDyn<'_, i64> = obj.extract()?;
+            let view = a.as_array();
+            let b = view.broadcast(IxDyn(lead)).ok_or_else(bad_shape)?;
+            Ok(b.iter().copied().collect())
+        }
+        _ => {
+            let name = array
+                .dtype()
+                .str()
+                .map_or_else(|_| "?".to_string(), |s| s.to_string());
+            Err(StatsError::dtype(
+                arg,
+                format!("unsupported dtype {name}; token ids must be int32 or int64"),
+            )
+            .into())
+        }
+    }
+}
+
+/// The row shape of `input` (validated), for broadcasting ids.
+fn lead_of(arg: &'static str, input: &Input<'_>) -> PyResult<Vec<usize>> {
+    Ok(Dims::of(arg, &input.shape, input.values().len())?.lead)
+}
+
+fn to_numpy<'py, T: numpy::Element>(
+    py: Python<'py>,
+    r: PerRow<T>,
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    let array = ArrayD::from_shape_vec(IxDyn(&r.shape), r.data)
+        .map_err(|e| LensStatsError::new_err(format!("internal shape error: {e}")))?;
+    Ok(array.into_pyarray(py))
+}
+
+type Pair<'py, A, B> = (Bound<'py, PyArrayDyn<A>>, Bound<'py, PyArrayDyn<B>>);
+
+#[pymodule]
+mod _lens_stats {
+    #[pymodule_export]
+    use super::{LensStatsError, ShapeError};
+
+    use super::*;
+    use crate::divergence::{divergence, Divergence};
+    use crate::{entropy as ent, forward, marginal, maxprob, softmax, target, topk};
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        let py = m.py();
+        m.add("DTypeError", dtype_error(py)?)?;
+        m.add("TargetIndexError", target_index_error(py)?)?;
+        Ok(())
+    }
+
+    /// log_softmax(logits, *, out=None): x - logsumexp(x) over the last axis, float32.
+    #[pyfunction]
+    #[pyo3(signature = (logits, *, out=None))]
+    fn log_softmax<'py>(
+        py: Python<'py>,
+        logits: &Bound<'py, PyAny>,
+        out: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let x = Input::new("logits", logits)?;
+        let (xv, xs) = x.parts();
+        let target = match out {
+            Some(o) => o.clone(),
+            None => {
+                Dims::of("logits", xs, xv.len())?;
+                PyArrayDyn::<f32>::zeros(py, IxDyn(&x.shape), false).into_any()
+            }
+        };
+        let array = target
+            .cast::<PyArrayDyn<f32>>()
+            .map_err(|_| StatsError::dtype("out", "must be a float32 numpy array"))?;
+        let mut writer: PyReadwriteArrayDyn<'_, f32> = array.try_readwrite().map_err(|e| {
+            StatsError::value(
+                "out",
+                format!("cannot be written (read-only, or shares memory with logits): {e}"),
+            )
+        })?;
+        let out_shape = writer.shape().to_vec();
+        let slice = writer
+            .as_slice_mut()
+            .map_err(|_| StatsError::value("out", "must be C-contiguous"))?;
+        detached(py, |exec| {
+            softmax::log_softmax_into(exec, xv, xs, slice, &out_shape)
+        })?;
+        drop(writer);
+        Ok(target)
+    }
+
+    /// logsumexp(logits): log Σ exp over the last axis, float32 of shape logits.shape[:-1].
+    #[pyfunction]
+    fn logsumexp<'py>(
+        py: Python<'py>,
+        logits: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let x = Input::new("logits", logits)?;
+        let (xv, xs) = x.parts();
+        to_numpy(py, detached(py, |e| softmax::logsumexp(e, xv, xs))?)
+    }
+
+    /// entropy(log_probs): -Σ p log p (nats), 0·log 0 = 0.
+    #[pyfunction]
+    fn entropy<'py>(
+        py: Python<'py>,
+        log_probs: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let x = Input::new("log_probs", log_probs)?;
+        let (xv, xs) = x.parts();
+        to_numpy(py, detached(py, |e| ent::entropy(e, xv, xs))?)
+    }
+
+    /// entropy_from_logits(logits): entropy of softmax(logits), fused.
+    #[pyfunction]
+    fn entropy_from_logits<'py>(
+        py: Python<'py>,
+        logits: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let x = Input::new("logits", logits)?;
+        let (xv, xs) = x.parts();
+        to_numpy(py, detached(py, |e| ent::entropy_from_logits(e, xv, xs))?)
+    }
+
+    /// max_probability(log_probs, *, from_logits=False) -> (prob float32, token_id int64).
+    #[pyfunction]
+    #[pyo3(signature = (log_probs, *, from_logits=false))]
+    fn max_probability<'py>(
+        py: Python<'py>,
+        log_probs: &Bound<'py, PyAny>,
+        from_logits: bool,
+    ) -> PyResult<Pair<'py, f32, i64>> {
+        let arg = if from_logits { "logits" } else { "log_probs" };
+        let x = Input::new(arg, log_probs)?;
+        let (xv, xs) = x.parts();
+        let (p, i) = detached(py, |e| maxprob::max_probability(e, xv, xs, from_logits))?;
+        Ok((to_numpy(py, p)?, to_numpy(py, i)?))
+    }
+
+    /// target_log_prob(log_probs, targets): log_probs[..., targets].
+    #[pyfunction]
+    fn target_log_prob<'py>(
+        py: Python<'py>,
+        log_probs: &Bound<'py, PyAny>,
+        targets: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let x = Input::new("log_probs", log_probs)?;
+        let (xv, xs) = x.parts();
+        let t = ids("targets", targets, &lead_of("log_probs", &x)?, "log_probs")?;
+        to_numpy(py, detached(py, |_| target::target_log_prob(xv, xs, &t))?)
+    }
+
+    /// cross_entropy(log_probs, targets): -log_probs[..., targets].
+    #[pyfunction]
+    fn cross_entropy<'py>(
+        py: Python<'py>,
+        log_probs: &Bound<'py, PyAny>,
+        targets: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let x = Input::new("log_probs", log_probs)?;
+        let (xv, xs) = x.parts();
+        let t = ids("targets", targets, &lead_of("log_probs", &x)?, "log_probs")?;
+        let mut r = detached(py, |_| target::target_log_prob(xv, xs, &t))?;
+        r.data.iter_mut().for_each(|v| *v = -*v);
+        to_numpy(py, r)
+    }
+
+    /// log_prob_diff(log_probs, targets, anti_targets): lp[target] - lp[anti_target].
+    #[pyfunction]
+    fn log_prob_diff<'py>(
+        py: Python<'py>,
+        log_probs: &Bound<'py, PyAny>,
+        targets: &Bound<'py, PyAny>,
+        anti_targets: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let x = Input::new("log_probs", log_probs)?;
+        let (xv, xs) = x.parts();
+        let lead = lead_of("log_probs", &x)?;
+        let t = ids("targets", targets, &lead, "log_probs")?;
+        let a = ids("anti_targets", anti_targets, &lead, "log_probs")?;
+        to_numpy(py, detached(py, |_| target::log_prob_diff(xv, xs, &t, &a))?)
+    }
+
+    /// target_rank(log_probs, targets): 1 + #{v : lp[v] > lp[target]}, int64.
+    #[pyfunction]
+    fn target_rank<'py>(
+        py: Python<'py>,
+        log_probs: &Bound<'py, PyAny>,
+        targets: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
+        let x = Input::new("log_probs", log_probs)?;
+        let (xv, xs) = x.parts();
+        let t = ids("targets", targets, &lead_of("log_probs", &x)?, "log_probs")?;
+        to_numpy(py, detached(py, |e| target::target_rank(e, xv, xs, &t))?)
+    }
+
+    fn pair<'py>(
+        py: Python<'py>,
+        kind: Divergence,
+        log_p: &Bound<'py, PyAny>,
+        log_q: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let p = Input::new("log_p", log_p)?;
+        let (pv, ps) = p.parts();
+        let q = Input::new("log_q", log_q)?;
+        let (qv, qs) = q.parts();
+        to_numpy(py, detached(py, |e| divergence(e, kind, pv, ps, qv, qs))?)
+    }
+
+    /// kl_divergence(log_p, log_q): KL(p‖q) per row.
+    #[pyfunction]
+    fn kl_divergence<'py>(
+        py: Python<'py>,
+        log_p: &Bound<'py, PyAny>,
+        log_q: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        pair(py, Divergence::Kl, log_p, log_q)
+    }
+
+    /// js_divergence(log_p, log_q): Jensen–Shannon divergence per row, in [0, ln 2].
+    #[pyfunction]
+    fn js_divergence<'py>(
+        py: Python<'py>,
+        log_p: &Bound<'py, PyAny>,
+        log_q: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        pair(py, Divergence::Js, log_p, log_q)
+    }
+
+    /// symmetric_kl(log_p, log_q): ½KL(p‖q) + ½KL(q‖p) per row.
+    #[pyfunction]
+    fn symmetric_kl<'py>(
+        py: Python<'py>,
+        log_p: &Bound<'py, PyAny>,
+        log_q: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        pair(py, Divergence::SymmetricKl, log_p, log_q)
+    }
+
+    /// total_variation(log_p, log_q): ½Σ|p - q| per row.
+    #[pyfunction]
+    fn total_variation<'py>(
+        py: Python<'py>,
+        log_p: &Bound<'py, PyAny>,
+        log_q: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        pair(py, Divergence::TotalVariation, log_p, log_q)
+    }
+
+    /// max_abs_diff(log_p, log_q): max |p - q| per row.
+    #[pyfunction]
+    fn max_abs_diff<'py>(
+        py: Python<'py>,
+        log_p: &Bound<'py, PyAny>,
+        log_q: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        pair(py, Divergence::MaxAbsDiff, log_p, log_q)
+    }
+
+    /// forward_kl(log_probs, reference): KL(reference ‖ layer) for every layer.
+    #[pyfunction]
+    fn forward_kl<'py>(
+        py: Python<'py>,
+        log_probs: &Bound<'py, PyAny>,
+        reference: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let x = Input::new("log_probs", log_probs)?;
+        let (xv, xs) = x.parts();
+        let r = Input::new("reference", reference)?;
+        let (rv, rs) = r.parts();
+        to_numpy(
+            py,
+            detached(py, |e| forward::forward_kl(e, xv, xs, rv, rs))?,
+        )
+    }
+
+    /// top_k(log_probs, k) -> (ids int64 (..., k), probs float32 (..., k)).
+    #[pyfunction]
+    fn top_k<'py>(
+        py: Python<'py>,
+        log_probs: &Bound<'py, PyAny>,
+        k: i64,
+    ) -> PyResult<Pair<'py, i64, f32>> {
+        let x = Input::new("log_probs", log_probs)?;
+        let (xv, xs) = x.parts();
+        let (i, p) = detached(py, |e| topk::top_k(e, xv, xs, k))?;
+        Ok((to_numpy(py, i)?, to_numpy(py, p)?))
+    }
+
+    /// top_k_delta(log_p, log_q, k) -> (ids int64 (..., k), q - p float32 (..., k)).
+    #[pyfunction]
+    fn top_k_delta<'py>(
+        py: Python<'py>,
+        log_p: &Bound<'py, PyAny>,
+        log_q: &Bound<'py, PyAny>,
+        k: i64,
+    ) -> PyResult<Pair<'py, i64, f32>> {
+        let p = Input::new("log_p", log_p)?;
+        let (pv, ps) = p.parts();
+        let q = Input::new("log_q", log_q)?;
+        let (qv, qs) = q.parts();
+        let (i, d) = detached(py, |e| topk::top_k_delta(e, pv, ps, qv, qs, k))?;
+        Ok((to_numpy(py, i)?, to_numpy(py, d)?))
+    }
+
+    /// marginal_sums(log_probs) -> (sum_probs float64 (V,), sum_log_probs float64 (V,), n_rows).
+    #[pyfunction]
+    #[allow(clippy::type_complexity)]
+    fn marginal_sums<'py>(
+        py: Python<'py>,
+        log_probs: &Bound<'py, PyAny>,
+    ) -> PyResult<(
+        Bound<'py, PyArrayDyn<f64>>,
+        Bound<'py, PyArrayDyn<f64>>,
+        usize,
+    )> {
+        let x = Input::new("log_probs", log_probs)?;
+        let (xv, xs) = x.parts();
+        let m = detached(py, |e| marginal::marginal_sums(e, xv, xs))?;
+        let v = m.sum_probs.len();
+        let probs = to_numpy(
+            py,
+            PerRow {
+                data: m.sum_probs,
+                shape: vec![v],
+            },
+        )?;
+        let logs = to_numpy(
+            py,
+            PerRow {
+                data: m.sum_log_probs,
+                shape: vec![v],
+            },
+        )?;
+        Ok((probs, logs, m.rows))
+    }
+
+    /// set_num_threads(n): size of the statistics thread pool (None = default).
+    #[pyfunction]
+    #[pyo3(signature = (n))]
+    fn set_num_threads(n: Option<i64>) -> PyResult<()> {
+        let n = match n {
+            None => None,
+            Some(v) if v >= 1 => Some(v as usize),
+            Some(v) => {
+                return Err(StatsError::value(
+                    "n",
+                    format!("the number of threads must be >= 1, got {v}"),
+                )
+                .into())
+            }
+        };
+        Ok(crate::pool::set_num_threads(n)?)
+    }
+
+    /// get_num_threads(): the number of threads statistics use.
+    #[pyfunction]
+    fn get_num_threads() -> usize {
+        crate::pool::get_num_threads()
+    }
+
+    /// simd_level(): the compiled copy of the hot loops in use ("avx512", "avx2" or "portable").
+    #[pyfunction]
+    fn simd_level() -> &'static str {
+        match crate::IsaKind::detect() {
+            crate::IsaKind::Avx512 => "avx512",
+            crate::IsaKind::Avx2 => "avx2",
+            crate::IsaKind::Portable => "portable",
+        }
+    }
+}

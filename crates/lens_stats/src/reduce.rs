@@ -1,0 +1,89 @@
+//! Row reductions shared by several kernels: max, argmax, and the shifted sum of exponentials.
+//! All use 16 f32 lanes in a fixed order and combine the lanes in f64.
+
+use crate::elem::{Elem, Lanes};
+use crate::simd::math::{exp, hsum, SUM_BLOCK};
+use crate::simd::{Isa, LANES};
+
+/// Maximum of a row (NaN ignored; `-inf` for a row of `-inf`/NaN only).
+#[inline(always)]
+pub fn row_max<I: Isa, E: Elem>(row: &[E::Raw]) -> f32 {
+    let mut best = [f32::NEG_INFINITY; LANES];
+    for x in Lanes::<I, E>::new(row) {
+        for j in 0..LANES {
+            best[j] = if x[j] > best[j] { x[j] } else { best[j] };
+        }
+    }
+    best.iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+}
+
+/// The largest value of a row, its lowest index among ties, and whether the row holds a NaN.
+/// A row of `-inf` gives `(-inf, 0, false)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ArgMax {
+    pub value: f32,
+    pub index: usize,
+    pub has_nan: bool,
+}
+
+#[inline(always)]
+pub fn row_argmax<I: Isa, E: Elem>(row: &[E::Raw]) -> ArgMax {
+    let mut best = [f32::NEG_INFINITY; LANES];
+    let mut chunk_of_best = [0u32; LANES];
+    let mut nan = [0u32; LANES];
+    for (c, x) in Lanes::<I, E>::new(row).enumerate() {
+        let c = c as u32;
+        for j in 0..LANES {
+            let greater = x[j] > best[j];
+            best[j] = if greater { x[j] } else { best[j] };
+            chunk_of_best[j] = if greater { c } else { chunk_of_best[j] };
+            nan[j] |= (x[j] != x[j]) as u32;
+        }
+    }
+    let mut out = ArgMax {
+        value: f32::NEG_INFINITY,
+        index: 0,
+        has_nan: nan.iter().any(|&b| b != 0),
+    };
+    let mut found = false;
+    for j in 0..LANES {
+        if best[j] == f32::NEG_INFINITY {
+            continue;
+        }
+        let index = chunk_of_best[j] as usize * LANES + j;
+        if !found || best[j] > out.value || (best[j] == out.value && index < out.index) {
+            out.value = best[j];
+            out.index = index;
+            found = true;
+        }
+    }
+    out
+}
+
+/// `Σ exp(x - shift)` over a row. NaN propagates.
+#[inline(always)]
+pub fn sum_exp<I: Isa, E: Elem>(row: &[E::Raw], shift: f32) -> f64 {
+    let mut total = 0.0f64;
+    for block in row.chunks(SUM_BLOCK) {
+        let mut acc = [0.0f32; LANES];
+        for x in Lanes::<I, E>::new(block) {
+            for j in 0..LANES {
+                acc[j] += exp::<I>(x[j] - shift);
+            }
+        }
+        total += hsum(&acc);
+    }
+    total
+}
+
+/// The shift that keeps `exp(x - shift)` in range: the row maximum, or 0 when the maximum is
+/// `-inf` (a fully masked row), so that `-inf - shift` stays `-inf` instead of NaN.
+#[inline(always)]
+pub fn safe_shift(max: f32) -> f32 {
+    if max == f32::NEG_INFINITY {
+        0.0
+    } else {
+        max
+    }
+}

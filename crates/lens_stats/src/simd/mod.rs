@@ -1,0 +1,235 @@
+//! Runtime SIMD dispatch.
+//!
+//! Hot loops are written once, generically over an [`Isa`] marker, on `[f32; LANES]` lane arrays,
+//! and marked `#[inline(always)]`. [`run_block`] instantiates them inside a
+//! `#[target_feature(enable = ...)]` frame for AVX-512 or AVX2+FMA+F16C, chosen at run time with
+//! `is_x86_feature_detected!`, so the compiler vectorises the same code for the widest unit the
+//! CPU has; a portable copy (whatever the build target allows, SSE2 on a default x86-64 build)
+//! is the fallback. Every path computes the same lanes in the same order; results differ only by
+//! the rounding of fused multiply-adds.
+
+pub mod math;
+
+use std::sync::OnceLock;
+
+/// Width of every lane array. 16 f32 = one AVX-512 register, two AVX2 registers.
+pub const LANES: usize = 16;
+
+/// An instruction-set marker: what differs between the compiled copies of the hot loops.
+pub trait Isa: Copy + Send + Sync + 'static {
+    /// `a * b + c`, fused where the unit has FMA (a plain `mul_add` without the `fma` target
+    /// feature would be a library call).
+    fn fma(a: f32, b: f32, c: f32) -> f32;
+    /// Convert 16 IEEE half floats (raw bits) to f32. `src.len() >= 16`.
+    fn f16x16(src: &[u16]) -> [f32; LANES];
+}
+
+/// Portable code: whatever the compilation target allows.
+#[derive(Clone, Copy)]
+pub struct Portable;
+
+impl Isa for Portable {
+    #[inline(always)]
+    fn fma(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+
+    #[inline(always)]
+    fn f16x16(src: &[u16]) -> [f32; LANES] {
+        let mut out = [0.0; LANES];
+        for (o, &h) in out.iter_mut().zip(&src[..LANES]) {
+            *o = f16_to_f32(h);
+        }
+        out
+    }
+}
+
+/// IEEE half (raw bits) to f32, branch-free so that it vectorises: shift the exponent and
+/// mantissa into place, rescale by 2^112 (also turns half subnormals into the right f32), and
+/// patch infinities and NaNs.
+#[inline(always)]
+pub fn f16_to_f32(h: u16) -> f32 {
+    let h = h as u32;
+    let sign = (h & 0x8000) << 16;
+    let magnitude = h & 0x7fff;
+    let scaled = f32::from_bits(magnitude << 13) * f32::from_bits(0x7780_0000);
+    let bits = if magnitude >= 0x7c00 {
+        (magnitude << 13) | 0x7f80_0000
+    } else {
+        scaled.to_bits()
+    };
+    f32::from_bits(bits | sign)
+}
+
+/// bfloat16 (raw bits) to f32: the top half of an f32.
+#[inline(always)]
+pub fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod x86 {
+    use super::{Isa, LANES};
+    #[cfg(target_arch = "x86")]
+    use std::arch::x86::*;
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    /// AVX2 + FMA + F16C. Only instantiated inside `#[target_feature]` frames entered after
+    /// run-time detection (see `run_block`).
+    #[derive(Clone, Copy)]
+    pub struct Avx2;
+
+    /// AVX-512 F/BW/VL + FMA + F16C, same contract as [`Avx2`].
+    #[derive(Clone, Copy)]
+    pub struct Avx512;
+
+    impl Isa for Avx2 {
+        #[inline(always)]
+        fn fma(a: f32, b: f32, c: f32) -> f32 {
+            a.mul_add(b, c)
+        }
+
+        #[inline(always)]
+        fn f16x16(src: &[u16]) -> [f32; LANES] {
+            let src = &src[..LANES];
+            let mut out = [0.0f32; LANES];
+            // SAFETY: `src` holds 16 u16 (checked by the slice above), `out` 16 f32; unaligned
+            // loads/stores are used; F16C/AVX are present because this type is only used inside
+            // frames entered after `is_x86_feature_detected!`.
+            unsafe {
+                let lo = _mm_loadu_si128(src.as_ptr() as *const __m128i);
+                let hi = _mm_loadu_si128(src.as_ptr().add(8) as *const __m128i);
+                _mm256_storeu_ps(out.as_mut_ptr(), _mm256_cvtph_ps(lo));
+                _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_cvtph_ps(hi));
+            }
+            out
+        }
+    }
+
+    impl Isa for Avx512 {
+        #[inline(always)]
+        fn fma(a: f32, b: f32, c: f32) -> f32 {
+            a.mul_add(b, c)
+        }
+
+        #[inline(always)]
+        fn f16x16(src: &[u16]) -> [f32; LANES] {
+            let src = &src[..LANES];
+            let mut out = [0.0f32; LANES];
+            // SAFETY: as for `Avx2`, with AVX-512F detected at run time.
+            unsafe {
+                let h = _mm256_loadu_si256(src.as_ptr() as *const __m256i);
+                _mm512_storeu_ps(out.as_mut_ptr(), _mm512_cvtph_ps(h));
+            }
+            out
+        }
+    }
+}
+
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+pub use x86::{Avx2, Avx512};
+
+/// Which compiled copy of the hot loops runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsaKind {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl IsaKind {
+    /// The best copy this CPU supports (detected once).
+    pub fn detect() -> Self {
+        static BEST: OnceLock<IsaKind> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let all = Self::available();
+            all[all.len() - 1]
+        })
+    }
+
+    /// Every copy this CPU can run, worst first (tests compare them on the same data).
+    pub fn available() -> Vec<Self> {
+        #[allow(unused_mut)]
+        let mut kinds = vec![Self::Portable];
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        {
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
+                kinds.push(Self::Avx2);
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                {
+                    kinds.push(Self::Avx512);
+                }
+            }
+        }
+        kinds
+    }
+}
+
+/// A per-row computation with its own inputs; `row` fills the outputs of row `index`.
+pub(crate) trait RowOp: Sync {
+    type Out: Send;
+    fn row<I: Isa>(&self, index: usize, out: &mut [Self::Out]);
+}
+
+/// Run `op` for rows `first..` whose outputs are the `per_row`-long chunks of `out` (the last
+/// chunk may be shorter), in the compiled copy `isa`. `isa` must come from
+/// [`IsaKind::available`].
+pub(crate) fn run_block<K: RowOp>(
+    isa: IsaKind,
+    op: &K,
+    first: usize,
+    out: &mut [K::Out],
+    per_row: usize,
+) {
+    match isa {
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        // SAFETY: `IsaKind::Avx512` only exists in `available()` when the CPU has these features.
+        IsaKind::Avx512 => unsafe { block_avx512(op, first, out, per_row) },
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        // SAFETY: as above for AVX2 + FMA + F16C.
+        IsaKind::Avx2 => unsafe { block_avx2(op, first, out, per_row) },
+        _ => block_generic::<Portable, K>(op, first, out, per_row),
+    }
+}
+
+#[inline(always)]
+fn block_generic<I: Isa, K: RowOp>(op: &K, first: usize, out: &mut [K::Out], per_row: usize) {
+    for (i, chunk) in out.chunks_mut(per_row.max(1)).enumerate() {
+        op.row::<I>(first + i, chunk);
+    }
+}
+
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn block_avx512<K: RowOp>(op: &K, first: usize, out: &mut [K::Out], per_row: usize) {
+    block_generic::<Avx512, K>(op, first, out, per_row)
+}
+
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_avx2<K: RowOp>(op: &K, first: usize, out: &mut [K::Out], per_row: usize) {
+    block_generic::<Avx2, K>(op, first, out, per_row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_conversion_matches_known_values() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x0001), 5.960_464_5e-8); // smallest subnormal
+        assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+        assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
+        assert!(f16_to_f32(0x7e00).is_nan());
+        assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(bf16_to_f32(0x3f80), 1.0);
+    }
+}

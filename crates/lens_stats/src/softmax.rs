@@ -1,0 +1,86 @@
+//! `logsumexp` and `log_softmax` over the last axis.
+//!
+//! Per row: one pass for the maximum `m`, one for `s = Σ exp(x - m)` (16 f32 lanes, combined in
+//! f64), `lse = m + ln s`; `log_softmax` then writes `x - lse`. A row of 50k f32 fits in L2, so
+//! the later passes do not touch DRAM again.
+//!
+//! Special values: a row of `-inf` only has `lse = -inf` and a `log_softmax` of NaN (there is no
+//! distribution); a NaN makes its row NaN; `+inf` logits give NaN.
+
+use crate::dims::{check_out, Dims};
+use crate::elem::{with_elem, Elem, Lanes, Values};
+use crate::error::Result;
+use crate::pool::Exec;
+use crate::reduce::{row_max, safe_shift, sum_exp};
+use crate::simd::{Isa, RowOp, LANES};
+use crate::PerRow;
+
+/// `ln Σ exp(x)` of a row, in f64.
+#[inline(always)]
+pub(crate) fn row_logsumexp<I: Isa, E: Elem>(row: &[E::Raw]) -> f64 {
+    let shift = safe_shift(row_max::<I, E>(row));
+    shift as f64 + sum_exp::<I, E>(row, shift).ln()
+}
+
+struct LogSumExpOp<'a, E: Elem> {
+    x: &'a [E::Raw],
+    vocab: usize,
+}
+
+impl<E: Elem> RowOp for LogSumExpOp<'_, E> {
+    type Out = f32;
+    #[inline(always)]
+    fn row<I: Isa>(&self, index: usize, out: &mut [f32]) {
+        let row = &self.x[index * self.vocab..(index + 1) * self.vocab];
+        out[0] = row_logsumexp::<I, E>(row) as f32;
+    }
+}
+
+struct LogSoftmaxOp<'a, E: Elem> {
+    x: &'a [E::Raw],
+    vocab: usize,
+}
+
+impl<E: Elem> RowOp for LogSoftmaxOp<'_, E> {
+    type Out = f32;
+    #[inline(always)]
+    fn row<I: Isa>(&self, index: usize, out: &mut [f32]) {
+        let row = &self.x[index * self.vocab..(index + 1) * self.vocab];
+        let lse = row_logsumexp::<I, E>(row) as f32;
+        for (dst, x) in out.chunks_mut(LANES).zip(Lanes::<I, E>::new(row)) {
+            for (d, &v) in dst.iter_mut().zip(&x) {
+                *d = v - lse;
+            }
+        }
+    }
+}
+
+/// `log Σ_v exp(x[..., v])`, shape `x.shape[:-1]`.
+pub fn logsumexp(exec: &Exec, x: Values<'_>, shape: &[usize]) -> Result<PerRow<f32>> {
+    let dims = Dims::of("logits", shape, x.len())?;
+    let mut out = vec![0.0f32; dims.rows];
+    with_elem!(x, s, E => {
+        exec.run_rows(&LogSumExpOp::<E> { x: s, vocab: dims.vocab }, &mut out, 1, dims.vocab)
+    });
+    Ok(PerRow {
+        data: out,
+        shape: dims.out_shape(None),
+    })
+}
+
+/// `x - logsumexp(x)` written into `out` (same shape as `x`, contiguous f32).
+pub fn log_softmax_into(
+    exec: &Exec,
+    x: Values<'_>,
+    shape: &[usize],
+    out: &mut [f32],
+    out_shape: &[usize],
+) -> Result<()> {
+    let dims = Dims::of("logits", shape, x.len())?;
+    check_out("out", out_shape, shape)?;
+    check_out("out", &[out.len()], &[x.len()])?;
+    with_elem!(x, s, E => {
+        exec.run_rows(&LogSoftmaxOp::<E> { x: s, vocab: dims.vocab }, out, dims.vocab, dims.vocab)
+    });
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! The `k <= 64` largest entries of each row, without sorting the vocabulary.
+//!
+//! One pass per row keeps a small buffer sorted by descending key, with a running threshold (the
+//! k-th key). Each 16-lane vector is first compared to the threshold as a whole; only vectors
+//! with a candidate are inserted element by element, so the cost is one read of the row plus
+//! O(k) per accepted candidate. Ties go to the lower id (a later equal key never displaces an
+//! earlier one).
+//!
+//! * `top_k`: key = log-probability; output `(ids, probs = exp(lp))`.
+//! * `top_k_delta`: key = `|q - p|` (probabilities); output `(ids, q - p)` signed.
+//!
+//! A NaN anywhere in a row makes that row's values NaN (the ids are those of the non-NaN
+//! entries).
+
+use crate::dims::{check_k, Dims, MAX_K};
+use crate::elem::{with_elem, with_elem_pair, Elem, Lanes, Values};
+use crate::error::Result;
+use crate::pool::Exec;
+use crate::simd::math::exp;
+use crate::simd::{Isa, RowOp, LANES};
+use crate::PerRow;
+
+/// The best `k` keys seen so far, sorted descending, with ids and a payload per entry.
+struct Best {
+    keys: [f32; MAX_K],
+    ids: [u32; MAX_K],
+    payload: [f32; MAX_K],
+    len: usize,
+    k: usize,
+}
+
+impl Best {
+    #[inline(always)]
+    fn new(k: usize) -> Self {
+        Self {
+            keys: [0.0; MAX_K],
+            ids: [0; MAX_K],
+            payload: [0.0; MAX_K],
+            len: 0,
+            k,
+        }
+    }
+
+    #[inline(always)]
+    fn full(&self) -> bool {
+        self.len == self.k
+    }
+
+    /// The key a candidate must beat once the buffer is full.
+    #[inline(always)]
+    fn threshold(&self) -> f32 {
+        self.keys[self.k - 1]
+    }
+
+    /// Insert after every key >= `key` (so earlier ids win ties), dropping the k-th if full.
+    #[inline(always)]
+    fn insert(&mut self, key: f32, id: usize, payload: f32) {
+        let mut pos = if self.full() { self.k - 1 } else { self.len };
+        if !self.full() {
+            self.len += 1;
+        }
+        while pos > 0 && self.keys[pos - 1] < key {
+            self.keys[pos] = self.keys[pos - 1];
+            self.ids[pos] = self.ids[pos - 1];
+            self.payload[pos] = self.payload[pos - 1];
+            pos -= 1;
+        }
+        self.keys[pos] = key;
+        self.ids[pos] = id as u32;
+        self.payload[pos] = payload;
+    }
+
+    /// Offer one 16-lane vector of keys starting at id `base` (`valid` lanes are real entries).
+    #[inline(always)]
+    fn offer(&mut self, keys: &[f32; LANES], payload: &[f32; LANES], base: usize, valid: usize) {
+        if self.full() {
+            let threshold = self.threshold();
+            let mut hit = 0u32;
+            for &key in keys {
+                hit |= (key > threshold) as u32;
+            }
+            if hit == 0 {
+                return;
+            }
+        }
+        for j in 0..valid.min(LANES) {
+            if !self.full() || keys[j] > self.threshold() {
+                self.insert(keys[j], base + j, payload[j]);
+            }
+        }
+    }
+
+    fn write(&self, out: &mut [(i64, f32)], has_nan: bool, map: impl Fn(f32) -> f32) {
+        for (i, o) in out.iter_mut().enumerate() {
+            let value = if has_nan {
+                f32::NAN
+            } else {
+                map(self.payload[i])
+            };
+            *o = (self.ids[i] as i64, value);
+        }
+    }
+}
+
+struct TopKOp<'a, E: Elem> {
+    x: &'a [E::Raw],
+    vocab: usize,
+    k: usize,
+}
+
+impl<E: Elem> RowOp for TopKOp<'_, E> {
+    type Out = (i64, f32);
+    #[inline(always)]
+    fn row<I: Isa>(&self, index: usize, out: &mut [(i64, f32)]) {
+        let v = self.vocab;
+        let row = &self.x[index * v..(index + 1) * v];
+        let mut best = Best::new(self.k);
+        let mut nan = [0u32; LANES];
+        for (c, x) in Lanes::<I, E>::new(row).enumerate() {
+            for j in 0..LANES {
+                nan[j] |= (x[j] != x[j]) as u32;
+            }
+            best.offer(&x, &x, c * LANES, v - c * LANES);
+        }
+        let has_nan = nan.iter().any(|&b| b != 0);
+        best.write(out, has_nan, |lp| (lp as f64).exp() as f32);
+    }
+}
+
+struct TopKDeltaOp<'a, E: Elem> {
+    p: &'a [E::Raw],
+    q: &'a [E::Raw],
+    vocab: usize,
+    k: usize,
+}
+
+impl<E: Elem> RowOp for TopKDeltaOp<'_, E> {
+    type Out = (i64, f32);
+    #[inline(always)]
+    fn row<I: Isa>(&self, index: usize, out: &mut [(i64, f32)]) {
+        let v = self.vocab;
+        let span = index * v..(index + 1) * v;
+        let lanes =
+            Lanes::<I, E>::new(&self.p[span.clone()]).zip(Lanes::<I, E>::new(&self.q[span]));
+        let mut best = Best::new(self.k);
+        let mut nan = [0u32; LANES];
+        for (c, (lp, lq)) in lanes.enumerate() {
+            let mut delta = [0.0f32; LANES];
+            let mut size = [0.0f32; LANES];
+            for j in 0..LANES {
+                delta[j] = exp::<I>(lq[j]) - exp::<I>(lp[j]);
+                size[j] = delta[j].abs();
+                nan[j] |= (delta[j] != delta[j]) as u32;
+            }
+            best.offer(&size, &delta, c * LANES, v - c * LANES);
+        }
+        let has_nan = nan.iter().any(|&b| b != 0);
+        best.write(out, has_nan, |d| d);
+    }
+}
+
+/// Split `(id, value)` pairs into the two outputs of shape `(*lead, k)`.
+fn split(pairs: Vec<(i64, f32)>, shape: Vec<usize>) -> (PerRow<i64>, PerRow<f32>) {
+    let (ids, values) = pairs.into_iter().unzip();
+    (
+        PerRow {
+            data: ids,
+            shape: shape.clone(),
+        },
+        PerRow {
+            data: values,
+            shape,
+        },
+    )
+}
+
+/// `(ids, probs)` of the `k` most likely tokens per row, sorted by descending probability.
+pub fn top_k(
+    exec: &Exec,
+    log_probs: Values<'_>,
+    shape: &[usize],
+    k: i64,
+) -> Result<(PerRow<i64>, PerRow<f32>)> {
+    let dims = Dims::of("log_probs", shape, log_probs.len())?;
+    let k = check_k(k, dims.vocab)?;
+    let mut pairs = vec![(0i64, 0.0f32); dims.rows * k];
+    with_elem!(log_probs, s, E => {
+        exec.run_rows(&TopKOp::<E> { x: s, vocab: dims.vocab, k }, &mut pairs, k, dims.vocab)
+    });
+    Ok(split(pairs, dims.out_shape(Some(k))))
+}
+
+/// `(ids, q - p)` of the `k` tokens whose probability changes most (by `|q - p|`) per row.
+pub fn top_k_delta(
+    exec: &Exec,
+    log_p: Values<'_>,
+    p_shape: &[usize],
+    log_q: Values<'_>,
+    q_shape: &[usize],
+    k: i64,
+) -> Result<(PerRow<i64>, PerRow<f32>)> {
+    let dims = Dims::pair("log_p", p_shape, log_p.len(), "log_q", q_shape, log_q.len())?;
+    let k = check_k(k, dims.vocab)?;
+    let mut pairs = vec![(0i64, 0.0f32); dims.rows * k];
+    with_elem_pair!(log_p, log_q, "log_q", p, q, E => {
+        let op = TopKDeltaOp::<E> { p, q, vocab: dims.vocab, k };
+        exec.run_rows(&op, &mut pairs, k, 2 * dims.vocab)
+    });
+    Ok(split(pairs, dims.out_shape(Some(k))))
+}
