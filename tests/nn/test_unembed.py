@@ -117,7 +117,7 @@ def test_invert_recovers_the_models_own_distribution(family):
     model = tiny_model(family)
     unembed = Unembed(model)
     residual, logits = residual_entering_final_norm(model, tiny_input_ids(batch=1, seq_len=4))
-    result = unembed.invert(logits, max_iter=300, tol=1e-6)
+    result = unembed.invert(logits, max_iter=80, tol=1e-6)
     assert isinstance(result, InversionOutput)
     assert result.preimage.shape == residual.shape
     assert 0 < result.nfev
