@@ -6,7 +6,6 @@ import warnings
 
 import pytest
 import torch
-
 from tuned_lens import model_surgery as ms
 from tuned_lens.nn import LogitLens, TunedLens, Unembed
 
