@@ -28,7 +28,9 @@ def _log_dirichlet_samples(concentration, n, seed):
 
 
 @pytest.mark.parametrize(
-    "concentration", [[1.0, 1.0, 1.0], [0.5, 2.0, 4.0, 1.0]], ids=["uniform", "skewed"]
+    "concentration",
+    [[1.0, 1.0, 1.0], [0.5, 2.0, 4.0, 1.0], [30.0, 60.0, 90.0]],
+    ids=["uniform", "skewed", "concentrated"],
 )
 def test_mle_recovers_a_known_dirichlet(concentration):
     stats = LogitStats()
