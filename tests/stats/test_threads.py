@@ -41,38 +41,39 @@ def _gil_inputs() -> dict[str, Any]:
         "lq": data.lq,
         "logits": data.logits,
         "targets": data.targets,
-        "out": np.empty_like(data.lp),
+        # One out= buffer per thread: a buffer being written cannot be lent twice.
+        "outs": [np.empty_like(data.lp), np.empty_like(data.lp)],
     }
 
 
-GIL_CALLS: dict[str, Callable[[dict[str, Any]], object]] = {
-    "log_softmax": lambda d: ls.log_softmax(d["logits"], out=d["out"]),
-    "entropy": lambda d: ls.entropy(d["lp"]),
-    "entropy_from_logits": lambda d: ls.entropy_from_logits(d["logits"]),
-    "max_probability": lambda d: ls.max_probability(d["lp"]),
-    "target_rank": lambda d: ls.target_rank(d["lp"], d["targets"]),
-    "kl_divergence": lambda d: ls.kl_divergence(d["lp"], d["lq"]),
-    "forward_kl": lambda d: ls.forward_kl(d["lp"], d["lq"][0]),
-    "js_divergence": lambda d: ls.js_divergence(d["lp"], d["lq"]),
-    "total_variation": lambda d: ls.total_variation(d["lp"], d["lq"]),
-    "top_k": lambda d: ls.top_k(d["lp"], 10),
-    "top_k_delta": lambda d: ls.top_k_delta(d["lp"], d["lq"], 10),
-    "marginal_sums": lambda d: ls.marginal_sums(d["lp"]),
+GIL_CALLS: dict[str, Callable[[dict[str, Any], int], object]] = {
+    "log_softmax": lambda d, i: ls.log_softmax(d["logits"], out=d["outs"][i]),
+    "entropy": lambda d, i: ls.entropy(d["lp"]),
+    "entropy_from_logits": lambda d, i: ls.entropy_from_logits(d["logits"]),
+    "max_probability": lambda d, i: ls.max_probability(d["lp"]),
+    "target_rank": lambda d, i: ls.target_rank(d["lp"], d["targets"]),
+    "kl_divergence": lambda d, i: ls.kl_divergence(d["lp"], d["lq"]),
+    "forward_kl": lambda d, i: ls.forward_kl(d["lp"], d["lq"][0]),
+    "js_divergence": lambda d, i: ls.js_divergence(d["lp"], d["lq"]),
+    "total_variation": lambda d, i: ls.total_variation(d["lp"], d["lq"]),
+    "top_k": lambda d, i: ls.top_k(d["lp"], 10),
+    "top_k_delta": lambda d, i: ls.top_k_delta(d["lp"], d["lq"], 10),
+    "marginal_sums": lambda d, i: ls.marginal_sums(d["lp"]),
 }
 
 
-def _windows(call: Callable[[], object], repeats: int) -> list[tuple[float, float]]:
-    """Run `call` `repeats` times in each of two threads; return each thread's time window."""
+def _windows(call: Callable[[int], object], repeats: int) -> list[tuple[float, float]]:
+    """Run `call(thread_index)` `repeats` times in each of two threads; return their windows."""
     barrier = threading.Barrier(2)
     windows: list[tuple[float, float]] = []
     errors: list[BaseException] = []
 
-    def worker() -> None:
+    def worker(index: int) -> None:
         try:
             barrier.wait()
             start = time.monotonic()
             for _ in range(repeats):
-                call()
+                call(index)
             windows.append((start, time.monotonic()))
         except BaseException as exc:  # reported in the main thread
             errors.append(exc)
@@ -81,7 +82,7 @@ def _windows(call: Callable[[], object], repeats: int) -> list[tuple[float, floa
     # A thread that holds the GIL keeps it: no forced switch for a minute.
     sys.setswitchinterval(60.0)
     try:
-        threads = [threading.Thread(target=worker) for _ in range(2)]
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
         for t in threads:
             t.start()
         for t in threads:
@@ -98,12 +99,12 @@ def test_gil_is_released(name: str, restore_threads: None) -> None:
     ls.set_num_threads(1)
     data = _gil_inputs()
     call = GIL_CALLS[name]
-    call(data)  # warm-up: thread pool and buffers exist before the measurement
+    call(data, 0)  # warm-up: thread pool and buffers exist before the measurement
     # The first thread enters the statistic holding the GIL; the second can only start its own
     # window while the first is inside a call if that call released the GIL. Retry a few times
     # with more repeats in case the first thread's call ended before the OS woke the second.
     for repeats in (4, 16, 64):
-        (a0, a1), (b0, b1) = _windows(lambda: call(data), repeats)
+        (a0, a1), (b0, b1) = _windows(lambda i: call(data, i), repeats)
         if max(a0, b0) < min(a1, b1):
             return
     pytest.fail(f"{name}: the two threads' windows never overlapped: is the GIL held?")
@@ -134,7 +135,7 @@ def _all_results(d: dict[str, Any]) -> list[np.ndarray]:
             ls.cross_entropy(lp, t),
             ls.target_rank(lp, t),
             ls.kl_divergence(lp, lq),
-            ls.forward_kl(lp, lq[0]),
+            ls.forward_kl(lp, lq[..., 0, :, :]),
             ls.js_divergence(lp, lq),
             ls.symmetric_kl(lp, lq),
             ls.total_variation(lp, lq),
