@@ -71,7 +71,7 @@ def _local_artifacts(folder: Path, config_file: str, ckpt_file: str) -> tuple[Pa
 
 
 def load_lens_artifacts(
-    resource_id: str,
+    resource_id: str | os.PathLike[str],
     repo_id: str | None = None,
     repo_type: str | None = None,
     revision: str = "main",
@@ -103,7 +103,8 @@ def load_lens_artifacts(
         ValueError: If the lens cannot be found (the message lists what exists), or the id is
             not a safe relative path.
     """
-    local = Path(os.path.expanduser(str(resource_id)))
+    resource_id = os.fspath(resource_id)
+    local = Path(os.path.expanduser(resource_id))
     if local.is_dir():
         found = _local_artifacts(local, config_file, ckpt_file)
         if found is not None:
