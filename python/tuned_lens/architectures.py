@@ -250,10 +250,10 @@ def _builtin_specs() -> dict[str, ArchitectureSpec]:
         "phi": ArchitectureSpec(final_norm="final_layernorm", layers="layers"),
         "gemma2": softcapped,
         "gemma3_text": softcapped,
+        # Gemma3ForConditionalGeneration: unlike Gemma3ForCausalLM it does not soft-cap its
+        # logits (transformers 5.24), so neither do we.
         "gemma3": ArchitectureSpec(
-            final_norm="language_model.norm",
-            layers="language_model.layers",
-            logit_transforms=(softcap_from_config(),),
+            final_norm="language_model.norm", layers="language_model.layers"
         ),
         "cohere": ArchitectureSpec(
             final_norm="norm", layers="layers", logit_transforms=(scale_from_config("logit_scale"),)

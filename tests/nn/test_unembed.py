@@ -162,3 +162,32 @@ def test_invert_validates_its_arguments():
         unembed.invert(logits, optimizer="adam")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="vocab_size=256"):
         unembed.invert(torch.zeros(2, 10))
+
+
+def test_gemma3_multimodal_model():
+    """Gemma3ForConditionalGeneration: blocks under language_model, no soft-capping."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    from tuned_lens.nn import TunedLens
+    from tuned_lens.testing import tiny_config
+
+    config = Gemma3Config(
+        text_config=tiny_config("gemma3_text").to_dict(),
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 28,
+            "patch_size": 14,
+        },
+        mm_tokens_per_image=4,
+    )
+    torch.manual_seed(0)
+    model = Gemma3ForConditionalGeneration(config).eval()
+    parts = resolve_architecture(model)
+    assert parts.layers_path == "model.language_model.layers" and len(parts.layers) == 2
+    residual, logits = residual_entering_final_norm(model, tiny_input_ids(seq_len=6))
+    with torch.no_grad():
+        torch.testing.assert_close(Unembed(model)(residual), logits, atol=1e-5, rtol=1e-5)
+    assert len(TunedLens.from_model(model)) == 2
