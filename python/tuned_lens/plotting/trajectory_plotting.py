@@ -142,22 +142,21 @@ class TrajectoryLabels:
             raise ValueError("these labels have no hover_over_entries to build a template from")
         if col_width_limit < 1:
             raise ValueError(f"col_width_limit must be positive, got {col_width_limit}")
-        entries = self.hover_over_entries
+        entries = np.asarray(self.hover_over_entries).astype(np.str_)
         n_layers, seq_len, n_rows, n_cols = entries.shape
-        lengths = np.char.str_len(entries.astype(np.str_)) if entries.size else np.zeros(
-            entries.shape, dtype=np.int64
-        )
-        widths = (
-            np.minimum(lengths.max(axis=(0, 1, 2)) + 1, col_width_limit)
-            if entries.size
-            else np.ones(n_cols, dtype=np.int64)
-        )
-        flat = entries.reshape(-1, n_cols)
-        fitted = [
-            [trunc_string_left(str(entry), int(widths[col])) for col, entry in enumerate(row)]
-            for row in flat.tolist()
-        ]
-        customdata = np.array(fitted, dtype=np.str_).reshape(n_layers, seq_len, n_rows * n_cols)
+        columns = entries.reshape(-1, n_cols)
+        fitted = []
+        for col in range(n_cols):
+            column = columns[:, col]
+            lengths = np.char.str_len(column)
+            width = int(min(lengths.max(initial=0) + 1, col_width_limit))
+            too_long = np.flatnonzero(lengths > width)
+            if too_long.size:  # keep the rightmost characters
+                column = column.astype(object)
+                column[too_long] = [str(s)[-width:] for s in column[too_long]]
+                column = column.astype(np.str_)
+            fitted.append(np.char.rjust(column, width))
+        customdata = np.stack(fitted, axis=-1).reshape(n_layers, seq_len, n_rows * n_cols)
         template = "".join(
             "".join(f"%{{customdata[{row * n_cols + col}]}}" for col in range(n_cols)) + "<br>"
             for row in range(n_rows)
