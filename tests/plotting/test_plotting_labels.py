@@ -161,3 +161,24 @@ def test_padding_is_left_out_of_means_and_labels(tiny_tokenizer, rng):
     hover = stat.trajectory_labels.hover_over_entries
     assert (hover[:, 3] == "").all()  # padded in both prompts
     assert (hover[:, 2, :, 2:] == "").all() and (hover[:, 2, :, :2] != "").all()
+
+
+def test_hover_template_and_customdata_from_a_tokenizer(tiny_tokenizer):
+    # One position, rows 0/1: top tokens "Ġcat" (70%) then "Ġthe" (20%); output row "a", "b".
+    vocab = len(TINY_VOCAB)
+    probs = np.full((2, 1, vocab), 0.1 / (vocab - 2))
+    probs[0, 0, [2, 1]] = [0.7, 0.2]
+    probs[1, 0, [5, 6]] = [0.6, 0.3]
+    traj = PredictionTrajectory(
+        oracle.log_probs_from_probs(probs), np.array([1]), tokenizer=tiny_tokenizer
+    )
+    heatmap = traj.entropy(topk=2).heatmap()
+    assert heatmap.hovertemplate == (
+        "%{customdata[0]}%{customdata[1]}<br>%{customdata[2]}%{customdata[3]}<br><extra></extra>"
+    )
+    customdata = np.asarray(heatmap.customdata)
+    assert customdata.shape == (2, 1, 4)
+    # Token column width 5 ("_cat" + 1), value column width 7 ("70.00%" + 1).
+    assert customdata[0, 0].tolist() == [" _cat", " 70.00%", " _the", " 20.00%"]
+    assert customdata[1, 0].tolist() == ["    a", " 60.00%", "    b", " 30.00%"]
+    assert list(heatmap.text[:, 0]) == ["_cat", "a"]

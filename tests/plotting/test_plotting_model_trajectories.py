@@ -234,7 +234,7 @@ def test_bfloat16_model_statistics_stay_close(glassllm, lenses):
     model, tokenizer = glassllm
     ids, targets = encode(tokenizer, TEXTS[1])
     reference = CompactTrajectory.from_lens_and_model(
-        lenses[0], model, ids, tokenizer=tokenizer, targets=targets, progress=False
+        lenses[0], model, ids, tokenizer=tokenizer, targets=targets, track=[7], progress=False
     )
     from tuned_lens.nn.lenses import LogitLens
 
@@ -242,7 +242,7 @@ def test_bfloat16_model_statistics_stay_close(glassllm, lenses):
     try:
         half = CompactTrajectory.from_lens_and_model(
             LogitLens.from_model(model_bf16), model_bf16, ids, tokenizer=tokenizer,
-            targets=targets, progress=False,
+            targets=targets, track=[7], progress=False,
         )
     finally:
         model.to(torch.float32)
@@ -252,6 +252,8 @@ def test_bfloat16_model_statistics_stay_close(glassllm, lenses):
         half.cross_entropy().stats, reference.cross_entropy().stats, atol=0.3
     )
     assert abs(float(np.mean(half.rank().stats)) - float(np.mean(reference.rank().stats))) < 5
+    np.testing.assert_allclose(half.token_log_prob(7).stats, reference.token_log_prob(7).stats,
+                               atol=0.3)
 
 
 def test_from_lens_and_cache_with_hidden_state_mapping(glassllm, lenses):

@@ -110,6 +110,13 @@ def test_true_js_and_tv_differ_from_the_original_definitions(rng):
         traj.total_variation(other, definition="l1")
 
 
+def test_rank_hand_computed_3_2_2_2():
+    probs = [[0.4, 0.3, 0.2, 0.1]] * 4
+    lp = oracle.log_probs_from_probs([probs, probs, probs])  # (rows=3, T=4, V=4)
+    traj = PredictionTrajectory(lp, np.zeros(4, np.int64), targets=np.array([2, 1, 1, 1]))
+    assert traj.rank().stats.tolist() == [[3, 2, 2, 2]] * 3
+
+
 def test_rank_hand_computed_with_ties():
     # Targets ranked 3, 2, 2, 2: probabilities 0.4, 0.3, 0.2, 0.1 (ties share the best rank).
     probs = [
