@@ -286,8 +286,6 @@ def _builtin_specs() -> dict[str, ArchitectureSpec]:
         "olmo2",
         "stablelm",
         "starcoder2",
-        "internlm2",
-        "deepseek_v3",
         "smollm3",
     ):
         table[model_type] = rms_decoder

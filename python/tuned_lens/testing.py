@@ -139,6 +139,31 @@ _TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "stablelm": {"model_type": "stablelm", **_ROPE_COMMON},
     "cohere": {"model_type": "cohere", **_ROPE_COMMON, "logit_scale": 0.5},
     "granite": {"model_type": "granite", **_ROPE_COMMON, "logits_scaling": 4.0},
+    "granitemoe": {
+        "model_type": "granitemoe",
+        **_ROPE_COMMON,
+        "logits_scaling": 4.0,
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+    },
+    "cohere2": {"model_type": "cohere2", **_ROPE_COMMON, "logit_scale": 0.5, "sliding_window": 16},
+    "codegen": {
+        "model_type": "codegen",
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 4,
+        "rotary_dim": 4,
+        "n_positions": 128,
+    },
+    "gpt_bigcode": {
+        "model_type": "gpt_bigcode",
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 4,
+        "n_positions": 128,
+    },
+    "starcoder2": {"model_type": "starcoder2", **_ROPE_COMMON, "sliding_window": 16},
+    "smollm3": {"model_type": "smollm3", **_ROPE_COMMON},
 }
 
 #: Every family name :func:`tiny_model` accepts, in a stable order.

@@ -44,7 +44,7 @@ def test_unembed_is_a_frozen_copy(model):
 
 def test_softcap_and_scaling_matter():
     """Dropping the logit post-processing would break the reproduction for these families."""
-    for family in ("gemma2", "gemma3_text", "cohere", "granite"):
+    for family in ("gemma2", "gemma3_text", "cohere", "cohere2", "granite", "granitemoe"):
         model = tiny_model(family)
         residual, logits = residual_entering_final_norm(model, tiny_input_ids())
         unembed = Unembed(model)
