@@ -167,7 +167,6 @@ def test_invert_validates_its_arguments():
 def test_gemma3_multimodal_model():
     """Gemma3ForConditionalGeneration: blocks under language_model, no soft-capping."""
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
-
     from tuned_lens.nn import TunedLens
     from tuned_lens.testing import tiny_config
 
