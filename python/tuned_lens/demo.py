@@ -60,8 +60,9 @@ class Budget:
     checkpoint_freq: int
 
 
-# About two minutes of training for glassllm on two cores (~1,700 tokens/s with the lens).
-FULL_BUDGET = Budget(steps=100, tokens_per_step=2048, seq_len=128, eval_tokens=16_384,
+# About two minutes for glassllm on two CPU cores: ~0.4-0.7 s per step of 2,048 tokens on one
+# thread (see _choose_threads), plus loading, evaluation and pictures.
+FULL_BUDGET = Budget(steps=150, tokens_per_step=2048, seq_len=128, eval_tokens=16_384,
                      checkpoint_freq=10)
 # Models bigger than glassllm on a CPU: each step decodes every layer through a large
 # unembedding (SmolLM2: 30 layers x 576 x 49152), so the budget is cut to minutes.
@@ -92,6 +93,9 @@ class DemoSettings:
         force: redo every stage even when its results exist.
         png: also write PNG pictures when a Chromium is available.
         device: ``"cpu"``, ``"cuda"``, … (default: CUDA when available).
+        threads: CPU threads for torch (default: 1 for models under 50 M parameters on the
+            CPU, whose small matrix products lose more to thread start-up than they gain,
+            else torch's default).
     """
 
     output: Path = DEFAULT_OUTPUT
@@ -108,8 +112,11 @@ class DemoSettings:
     force: bool = False
     png: bool = True
     device: str | None = None
+    threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer, got {self.threads!r}")
         for name in ("steps", "tokens_per_step", "seq_len", "eval_tokens", "checkpoint_freq"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -202,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write HTML only, even when a Chromium is installed")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, cuda:1, … (default: CUDA when available)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: 1 for small models such as "
+                             "glassllm, else torch's default)")
     return parser
 
 
@@ -245,6 +255,7 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
         force=args.force,
         png=not args.no_png,
         device=args.device,
+        threads=args.threads,
     )
 
 
@@ -277,6 +288,31 @@ def run_demo(settings: DemoSettings, *, log: Log = _say) -> DemoOutputs:
     """Run (or resume) the whole demo and return the paths it wrote."""
     import torch
 
+    threads_before = torch.get_num_threads()
+    try:
+        return _run_stages(settings, log)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+# Below this many parameters a model's matrix products are too small to gain from several
+# threads; on a busy machine, spinning OpenMP threads then make training >10x slower.
+SINGLE_THREAD_BELOW_PARAMS = 50_000_000
+
+
+def _choose_threads(model, settings: DemoSettings) -> int:
+    import torch
+
+    if settings.threads is not None:
+        return settings.threads
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    small = sum(p.numel() for p in model.parameters()) < SINGLE_THREAD_BELOW_PARAMS
+    return 1 if on_cpu and small else torch.get_num_threads()
+
+
+def _run_stages(settings: DemoSettings, log: Log) -> DemoOutputs:
+    import torch
+
     out = Path(settings.output)
     out.mkdir(parents=True, exist_ok=True)
     stale = _reset_if_settings_changed(out, settings, log)
@@ -290,6 +326,7 @@ def run_demo(settings: DemoSettings, *, log: Log = _say) -> DemoOutputs:
     began = time.perf_counter()
     model, tokenizer, model_path = _load_model(settings)
     outputs.model_path = model_path
+    torch.set_num_threads(_choose_threads(model, settings))
     train_chunks, eval_chunks, data_info = _load_data(settings, tokenizer)
     timings["load_s"] = time.perf_counter() - began
     n_layers = int(model.config.num_hidden_layers)
@@ -457,13 +494,16 @@ def split_documents(docs: Sequence[str], *, held_out: float = HELD_OUT_FRACTION
 
 
 def _load_data(settings: DemoSettings, tokenizer):
-    from tuned_lens.data import NotEnoughDataError, chunk_and_tokenize, load_documents
+    from tuned_lens.data import NotEnoughDataError, load_documents
 
     docs = load_documents(settings.data, text_column=settings.text_column)
     train_docs, eval_docs = split_documents(docs)
-    train = chunk_and_tokenize(train_docs, tokenizer, max_seq_len=settings.seq_len)
+    # Tokenise only about what the budget can use (plenty of margin: no tokenizer needs more
+    # than CHARS_PER_TOKEN_BOUND characters per token), and everything if that falls short.
+    train_need = settings.steps * settings.tokens_per_step
+    train = _chunk_capped(train_docs, tokenizer, settings.seq_len, train_need)
     try:
-        held_out = chunk_and_tokenize(eval_docs, tokenizer, max_seq_len=settings.seq_len)
+        held_out = _chunk_capped(eval_docs, tokenizer, settings.seq_len, settings.eval_tokens)
     except NotEnoughDataError as err:
         raise NotEnoughDataError(
             f"the held-out part of {settings.data!r} (the last {HELD_OUT_FRACTION:.0%}) is "
@@ -481,6 +521,33 @@ def _load_data(settings: DemoSettings, tokenizer):
         "nats_to_bpb": train.nats_to_bpb,
     }
     return train, held_out, info
+
+
+CHARS_PER_TOKEN_BOUND = 16
+
+
+def _cap_characters(docs: Sequence[str], limit: int) -> list[str]:
+    """The first ``limit`` characters of the documents (whole documents, the last one cut)."""
+    kept: list[str] = []
+    left = limit
+    for doc in docs:
+        if left <= 0:
+            break
+        kept.append(doc[:left])
+        left -= len(kept[-1])
+    return kept
+
+
+def _chunk_capped(docs: Sequence[str], tokenizer, seq_len: int, tokens_needed: int):
+    from tuned_lens.data import chunk_and_tokenize
+
+    limit = (tokens_needed + 2 * seq_len) * CHARS_PER_TOKEN_BOUND
+    if sum(len(d) for d in docs) > limit:
+        chunks = chunk_and_tokenize(_cap_characters(docs, limit), tokenizer,
+                                    max_seq_len=seq_len)
+        if len(chunks) * chunks.chunk_len >= tokens_needed:
+            return chunks
+    return chunk_and_tokenize(docs, tokenizer, max_seq_len=seq_len)
 
 
 def _load_lens(model, folder: Path):

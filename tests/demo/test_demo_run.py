@@ -106,8 +106,11 @@ def test_second_run_reuses_the_lens_and_force_retrains(quick_run, tmp_path, caps
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     output = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    argv = [sys.executable, "-m", "tuned_lens.demo", "--quick", "--steps", "40",
-            "--output", str(output), "--no-png", "--sentence", "Alice."]
+    # Checkpoints every 2 steps (the quick budget); 12 steps leave time to kill the run after
+    # its first checkpoint and keep the resumed part short.
+    argv = [sys.executable, "-m", "tuned_lens.demo", "--quick", "--steps", "12",
+            "--tokens-per-step", "256", "--eval-tokens", "256", "--output", str(output),
+            "--no-png", "--sentence", "Alice."]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240

@@ -139,3 +139,17 @@ def test_bigger_models_get_a_smaller_default_budget_on_the_cpu():
     settings = demo.settings_from_args(args)
     assert settings.steps == 3
     assert settings.tokens_per_step == demo.LARGE_MODEL_CPU_BUDGET.tokens_per_step
+
+
+def test_character_cap_keeps_whole_documents_in_order():
+    docs = ["abcdef", "ghij", "klmnop"]
+    assert demo._cap_characters(docs, 8) == ["abcdef", "gh"]
+    assert demo._cap_characters(docs, 100) == docs
+    assert demo._cap_characters(docs, 6) == ["abcdef"]
+
+
+def test_threads_option_is_validated():
+    args = demo.build_parser().parse_args(["--threads", "2"])
+    assert demo.settings_from_args(args).threads == 2
+    with pytest.raises(ValueError, match="threads"):
+        demo.DemoSettings(threads=0)
