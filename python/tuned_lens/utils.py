@@ -8,7 +8,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["tensor_hash", "assert_type", "maybe_unpack", "pairwise", "shift_labels", "shift_preds"]
+__all__ = [
+    "tensor_hash",
+    "tensor_hash_of",
+    "assert_type",
+    "maybe_unpack",
+    "pairwise",
+    "shift_labels",
+    "shift_preds",
+]
 
 T = TypeVar("T")
 
@@ -47,6 +55,40 @@ def tensor_hash(array: np.ndarray) -> str:
     if not isinstance(array, np.ndarray):
         raise TypeError(f"tensor_hash expects a numpy array, got {type(array).__name__}")
     with np.printoptions(**_DEFAULT_PRINT_OPTIONS):
+        text = np.array_str(array, precision=1)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def tensor_hash_of(tensor) -> str:
+    """:func:`tensor_hash` of a torch tensor's float32 values, without a full float32 copy.
+
+    numpy prints an array of more than 1000 elements as its first and last three entries along
+    every axis longer than six, choosing the number format from those entries only. So the same
+    text comes from a small array holding just those entries (plus one elided filler per axis),
+    printed with summarisation forced on. This keeps hashing a 128k x 4096 bfloat16 head cheap.
+
+    Args:
+        tensor: A ``torch.Tensor`` of any dtype convertible to float32, on any device.
+
+    Returns:
+        The same digest as ``tensor_hash(tensor.float().cpu().numpy())``.
+    """
+    import torch
+
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"tensor_hash_of expects a torch.Tensor, got {type(tensor).__name__}")
+    edge = _DEFAULT_PRINT_OPTIONS["edgeitems"]
+    if tensor.numel() <= _DEFAULT_PRINT_OPTIONS["threshold"]:
+        return tensor_hash(tensor.detach().to(device="cpu", dtype=torch.float32).numpy())
+    small = tensor.detach()
+    for axis, length in enumerate(tensor.shape):
+        if length > 2 * edge:
+            # first `edge`, one filler that numpy elides as "...", last `edge`
+            keep = [*range(edge + 1), *range(length - edge, length)]
+            index = torch.tensor(keep, device=small.device)
+            small = small.index_select(axis, index)
+    array = small.to(device="cpu", dtype=torch.float32).numpy()
+    with np.printoptions(**{**_DEFAULT_PRINT_OPTIONS, "threshold": 0}):
         text = np.array_str(array, precision=1)
     return hashlib.sha256(text.encode()).hexdigest()
 

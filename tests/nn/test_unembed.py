@@ -8,7 +8,7 @@ import torch
 from tuned_lens.architectures import resolve_architecture
 from tuned_lens.nn import InversionOutput, Unembed
 from tuned_lens.testing import tiny_input_ids, tiny_model
-from tuned_lens.utils import tensor_hash
+from tuned_lens.utils import tensor_hash, tensor_hash_of
 
 
 def residual_entering_final_norm(model, input_ids) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,3 +190,20 @@ def test_gemma3_multimodal_model():
     with torch.no_grad():
         torch.testing.assert_close(Unembed(model)(residual), logits, atol=1e-5, rtol=1e-5)
     assert len(TunedLens.from_model(model)) == 2
+
+
+@pytest.mark.parametrize(
+    "shape", [(7, 7), (1000, 5), (5, 1000), (300, 300), (20, 30, 40), (2000,), (256, 32)]
+)
+@pytest.mark.parametrize("scale", [1.0, 1e-4, 1e5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_summarised_hash_equals_the_full_numpy_hash(shape, scale, dtype):
+    generator = torch.Generator().manual_seed(len(shape))
+    tensor = (torch.randn(shape, generator=generator) * scale).to(dtype)
+    assert tensor_hash_of(tensor) == tensor_hash(tensor.float().numpy())
+
+
+def test_summarised_hash_with_special_values():
+    tensor = torch.randn(100, 50)
+    tensor[0, 0], tensor[-1, -1], tensor[1, -2] = float("nan"), float("inf"), -float("inf")
+    assert tensor_hash_of(tensor) == tensor_hash(tensor.numpy())

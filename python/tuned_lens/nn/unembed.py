@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..architectures import resolve_architecture
-from ..utils import tensor_hash
+from ..utils import tensor_hash_of
 
 __all__ = ["InversionOutput", "Unembed"]
 
@@ -101,8 +101,7 @@ class Unembed(nn.Module):
         ``sha256(np.array_str(W_U.float().numpy(), precision=1))`` under numpy's default print
         options; see :func:`tuned_lens.utils.tensor_hash` for what it does and does not detect.
         """
-        weight = self.unembedding.weight.detach()
-        return tensor_hash(weight.to(device="cpu", dtype=torch.float32).numpy())
+        return tensor_hash_of(self.unembedding.weight)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Convert hidden states into logits.
