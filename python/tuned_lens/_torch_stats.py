@@ -10,7 +10,8 @@ stay under about 256 MB, whatever the size of the input.
 
 Conventions (those of the contract): ``p = exp(lp)``; a term with ``lp = -inf`` contributes 0
 (``0 · log 0 = 0``); KL is ``+inf`` wherever ``q = 0 < p``; a row holding a NaN gives NaN for that
-row's float statistics; ``rank = 1 + #{v : lp[v] > lp[target]}``; top-k ties go to the lower id.
+row's float statistics; logits rows of only ``-inf`` or holding a ``+inf`` have no distribution
+(NaN log-probabilities); ``rank = 1 + #{v : lp[v] > lp[target]}``; top-k ties go to the lower id.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -71,6 +73,20 @@ def _error(kind: str, message: str) -> Exception:
 
 # --------------------------------------------------------------------------------------------
 # Validation
+
+
+def _as_tensor(x: object, device: torch.device | None = None) -> object:
+    """numpy arrays (uint16 = raw bfloat16 bits) become tensors, on `device` when given, so a
+    CUDA input may be paired with a numpy one. Anything else is returned as is and checked later.
+    """
+    if isinstance(x, np.ndarray):
+        if x.dtype == np.uint16:
+            x = torch.from_numpy(np.ascontiguousarray(x).view(np.int16)).view(torch.bfloat16)
+        else:
+            x = torch.from_numpy(x if all(s >= 0 for s in x.strides) else x.copy())
+    if isinstance(x, torch.Tensor) and device is not None and x.device != device:
+        x = x.to(device)
+    return x
 
 
 def _check_float(name: str, x: torch.Tensor) -> None:
@@ -187,11 +203,14 @@ def _nan_rows(*blocks: torch.Tensor) -> torch.Tensor:
 
 
 def _block_logsumexp(x: torch.Tensor) -> torch.Tensor:
-    """(r,) float32; -inf for an all -inf row, NaN for a row with a NaN."""
+    """(r,) float32; -inf for an all -inf row, NaN for a row with a NaN or a +inf."""
     m = x.amax(dim=-1, keepdim=True)
     m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     s = torch.exp(x - m_safe).sum(dim=-1, dtype=torch.float64)
-    return (torch.log(s) + m_safe[:, 0].double()).float()
+    lse = torch.log(s) + m_safe[:, 0].double()
+    # A +inf logit has no finite normalisation: the row has no distribution (as in the core).
+    lse = torch.where(m[:, 0] == math.inf, torch.full_like(lse, math.nan), lse)
+    return lse.float()
 
 
 def _block_neg_entropy_terms(lp: torch.Tensor) -> torch.Tensor:
@@ -245,6 +264,7 @@ def log_softmax(logits: torch.Tensor, *, out: torch.Tensor | None = None) -> tor
     Returns:
         (..., V) float32 log-probabilities (``out`` itself when given).
     """
+    logits = _as_tensor(logits)
     _check_float("logits", logits)
     if out is None:
         out = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
@@ -275,6 +295,7 @@ def _write_rows(out: torch.Tensor, start: int, block: torch.Tensor) -> None:
 
 def logsumexp(logits: torch.Tensor) -> torch.Tensor:
     """log Σ_v exp(logits): (..., V) -> (...,) float32."""
+    logits = _as_tensor(logits)
     _check_float("logits", logits)
     result = _rows_out(logits)
     for start, (x,) in _blocks([logits], _rows_per_block(logits.shape[-1], 1)):
@@ -284,6 +305,7 @@ def logsumexp(logits: torch.Tensor) -> torch.Tensor:
 
 def entropy(log_probs: torch.Tensor) -> torch.Tensor:
     """-Σ p log p with 0 · log 0 = 0: (..., V) -> (...,) float32."""
+    log_probs = _as_tensor(log_probs)
     _check_float("log_probs", log_probs)
     result = _rows_out(log_probs)
     for start, (lp,) in _blocks([log_probs], _rows_per_block(log_probs.shape[-1], 1)):
@@ -293,6 +315,7 @@ def entropy(log_probs: torch.Tensor) -> torch.Tensor:
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of softmax(logits): (..., V) -> (...,) float32."""
+    logits = _as_tensor(logits)
     _check_float("logits", logits)
     result = _rows_out(logits)
     for start, (x,) in _blocks([logits], _rows_per_block(logits.shape[-1], 1)):
@@ -313,6 +336,7 @@ def max_probability(
     Returns:
         (prob float32 (...,), token_id int64 (...,)).
     """
+    log_probs = _as_tensor(log_probs)
     _check_float("log_probs", log_probs)
     probs = _rows_out(log_probs)
     ids = _rows_out(log_probs, torch.int64)
@@ -329,6 +353,7 @@ def max_probability(
 
 def target_log_prob(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """lp[target]: (..., V) and int targets broadcastable to (...,) -> (...,) float32."""
+    log_probs = _as_tensor(log_probs)
     _check_float("log_probs", log_probs)
     flat_targets = _flat_targets("targets", targets, log_probs)
     # Only one value per row is read: gather straight from the (possibly strided) input.
@@ -350,12 +375,14 @@ def log_prob_diff(
     log_probs: torch.Tensor, targets: torch.Tensor, anti_targets: torch.Tensor
 ) -> torch.Tensor:
     """lp[target] - lp[anti_target]: (..., V) -> (...,) float32."""
+    log_probs = _as_tensor(log_probs)
     _flat_targets("anti_targets", anti_targets, log_probs)
     return target_log_prob(log_probs, targets) - target_log_prob(log_probs, anti_targets)
 
 
 def target_rank(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """1 + #{v : lp[v] > lp[target]}: (..., V) -> (...,) int64 (ties share the best rank)."""
+    log_probs = _as_tensor(log_probs)
     _check_float("log_probs", log_probs)
     flat_targets = _flat_targets("targets", targets, log_probs)
     at_targets = _gather_targets(log_probs, flat_targets)
@@ -369,6 +396,8 @@ def target_rank(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def kl_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) = Σ p (log p - log q), +inf where q = 0 < p: (..., V) x2 -> (...,) float32."""
+    log_p = _as_tensor(log_p)
+    log_q = _as_tensor(log_q, getattr(log_p, "device", None))
     _check_pair("log_p", log_p, "log_q", log_q)
     result = _rows_out(log_p)
     for start, (lp, lq) in _blocks([log_p, log_q], _rows_per_block(log_p.shape[-1], 2)):
@@ -386,6 +415,8 @@ def forward_kl(log_probs: torch.Tensor, reference: torch.Tensor) -> torch.Tensor
     Returns:
         (..., L, T) float32.
     """
+    log_probs = _as_tensor(log_probs)
+    reference = _as_tensor(reference, getattr(log_probs, "device", None))
     _check_float("log_probs", log_probs)
     _check_float("reference", reference)
     expected = tuple(log_probs.shape[:-3]) + tuple(log_probs.shape[-2:])
@@ -405,6 +436,8 @@ def forward_kl(log_probs: torch.Tensor, reference: torch.Tensor) -> torch.Tensor
 
 def js_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """The true Jensen-Shannon divergence ½KL(p||m) + ½KL(q||m), m = (p+q)/2, in [0, ln 2]."""
+    log_p = _as_tensor(log_p)
+    log_q = _as_tensor(log_q, getattr(log_p, "device", None))
     _check_pair("log_p", log_p, "log_q", log_q)
     result = _rows_out(log_p)
     for start, (lp, lq) in _blocks([log_p, log_q], _rows_per_block(log_p.shape[-1], 2)):
@@ -420,6 +453,8 @@ def js_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 def symmetric_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """½KL(p||q) + ½KL(q||p) (the original library's "JS"): (..., V) x2 -> (...,) float32."""
+    log_p = _as_tensor(log_p)
+    log_q = _as_tensor(log_q, getattr(log_p, "device", None))
     _check_pair("log_p", log_p, "log_q", log_q)
     result = _rows_out(log_p)
     for start, (lp, lq) in _blocks([log_p, log_q], _rows_per_block(log_p.shape[-1], 2)):
@@ -430,6 +465,8 @@ def symmetric_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 def total_variation(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """½ Σ |p - q| in [0, 1]: (..., V) x2 -> (...,) float32."""
+    log_p = _as_tensor(log_p)
+    log_q = _as_tensor(log_q, getattr(log_p, "device", None))
     _check_pair("log_p", log_p, "log_q", log_q)
     result = _rows_out(log_p)
     for start, (lp, lq) in _blocks([log_p, log_q], _rows_per_block(log_p.shape[-1], 2)):
@@ -440,6 +477,8 @@ def total_variation(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 def max_abs_diff(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """max_v |p - q| (the original library's "TV"): (..., V) x2 -> (...,) float32."""
+    log_p = _as_tensor(log_p)
+    log_q = _as_tensor(log_q, getattr(log_p, "device", None))
     _check_pair("log_p", log_p, "log_q", log_q)
     result = _rows_out(log_p)
     for start, (lp, lq) in _blocks([log_p, log_q], _rows_per_block(log_p.shape[-1], 2)):
@@ -459,6 +498,7 @@ def top_k(log_probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         (ids int64 (..., k), probs float32 (..., k)), by descending probability, ties to the
         lower id.
     """
+    log_probs = _as_tensor(log_probs)
     _check_float("log_probs", log_probs)
     k = _check_k(k, log_probs.shape[-1])
     n_rows = math.prod(log_probs.shape[:-1])
@@ -487,6 +527,8 @@ def top_k_delta(
         (ids int64 (..., k), deltas q - p float32 (..., k)), ranked by |q - p| descending, ties
         to the lower id.
     """
+    log_p = _as_tensor(log_p)
+    log_q = _as_tensor(log_q, getattr(log_p, "device", None))
     _check_pair("log_p", log_p, "log_q", log_q)
     k = _check_k(k, log_p.shape[-1])
     n_rows = math.prod(log_p.shape[:-1])
@@ -511,6 +553,7 @@ def marginal_sums(log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     Returns:
         (sum of probabilities float64 (V,), sum of log-probabilities float64 (V,), row count).
     """
+    log_probs = _as_tensor(log_probs)
     _check_float("log_probs", log_probs)
     vocab = log_probs.shape[-1]
     sum_probs = torch.zeros(vocab, dtype=torch.float64, device=log_probs.device)

@@ -167,3 +167,27 @@ def test_agrees_with_rust_core() -> None:
     np.testing.assert_array_equal(
         _torch_stats.top_k(lp, 10)[0].numpy(), lens_stats.top_k(lp, 10)[0]
     )
+
+
+def test_edge_rows_agree_with_rust_core() -> None:
+    """Rows with no distribution (all -inf, a +inf logit), masked tokens and ties."""
+    from tuned_lens import lens_stats
+
+    x = np.array(
+        [[-np.inf] * 4, [0, 1, np.inf, 2], [0, 1, 2, 3], [1, -np.inf, 1, -np.inf]], np.float32
+    )
+    t = torch.from_numpy(x)
+    for name in ("logsumexp", "log_softmax", "entropy_from_logits"):
+        twin_value = getattr(_torch_stats, name)(t).numpy()
+        rust_value = np.asarray(getattr(lens_stats, name)(x))
+        np.testing.assert_allclose(twin_value, rust_value, rtol=1e-6, err_msg=name)
+    twin_prob, twin_ids = _torch_stats.max_probability(t, from_logits=True)
+    rust_prob, rust_ids = lens_stats.max_probability(x, from_logits=True)
+    np.testing.assert_allclose(twin_prob.numpy(), rust_prob, rtol=1e-6)
+    np.testing.assert_array_equal(twin_ids.numpy()[2:], rust_ids[2:])
+    lp = lens_stats.log_softmax(x[2:])
+    for k in (1, 2, 4):
+        twin_ids, twin_probs = _torch_stats.top_k(torch.from_numpy(lp), k)
+        rust_ids, rust_probs = lens_stats.top_k(lp, k)
+        np.testing.assert_array_equal(twin_ids.numpy(), rust_ids)
+        np.testing.assert_allclose(twin_probs.numpy(), rust_probs, rtol=1e-6)
