@@ -155,7 +155,8 @@ def run_model(
     """
     import torch
 
-    kwargs: dict[str, Any] = {"output_hidden_states": True}
+    # No KV cache: nothing is generated, and it would only hold memory.
+    kwargs: dict[str, Any] = {"output_hidden_states": True, "use_cache": False}
     input_ids = torch.as_tensor(ids, dtype=torch.long, device=device)
     if mask is not None:
         mask_t = torch.as_tensor(mask, dtype=torch.long, device=device)

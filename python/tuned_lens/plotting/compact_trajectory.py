@@ -495,8 +495,7 @@ class _CompactBuilder:
 
         ids = self.batch.ids[start:stop]
         mask = None if self.batch.mask is None else self.batch.mask[start:stop]
-        # Trailing columns padded in every prompt of this batch are not run at all.
-        width = ids.shape[1] if mask is None else int(np.flatnonzero(mask.any(axis=0)).max(initial=-1)) + 1
+        width = _used_width(ids, mask)
         if width == 0:
             return
         ids, mask = ids[:, :width], None if mask is None else mask[:, :width]
@@ -612,6 +611,17 @@ class _CompactBuilder:
             delta_ids, deltas = lens_stats.top_k_delta(lp, other_lp, self.topk)
             a["cmp_delta_ids"][index] = delta_ids
             a["cmp_deltas"][index] = deltas
+
+
+def _used_width(ids: NDArray[np.int64], mask: NDArray[np.bool_] | None) -> int:
+    """Columns up to the last real token of any prompt in the batch.
+
+    Trailing columns padded in every prompt of a batch are not run through the model at all.
+    """
+    if mask is None:
+        return int(ids.shape[1])
+    used = np.flatnonzero(mask.any(axis=0))
+    return int(used.max()) + 1 if used.size else 0
 
 
 def _gather_columns(lp: Any, columns: NDArray[np.int64]) -> NDArray[np.float32]:
