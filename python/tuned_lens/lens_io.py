@@ -39,6 +39,7 @@ __all__ = [
     "read_lens_params",
     "write_lens_params",
     "validate_lens_params",
+    "check_params_size",
     "read_torch_zip_state_dict",
 ]
 
@@ -212,6 +213,35 @@ def validate_lens_params(
             raise LensFileError(f"{source}: {key} has dtype {tensor.dtype}, expected a float type")
         if not bool(torch.isfinite(tensor).all()):
             raise LensFileError(f"{source}: {key} contains NaN or infinite values")
+
+
+def check_params_size(path: str | Path, config: TunedLensConfig) -> None:
+    """Refuse a parameter file that declares far more data than ``config`` needs.
+
+    Runs before the tensors are read, so a hostile or mismatched file (a zip entry that claims
+    gigabytes, a lens for a much larger model) is rejected without allocating its contents. The
+    limit allows float64 storage of every expected element plus 1 MiB of headers.
+
+    Raises:
+        LensFileError: If the declared size exceeds the limit.
+    """
+    path = Path(path)
+    d, n = config.d_model, config.num_hidden_layers
+    elements = n * (d * d + (d if config.bias else 0))
+    limit = elements * 8 + (1 << 20)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                declared = sum(info.file_size for info in archive.infolist())
+        else:
+            declared = path.stat().st_size
+    except (OSError, zipfile.BadZipFile) as err:
+        raise LensFileError(f"cannot read lens parameters {path}: {err}") from err
+    if declared > limit:
+        raise LensFileError(
+            f"lens parameters {path} declare {declared} bytes, but a lens with d_model={d} and "
+            f"num_hidden_layers={n} needs at most {limit}; refusing to read them"
+        )
 
 
 def _natural_key(key: str) -> tuple[int, str]:

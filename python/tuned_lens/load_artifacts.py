@@ -148,6 +148,8 @@ def load_lens_artifacts(
                 repo_type=repo_type,
                 revision=revision,
                 cache_dir=cache_dir,
+                # huggingface_hub reads HF_HUB_OFFLINE at import; honour it if set later too.
+                local_files_only=_offline(),
             )
         )
 

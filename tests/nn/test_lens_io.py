@@ -304,3 +304,22 @@ def test_saved_safetensors_layout(tmp_path):
     assert not any(p.suffix == ".pt" for p in tmp_path.iterdir())
     buffer = io.BytesIO((tmp_path / "config.json").read_bytes())
     assert json.load(buffer)["unembed_hash"] == lens.config.unembed_hash
+
+
+def test_oversized_files_are_refused_before_reading(tmp_path):
+    from tuned_lens.lens_io import check_params_size
+
+    model = tiny_model("gpt2")
+    TunedLens.from_model(model).save(tmp_path)
+    check_params_size(tmp_path / "params.safetensors", CONFIG)
+    # A lens for a much wider model in the folder of a small one.
+    save_file(dict(random_state(d=512)), str(tmp_path / "params.safetensors"))
+    with pytest.raises(LensFileError, match="refusing to read"):
+        TunedLens.from_model_and_pretrained(model, tmp_path)
+    # A zip whose storage entry claims far more than the lens needs (a compression bomb).
+    with zipfile.ZipFile(tmp_path / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb/data.pkl", pickle.dumps({}, protocol=2))
+        archive.writestr("bomb/data/0", bytes(64 << 20))
+    assert (tmp_path / "bomb.pt").stat().st_size < 1 << 20
+    with pytest.raises(LensFileError, match="declare 67108"):
+        check_params_size(tmp_path / "bomb.pt", CONFIG)

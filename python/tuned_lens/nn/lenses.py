@@ -381,7 +381,12 @@ class TunedLens(Lens):
             TypeError: For keyword arguments neither function accepts.
             tuned_lens.lens_io.LensFileError: For malformed or unsafe lens files.
         """
-        from ..lens_io import read_lens_config, read_lens_params, validate_lens_params
+        from ..lens_io import (
+            check_params_size,
+            read_lens_config,
+            read_lens_params,
+            validate_lens_params,
+        )
         from ..load_artifacts import load_lens_artifacts
 
         artifact_names = set(inspect.signature(load_lens_artifacts).parameters) - {"resource_id"}
@@ -424,6 +429,7 @@ class TunedLens(Lens):
                 stacklevel=2,
             )
 
+        check_params_size(params_path, config)
         state = read_lens_params(params_path, **reader_kwargs)
         validate_lens_params(state, config, source=str(params_path))
         device = unembed.unembedding.weight.device
