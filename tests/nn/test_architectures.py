@@ -185,3 +185,33 @@ def test_transformer_lens_model(tmp_path):
     lens = LogitLens.from_model(model)
     final = cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"]
     torch.testing.assert_close(lens(final, 0), logits, atol=1e-4, rtol=1e-4)
+
+
+class HookedTransformer(nn.Module):
+    """A stand-in with TransformerLens's attribute layout (the package is not installed here)."""
+
+    def __init__(self):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.cfg = SimpleNamespace(d_model=16, d_vocab_out=64, n_layers=2, model_name="toy-tl")
+        self.blocks = nn.ModuleList(nn.Linear(16, 16) for _ in range(2))
+        self.ln_final = nn.LayerNorm(16)
+        self.W_U = nn.Parameter(torch.randn(16, 64))
+        self.b_U = nn.Parameter(torch.randn(64))
+
+
+def test_transformer_lens_layout_is_recognised():
+    from tuned_lens import model_surgery as ms
+    from tuned_lens.nn import TunedLens, Unembed
+
+    model = HookedTransformer()
+    parts = resolve_architecture(model)
+    assert parts.source == "transformer_lens" and parts.layers is model.blocks
+    assert ms.get_transformer_layers(model) == ("blocks", model.blocks)
+    h = torch.randn(3, 16)
+    with torch.no_grad():
+        expected = model.ln_final(h) @ model.W_U + model.b_U
+        torch.testing.assert_close(Unembed(model)(h), expected)
+    lens = TunedLens.from_model(model)
+    assert len(lens) == 2 and lens.config.base_model_name_or_path == "toy-tl"
