@@ -15,13 +15,15 @@ refused with :class:`UnsafeLensFileError` before it could be called: no pickled 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import os
 import pickle
 import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,8 +92,24 @@ def read_lens_config(path: str | Path) -> TunedLensConfig:
 
 
 def write_lens_config(path: str | Path, config: TunedLensConfig) -> None:
-    """Write ``config`` as single-line JSON (the original's layout)."""
-    Path(path).write_text(json.dumps(config.to_dict()), encoding="utf-8")
+    """Write ``config`` as single-line JSON (the original's layout), atomically."""
+    path = Path(path)
+    with _atomic_target(path) as tmp:
+        tmp.write_text(json.dumps(config.to_dict()), encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; rename it onto ``path`` if the block succeeds.
+
+    A crash mid-write then leaves the previous file (or none), never a truncated one.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -112,7 +130,8 @@ def write_lens_params(path: str | Path, state_dict: Mapping[str, torch.Tensor]) 
             f"not {path.name!r}"
         )
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    save_file(tensors, str(path), metadata={"format": "pt", "producer": "tuned-lens-rs"})
+    with _atomic_target(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "tuned-lens-rs"})
 
 
 def read_lens_params(

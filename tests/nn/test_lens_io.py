@@ -323,3 +323,15 @@ def test_oversized_files_are_refused_before_reading(tmp_path):
     assert (tmp_path / "bomb.pt").stat().st_size < 1 << 20
     with pytest.raises(LensFileError, match="declare 67108"):
         check_params_size(tmp_path / "bomb.pt", CONFIG)
+
+
+def test_save_leaves_no_temporary_files_and_overwrites(tmp_path):
+    model = tiny_model("gpt2")
+    TunedLens.from_model(model).save(tmp_path)
+    lens = TunedLens.from_model(model)
+    with torch.no_grad():
+        lens[0].bias.fill_(0.5)
+    lens.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "params.safetensors"]
+    loaded = TunedLens.from_model_and_pretrained(model, tmp_path)
+    assert torch.all(loaded[0].bias == 0.5)
