@@ -74,8 +74,9 @@ class Lens(abc.ABC, nn.Module):
 
         The model runs incrementally with its KV cache (only the new token is fed on each step);
         the hidden state ``hidden_states[layer]`` of the last position is decoded with the lens.
-        Rows that produced an end-of-sequence token keep emitting it (or the pad token, when
-        the model has one) until every row is done or ``max_new_tokens`` is reached.
+        Rows that produced an end-of-sequence token are padded afterwards with the pad token
+        (the first EOS id when the model has none) until every row is done or
+        ``max_new_tokens`` is reached. Needs a Hugging Face model (``output_hidden_states``).
 
         Args:
             model: The base model, usually the one the lens was trained on.
