@@ -414,7 +414,7 @@ def read_torch_zip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as err:
+    except Exception as err:  # BadZipFile, OSError, ValueError, ... on damaged input
         raise LensFileError(f"lens parameters {path} are not a valid zip archive: {err}") from err
     with archive:
         pickles = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
@@ -430,16 +430,16 @@ def read_torch_zip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 if prefix + "byteorder" in archive.namelist()
                 else "little"
             )
-        except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as err:
-            raise LensFileError(f"corrupt archive {path}: {err}") from err
+        except Exception as err:  # zipfile raises many types on damaged input
+            raise LensFileError(f"corrupt archive {path}: {type(err).__name__}: {err}") from err
         unpickler = _TensorOnlyUnpickler(data, archive, prefix, path)
         unpickler._big_endian = byteorder == "big"
         try:
             obj = unpickler.load()
         except LensFileError:
             raise
-        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, TypeError) as err:
-            raise LensFileError(f"corrupt pickle in {path}: {err}") from err
+        except Exception as err:  # any other failure of a damaged archive is a file error
+            raise LensFileError(f"corrupt archive {path}: {type(err).__name__}: {err}") from err
     if not isinstance(obj, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
     ):
