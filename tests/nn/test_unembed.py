@@ -207,3 +207,15 @@ def test_summarised_hash_with_special_values():
     tensor = torch.randn(100, 50)
     tensor[0, 0], tensor[-1, -1], tensor[1, -2] = float("nan"), float("inf"), -float("inf")
     assert tensor_hash_of(tensor) == tensor_hash(tensor.numpy())
+
+
+def test_invert_in_bfloat16_optimises_in_float32():
+    model = tiny_model("llama", dtype=torch.bfloat16)
+    unembed = Unembed(model)
+    _, logits = residual_entering_final_norm(model, tiny_input_ids(batch=1, seq_len=2))
+    start = float(
+        kl(logits.float(), unembed(torch.zeros(1, 2, 32, dtype=torch.bfloat16)).float()).mean()
+    )
+    result = unembed.invert(logits, h0=torch.zeros(1, 2, 32), max_iter=30)
+    assert result.preimage.dtype == torch.bfloat16
+    assert float(result.kl) < start

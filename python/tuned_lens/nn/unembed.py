@@ -216,7 +216,9 @@ class Unembed(nn.Module):
         if weight is not None:
             p = p * weight.float()
         p_log_p = torch.xlogy(p, p)  # 0 · log 0 = 0
-        h = nn.Parameter(h0.detach().to(dtype=dtype).clone())
+        # Optimise in float32 whatever the model's dtype; cast for the forward pass only.
+        device = self.unembedding.weight.device
+        h = nn.Parameter(h0.detach().to(device=device, dtype=torch.float32).clone())
 
         if optimizer == "lbfgs":
             opt: torch.optim.Optimizer = torch.optim.LBFGS(
@@ -236,11 +238,12 @@ class Unembed(nn.Module):
             nonlocal nfev
             nfev += 1
             opt.zero_grad(set_to_none=False)
-            log_q = self(h).float().log_softmax(dim=-1)
+            log_q = self(h.to(dtype)).float().log_softmax(dim=-1)
             kl = (p_log_p - p * log_q).sum(dim=-1).nanmean()
             loss = kl
             if prior is not None and prior_weight > 0:
-                loss = loss - prior_weight * prior.log_prob(self.final_norm(h)).mean()
+                post_norm = self.final_norm(h.to(dtype)).float()
+                loss = loss - prior_weight * prior.log_prob(post_norm).mean()
             if not torch.isfinite(loss):
                 raise RuntimeError(f"inversion objective became non-finite ({loss.item()})")
             loss.backward()
@@ -259,7 +262,7 @@ class Unembed(nn.Module):
             grad_norm = h.grad.detach().norm()
 
         with torch.no_grad():
-            preimage = self.final_norm(h.detach())
+            preimage = self.final_norm(h.detach().to(dtype))
         return InversionOutput(
             preimage=preimage,
             grad_norm=grad_norm,
