@@ -35,7 +35,7 @@ pub enum Divergence {
 #[inline(always)]
 pub(crate) fn kl_term(p: f32, lp: f32, lq: f32) -> f32 {
     let t = p * (lp - lq);
-    if p != 0.0 || lq != lq {
+    if p != 0.0 || lq.is_nan() {
         t
     } else {
         0.0
@@ -109,7 +109,7 @@ fn row_max_abs_diff<I: Isa, E: Elem>(a: &[E::Raw], b: &[E::Raw]) -> f64 {
         for j in 0..LANES {
             let d = (exp::<I>(lp[j]) - exp::<I>(lq[j])).abs();
             acc[j] = if d > acc[j] { d } else { acc[j] };
-            nan[j] |= (d != d) as u32;
+            nan[j] |= d.is_nan() as u32;
         }
     }
     if nan.iter().any(|&b| b != 0) {

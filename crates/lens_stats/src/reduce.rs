@@ -29,36 +29,46 @@ pub struct ArgMax {
 
 #[inline(always)]
 pub fn row_argmax<I: Isa, E: Elem>(row: &[E::Raw]) -> ArgMax {
+    // Pass 1: the maximum and the NaN flag (pure lane-wise max, fully vectorised).
     let mut best = [f32::NEG_INFINITY; LANES];
-    let mut chunk_of_best = [0u32; LANES];
     let mut nan = [0u32; LANES];
-    for (c, x) in Lanes::<I, E>::new(row).enumerate() {
-        let c = c as u32;
+    for x in Lanes::<I, E>::new(row) {
         for j in 0..LANES {
-            let greater = x[j] > best[j];
-            best[j] = if greater { x[j] } else { best[j] };
-            chunk_of_best[j] = if greater { c } else { chunk_of_best[j] };
-            nan[j] |= (x[j] != x[j]) as u32;
+            best[j] = if x[j] > best[j] { x[j] } else { best[j] };
+            nan[j] |= x[j].is_nan() as u32;
         }
     }
-    let mut out = ArgMax {
-        value: f32::NEG_INFINITY,
+    let value = best
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    let has_nan = nan.iter().any(|&b| b != 0);
+    if value == f32::NEG_INFINITY {
+        return ArgMax {
+            value,
+            index: 0,
+            has_nan,
+        };
+    }
+    // Pass 2 (the row is in L1/L2 now): the first vector holding the maximum, then its lane.
+    for (c, x) in Lanes::<I, E>::new(row).enumerate() {
+        let mut hit = 0u32;
+        for &v in &x {
+            hit |= (v == value) as u32;
+        }
+        if hit != 0 {
+            let lane = x.iter().position(|&v| v == value).unwrap_or(0);
+            return ArgMax {
+                value,
+                index: c * LANES + lane,
+                has_nan,
+            };
+        }
+    }
+    ArgMax {
+        value,
         index: 0,
-        has_nan: nan.iter().any(|&b| b != 0),
-    };
-    let mut found = false;
-    for j in 0..LANES {
-        if best[j] == f32::NEG_INFINITY {
-            continue;
-        }
-        let index = chunk_of_best[j] as usize * LANES + j;
-        if !found || best[j] > out.value || (best[j] == out.value && index < out.index) {
-            out.value = best[j];
-            out.index = index;
-            found = true;
-        }
+        has_nan,
     }
-    out
 }
 
 /// `Σ exp(x - shift)` over a row. NaN propagates.

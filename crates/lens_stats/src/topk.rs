@@ -20,6 +20,9 @@ use crate::simd::math::exp;
 use crate::simd::{Isa, RowOp, LANES};
 use crate::PerRow;
 
+/// Entries screened at once against the running threshold in `top_k`.
+const SCREEN: usize = 4 * LANES;
+
 /// The best `k` keys seen so far, sorted descending, with ids and a payload per entry.
 struct Best {
     keys: [f32; MAX_K],
@@ -116,11 +119,30 @@ impl<E: Elem> RowOp for TopKOp<'_, E> {
         let row = &self.x[index * v..(index + 1) * v];
         let mut best = Best::new(self.k);
         let mut nan = [0u32; LANES];
-        for (c, x) in Lanes::<I, E>::new(row).enumerate() {
-            for j in 0..LANES {
-                nan[j] |= (x[j] != x[j]) as u32;
+        // Screen 64 entries at a time against the threshold; insert only from blocks with a
+        // candidate (rare once the buffer holds good entries).
+        for (b, block) in row.chunks(SCREEN).enumerate() {
+            let mut top = [f32::NEG_INFINITY; LANES];
+            for x in Lanes::<I, E>::new(block) {
+                for j in 0..LANES {
+                    top[j] = if x[j] > top[j] { x[j] } else { top[j] };
+                    nan[j] |= x[j].is_nan() as u32;
+                }
             }
-            best.offer(&x, &x, c * LANES, v - c * LANES);
+            if best.full() {
+                let threshold = best.threshold();
+                let mut hit = 0u32;
+                for &t in &top {
+                    hit |= (t > threshold) as u32;
+                }
+                if hit == 0 {
+                    continue;
+                }
+            }
+            for (c, x) in Lanes::<I, E>::new(block).enumerate() {
+                let base = b * SCREEN + c * LANES;
+                best.offer(&x, &x, base, v - base);
+            }
         }
         let has_nan = nan.iter().any(|&b| b != 0);
         best.write(out, has_nan, |lp| (lp as f64).exp() as f32);
@@ -150,7 +172,7 @@ impl<E: Elem> RowOp for TopKDeltaOp<'_, E> {
             for j in 0..LANES {
                 delta[j] = exp::<I>(lq[j]) - exp::<I>(lp[j]);
                 size[j] = delta[j].abs();
-                nan[j] |= (delta[j] != delta[j]) as u32;
+                nan[j] |= delta[j].is_nan() as u32;
             }
             best.offer(&size, &delta, c * LANES, v - c * LANES);
         }
