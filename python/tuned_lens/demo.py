@@ -64,10 +64,12 @@ class Budget:
 # thread (see _choose_threads), plus loading, evaluation and pictures.
 FULL_BUDGET = Budget(steps=150, tokens_per_step=2048, seq_len=128, eval_tokens=16_384,
                      checkpoint_freq=10)
-# Models bigger than glassllm on a CPU: each step decodes every layer through a large
-# unembedding (SmolLM2: 30 layers x 576 x 49152), so the budget is cut to minutes.
-LARGE_MODEL_CPU_BUDGET = Budget(steps=10, tokens_per_step=1024, seq_len=128, eval_tokens=2_048,
-                                checkpoint_freq=2)
+# Models bigger than glassllm on a CPU: every token is decoded by every layer's lens through a
+# large unembedding (SmolLM2: 30 layers x 576 x 49152, ~0.2 s per token on this project's
+# 2-core machine), so the CPU budget is a token demonstration of a few minutes. Use a GPU
+# (or --steps/--tokens-per-step) for a useful lens.
+LARGE_MODEL_CPU_BUDGET = Budget(steps=4, tokens_per_step=256, seq_len=64, eval_tokens=256,
+                                checkpoint_freq=1)
 # Seconds: for tests and a first look.
 QUICK_BUDGET = Budget(steps=6, tokens_per_step=512, seq_len=64, eval_tokens=1_024,
                       checkpoint_freq=2)
@@ -193,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{LARGE_MODEL_CPU_BUDGET.tokens_per_step} for other models on a CPU)")
     parser.add_argument("--seq-len", type=int, default=None,
                         help=f"tokens per chunk (default {FULL_BUDGET.seq_len}; "
-                             f"{QUICK_BUDGET.seq_len} with --quick)")
+                             f"{QUICK_BUDGET.seq_len} with --quick; "
+                             f"{LARGE_MODEL_CPU_BUDGET.seq_len} for other models on a CPU)")
     parser.add_argument("--eval-tokens", type=int, default=None,
                         help=f"held-out tokens to evaluate (default {FULL_BUDGET.eval_tokens}; "
                              f"{QUICK_BUDGET.eval_tokens} with --quick; "
@@ -300,6 +303,12 @@ def run_demo(settings: DemoSettings, *, log: Log = _say) -> DemoOutputs:
 SINGLE_THREAD_BELOW_PARAMS = 50_000_000
 
 
+def on_cpu_and_large(model) -> bool:
+    """Whether ``model`` runs on the CPU and is over the small-model threshold."""
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    return on_cpu and sum(p.numel() for p in model.parameters()) >= SINGLE_THREAD_BELOW_PARAMS
+
+
 def _choose_threads(model, settings: DemoSettings) -> int:
     import torch
 
@@ -334,6 +343,9 @@ def _run_stages(settings: DemoSettings, log: Log) -> DemoOutputs:
         f"vocabulary {model.config.vocab_size}; {data_info['train_tokens']:,} training and "
         f"{data_info['eval_tokens']:,} held-out tokens in chunks of {train_chunks.chunk_len}")
 
+    if on_cpu_and_large(model) and settings.steps <= LARGE_MODEL_CPU_BUDGET.steps:
+        log("      note: this model is large for a CPU, so the default budget is tiny and the "
+            "lens will be rough; a GPU (--device cuda) and more --steps give a useful one")
     lens_done = _lens_is_complete(paths["lens"]) and not settings.force and not stale
     if lens_done:
         log(f"[2/5] Reusing the trained lens in {paths['lens']} (pass --force to retrain)")
