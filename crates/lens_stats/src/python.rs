@@ -167,20 +167,17 @@ impl<'py> Input<'py> {
             }
         };
         let shape = array.shape().to_vec();
-        let copied = match &held {
-            Held::F32(a) if a.as_slice().is_err() => {
-                Copied::F32(a.as_array().iter().copied().collect())
+        // `as_slice` also accepts Fortran order (memory order != logical order), so decide on
+        // C-contiguity explicitly; anything else is copied in logical (C) order.
+        let copied = if array.is_c_contiguous() {
+            Copied::None
+        } else {
+            match &held {
+                Held::F32(a) => Copied::F32(a.as_array().iter().copied().collect()),
+                Held::F64(a) => Copied::F64(a.as_array().iter().copied().collect()),
+                Held::F16(a) => Copied::F16(a.as_array().iter().copied().collect()),
+                Held::Bf16(a) => Copied::Bf16(a.as_array().iter().copied().collect()),
             }
-            Held::F64(a) if a.as_slice().is_err() => {
-                Copied::F64(a.as_array().iter().copied().collect())
-            }
-            Held::F16(a) if a.as_slice().is_err() => {
-                Copied::F16(a.as_array().iter().copied().collect())
-            }
-            Held::Bf16(a) if a.as_slice().is_err() => {
-                Copied::Bf16(a.as_array().iter().copied().collect())
-            }
-            _ => Copied::None,
         };
         Ok(Self {
             held,
@@ -308,9 +305,11 @@ mod _lens_stats {
             )
         })?;
         let out_shape = writer.shape().to_vec();
-        let slice = writer
-            .as_slice_mut()
-            .map_err(|_| StatsError::value("out", "must be C-contiguous"))?;
+        let not_c = || StatsError::value("out", "must be C-contiguous");
+        if !writer.is_c_contiguous() {
+            return Err(not_c().into());
+        }
+        let slice = writer.as_slice_mut().map_err(|_| not_c())?;
         detached(py, |exec| {
             softmax::log_softmax_into(exec, xv, xs, slice, &out_shape)
         })?;
