@@ -829,7 +829,7 @@ def _print_summary(settings: DemoSettings, outputs: DemoOutputs) -> None:
         "# a real 135M model (first run dequantizes it, ~30 s)",
         f"  python -m tuned_lens demo --data my_text.jsonl --output {out}-mine",
         f"  python -m tuned_lens train --model.name {settings.model} --data.name {settings.data} "
-        f"--num_steps 50 --tokens_per_step 4096 -o {out}-cli   # the full CLI, original flags",
+        f"--num_steps 50 --tokens_per_step 2048 --per_gpu_batch_size 16 -o {out}-cli",
         f"  python -m tuned_lens eval --model.name {settings.model} -l {out / 'lens'} "
         f"--data.name {settings.data} --tokens 16384 -o {out}-eval",
         "  python - <<'EOF'",
