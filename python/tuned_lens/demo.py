@@ -839,8 +839,8 @@ def _print_summary(settings: DemoSettings, outputs: DemoOutputs) -> None:
         "  model, tok = load_glassllm()",
         f"  lens = TunedLens.from_model_and_pretrained(model, '{out / 'lens'}')",
         "  ids = tok('Alice opened the door').input_ids",
-        "  PredictionTrajectory.from_lens_and_model(lens, model, ids, tok).entropy().figure()"
-        ".show()",
+        "  traj = PredictionTrajectory.from_lens_and_model(lens, model, ids, tokenizer=tok)",
+        "  traj.entropy().figure(title='entropy').write_html('entropy.html')",
         "  EOF",
     ]
     print("\n".join(lines), flush=True)
