@@ -269,11 +269,18 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
     except ValueError as err:
         build_parser().error(str(err))
+    from tuned_lens.assets import AssetMissingError
+    from tuned_lens.data import NotEnoughDataError
+
     try:
         outputs = run_demo(settings)
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except (AssetMissingError, NotEnoughDataError, FileNotFoundError) as err:
+        # Problems with the user's inputs: a clear message, not a traceback.
+        print(f"tuned-lens demo: error: {err}", file=sys.stderr)
+        return 2
     _print_summary(settings, outputs)
     return 0
 
@@ -688,6 +695,10 @@ def kl_figure(metrics: dict[str, Any], *, model_name: str):
     return fig
 
 
+class TooShortSentenceError(ValueError):
+    """A trajectory sentence needs at least two tokens (one input, one target)."""
+
+
 def _sentence_ids(tokenizer, sentence: str, max_len: int) -> list[int]:
     ids = tokenizer(sentence, add_special_tokens=False)["input_ids"]
     return list(ids[: max_len + 1])
@@ -702,7 +713,8 @@ def _trajectory_figures(model, tokenizer, lens, sentence: str):
     limit = int(getattr(model.config, "max_position_embeddings", 128) or 128)
     ids = _sentence_ids(tokenizer, sentence, min(limit, 48))
     if len(ids) < 2:
-        raise ValueError(f"sentence {sentence!r} has fewer than two tokens")
+        raise TooShortSentenceError(
+            f"sentence {sentence!r} has fewer than two tokens: nothing to predict")
     inputs, targets = ids[:-1], ids[1:]
     tuned = PredictionTrajectory.from_lens_and_model(lens, model, inputs, tokenizer=tokenizer,
                                                      targets=targets)
@@ -783,7 +795,11 @@ def _draw(model, tokenizer, lens, metrics, settings: DemoSettings, paths: dict[s
     folder = paths["trajectories"]
     folder.mkdir(parents=True, exist_ok=True)
     for number, sentence in enumerate(settings.sentences, start=1):
-        figures = _trajectory_figures(model, tokenizer, lens, sentence)
+        try:
+            figures = _trajectory_figures(model, tokenizer, lens, sentence)
+        except TooShortSentenceError as err:
+            log(f"      skipped: {err}")
+            continue
         page = folder / f"sentence_{number}.html"
         intro = (f"“{sentence}” — each column is an input token, each row a layer; a cell "
                  "shows the lens's top prediction for the next token, its colour the "

@@ -153,3 +153,21 @@ def test_threads_option_is_validated():
     assert demo.settings_from_args(args).threads == 2
     with pytest.raises(ValueError, match="threads"):
         demo.DemoSettings(threads=0)
+
+
+def test_missing_data_file_is_a_clear_error(tmp_path, capsys):
+    code = demo.main(["--quick", "--output", str(tmp_path / "out"),
+                      "--data", str(tmp_path / "absent.jsonl")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "tuned-lens demo: error:" in err and "absent.jsonl" in err
+
+
+def test_too_little_data_is_a_clear_error(tmp_path, capsys):
+    data = tmp_path / "tiny.jsonl"
+    data.write_text("\n".join(json.dumps({"text": f"Line {i} of a tiny file."})
+                              for i in range(30)) + "\n")
+    code = demo.main(["--quick", "--output", str(tmp_path / "out"), "--data", str(data)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "tuned-lens demo: error:" in err
