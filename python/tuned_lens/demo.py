@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
+        _check_device(settings.device)
     except ValueError as err:
         build_parser().error(str(err))
     from tuned_lens.assets import AssetMissingError
@@ -462,6 +463,20 @@ def _lens_is_complete(folder: Path) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Stages
 # ----------------------------------------------------------------------------------------------
+
+
+def _check_device(device: str | None) -> None:
+    """Reject a device torch cannot use here, before anything is loaded."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"--device {device!r} is not a torch device: {err}") from err
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: this torch build or machine has no CUDA device")
 
 
 def _device(settings: DemoSettings):

@@ -171,3 +171,16 @@ def test_too_little_data_is_a_clear_error(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "tuned-lens demo: error:" in err
+
+
+def test_unusable_device_is_rejected_before_loading(capsys):
+    import torch
+
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--device", "no-such-device", "--output", "unused"])
+    assert exc.value.code == 2
+    assert "--device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            demo.main(["--device", "cuda", "--output", "unused"])
+        assert "no CUDA device" in capsys.readouterr().err
