@@ -50,6 +50,8 @@ class Measurement:
     threads: int
 
 
+KEEP_MALLOC = False
+
 CPU_CASES = [
     Case("glassllm", "cpu", "float32", seq_len=128, batch=8, micro_batches=2, steps=6),
     Case("smollm2", "cpu", "float32", seq_len=64, batch=2, micro_batches=1, steps=2),
@@ -73,9 +75,11 @@ def run_case(case: Case) -> Measurement:
     from tuned_lens.assets import tinyshakespeare_text
     from tuned_lens.data import chunk_and_tokenize
     from tuned_lens.nn import TunedLens
-    from tuned_lens.scripts.ingredients import DistContext
+    from tuned_lens.scripts.ingredients import DistContext, tune_cpu_allocator
     from tuned_lens.scripts.train_loop import TrainConfig, train_lens
 
+    if case.device == "cpu" and not KEEP_MALLOC:
+        tune_cpu_allocator()  # what the CLI does on the CPU
     dtype = getattr(torch, case.dtype)
     model, tokenizer = _load(case.model, dtype, case.device)
     chunks = chunk_and_tokenize([tinyshakespeare_text()], tokenizer, max_seq_len=case.seq_len)
@@ -128,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", default="cpu,cuda", help="comma-separated: cpu,cuda")
     parser.add_argument("--steps", type=int, default=None, help="override timed steps per case")
     parser.add_argument("--json", type=Path, default=None, help="also write results as JSON")
+    parser.add_argument("--keep-malloc", action="store_true",
+                        help="leave glibc's allocator thresholds alone (A/B of the CLI's tuning)")
     args = parser.parse_args(argv)
+    global KEEP_MALLOC
+    KEEP_MALLOC = args.keep_malloc
     models = set(args.models.split(","))
     devices = set(args.devices.split(","))
     cases = [c for c in CPU_CASES if "cpu" in devices]
