@@ -144,3 +144,17 @@ def test_wandb_without_the_package_is_a_clear_error(tmp_path, tiny_model_dir, te
         pytest.skip("wandb is installed")
     code = main(_train_args(tiny_model_dir, text_jsonl, tmp_path / "o", "--wandb", "run"))
     assert code == 2 and "pip install" in capsys.readouterr().err
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, tiny, chunks):
+    model, _ = tiny
+    ckpt = tmp_path / "ckpt"
+    config = TrainConfig(num_steps=2, tokens_per_step=64, checkpoint_freq=1, checkpoint_dir=ckpt,
+                         progress=False)
+    train_lens(model, _fresh_lens(model), chunks, config)
+    again = train_lens(model, _fresh_lens(model), chunks, config)
+    assert again.start_step == 2 and again.losses == []  # finished: nothing left to do
+    other = TrainConfig(num_steps=2, tokens_per_step=64, checkpoint_freq=1, checkpoint_dir=ckpt,
+                        progress=False, optimizer=OptimizerConfig(lr_scale=0.5))
+    with pytest.raises(ValueError, match="other settings"):
+        train_lens(model, _fresh_lens(model), chunks, other)

@@ -276,6 +276,11 @@ def _run_fingerprint(
         "loss": config.loss,
         "token_shift": config.resolved_token_shift,
         "optimizer": config.optimizer.optimizer,
+        "lr_scale": config.optimizer.lr_scale,
+        "momentum": config.optimizer.momentum,
+        "weight_decay": config.optimizer.weight_decay,
+        # The schedule is a pure function of the step, so these two are its whole state.
+        "warmup_steps": config.optimizer.resolved_warmup(config.num_steps),
         "bias_only": config.bias_only,
     }
 
