@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -199,3 +200,19 @@ def test_thread_count_round_trip_and_invariance() -> None:
         ls.set_num_threads(None)
     assert ls.get_num_threads() == before or before >= 1
     assert ls.simd_level() in {"avx512", "avx2", "portable"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_builds_its_own_pool() -> None:
+    x = ls.log_softmax(np.random.default_rng(5).standard_normal((64, 5000)).astype(np.float32))
+    ls.set_num_threads(2)
+    try:
+        want = ls.entropy(x)  # the parent's pool now has running worker threads
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            ok = np.array_equal(ls.entropy(x), want) and ls.get_num_threads() == 2
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        ls.set_num_threads(None)

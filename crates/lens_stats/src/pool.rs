@@ -24,7 +24,9 @@ const SEQUENTIAL_BELOW: usize = 1 << 15;
 /// blocks, so a busy core does not halve the throughput).
 const BLOCK_ELEMS: usize = 1 << 16;
 
-static POOL: Mutex<Option<Arc<ThreadPool>>> = Mutex::new(None);
+/// The pool and the id of the process that built it: a forked child (e.g. a data-loader
+/// worker) inherits the pool object but not its threads, so it builds its own.
+static POOL: Mutex<Option<(u32, Arc<ThreadPool>)>> = Mutex::new(None);
 
 fn default_threads() -> usize {
     std::env::var("TUNED_LENS_NUM_THREADS")
@@ -46,11 +48,23 @@ fn build_pool(threads: usize) -> Result<Arc<ThreadPool>> {
 /// The shared pool, built on first use.
 fn shared_pool() -> Result<Arc<ThreadPool>> {
     let mut slot = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(pool) = slot.as_ref() {
-        return Ok(Arc::clone(pool));
-    }
-    let pool = build_pool(default_threads())?;
-    *slot = Some(Arc::clone(&pool));
+    let pid = std::process::id();
+    let threads = match slot.take() {
+        Some((owner, pool)) if owner == pid => {
+            *slot = Some((owner, Arc::clone(&pool)));
+            return Ok(pool);
+        }
+        // Inherited through fork: its worker threads do not exist here, so never use (or
+        // drop) it; keep its size.
+        Some((_, inherited)) => {
+            let threads = inherited.current_num_threads();
+            std::mem::forget(inherited);
+            threads
+        }
+        None => default_threads(),
+    };
+    let pool = build_pool(threads)?;
+    *slot = Some((pid, Arc::clone(&pool)));
     Ok(pool)
 }
 
@@ -63,7 +77,15 @@ pub fn set_num_threads(n: Option<usize>) -> Result<()> {
         None => default_threads(),
     };
     let pool = build_pool(threads)?;
-    *POOL.lock().unwrap_or_else(PoisonError::into_inner) = Some(pool);
+    let previous = POOL
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .replace((std::process::id(), pool));
+    if let Some((owner, inherited)) = previous {
+        if owner != std::process::id() {
+            std::mem::forget(inherited);
+        }
+    }
     Ok(())
 }
 
