@@ -157,6 +157,7 @@ class DemoOutputs:
     trajectory_png: list[Path] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     model_path: str = ""
+    index_html: Path | None = None
 
 
 Log = Callable[[str], None]
@@ -387,12 +388,15 @@ def _run_stages(settings: DemoSettings, log: Log) -> DemoOutputs:
         "layers": metrics["layers"],
         "baseline": metrics["baseline"],
         "units": metrics["units"],
+        "eval_tokens_evaluated": metrics["tokens"],
         "nats_to_bpb": metrics["nats_to_bpb"],
         "timings_s": timings,
         "figures": figures,
     }
     _write_json(paths["metrics"], summary)
-    log(f"[5/5] Done: results are in {out}")
+    _write_text_atomically(paths["index"], index_page(summary, settings))
+    outputs.index_html = paths["index"]
+    log(f"[5/5] Done: results are in {out} (open {paths['index'].name} in a browser)")
     return outputs
 
 
@@ -406,6 +410,7 @@ def _layout(out: Path) -> dict[str, Path]:
         "kl_png": out / "kl_per_layer.png",
         "trajectories": out / "trajectories",
         "state": out / STATE_FILE,
+        "index": out / "index.html",
     }
 
 
@@ -450,7 +455,7 @@ def _reset_if_settings_changed(out: Path, settings: DemoSettings, log: Log) -> b
             log(f"      settings differ from the earlier run in {out}; starting over")
         for key in ("lens", "checkpoints", "eval", "trajectories"):
             shutil.rmtree(paths[key], ignore_errors=True)
-        for key in ("metrics", "kl_html", "kl_png", "state"):
+        for key in ("metrics", "kl_html", "kl_png", "state", "index"):
             paths[key].unlink(missing_ok=True)
         return True
     return False
@@ -837,6 +842,49 @@ def _draw(model, tokenizer, lens, metrics, settings: DemoSettings, paths: dict[s
     return written
 
 
+def index_page(summary: dict[str, Any], settings: DemoSettings) -> str:
+    """A small landing page (no scripts) linking every result, with the per-layer table."""
+    esc = html.escape
+    figures = summary["figures"]
+    rows = "".join(
+        f"<tr><td>{r['layer']}</td><td>{r['kl_logit']:.3f}</td><td>{r['kl_tuned']:.3f}</td>"
+        f"<td>{r['ce_logit']:.3f}</td><td>{r['ce_tuned']:.3f}</td></tr>"
+        for r in summary["layers"]
+    )
+    baseline = summary["baseline"]["ce"]
+    links = [f'<li><a href="{esc(figures["kl_per_layer_html"])}">KL(model ‖ lens) per layer'
+             "</a></li>"]
+    for entry in figures["trajectories"]:
+        links.append(f'<li><a href="{esc(entry["html"])}">Prediction trajectory</a>: '
+                     f"“{esc(entry['sentence'])}”</li>")
+    pictures = []
+    if "kl_per_layer_png" in figures:
+        pictures.append(figures["kl_per_layer_png"])
+    pictures += [entry["png"] for entry in figures["trajectories"] if "png" in entry]
+    images = "".join(f'<p><img src="{esc(p)}" alt="{esc(p)}" style="max-width:100%"></p>'
+                     for p in pictures)
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        "<title>tuned-lens demo</title>",
+        "<style>body{font-family:sans-serif;margin:24px;max-width:1100px}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;"
+        "text-align:right}</style>",
+        "</head>", "<body>",
+        "<h1>tuned-lens demo</h1>",
+        f"<p>Model <code>{esc(settings.model)}</code>, data <code>{esc(settings.data)}</code>; "
+        f"{settings.steps} training steps of {settings.tokens_per_step:,} tokens. "
+        "The lens is in <code>lens/</code>, all numbers in <code>metrics.json</code>.</p>",
+        f"<h2>Per layer, on {summary['eval_tokens_evaluated']:,} held-out tokens (nats)</h2>",
+        "<table><tr><th>layer</th><th>KL logit lens</th><th>KL tuned lens</th>"
+        "<th>CE logit lens</th><th>CE tuned lens</th></tr>",
+        rows,
+        f"<tr><td>model</td><td>0</td><td>0</td><td>{baseline:.3f}</td>"
+        f"<td>{baseline:.3f}</td></tr></table>",
+        "<h2>Figures</h2>", "<ul>", *links, "</ul>", images,
+        "</body>", "</html>", "",
+    ])
+
+
 # ----------------------------------------------------------------------------------------------
 # The closing message
 # ----------------------------------------------------------------------------------------------
@@ -847,6 +895,7 @@ def _print_summary(settings: DemoSettings, outputs: DemoOutputs) -> None:
     lines = [
         "",
         "Everything is in " + str(out.resolve()) + ":",
+        "  index.html             start here: links to every figure, the per-layer table",
         "  lens/                  the trained tuned lens (config.json + params.safetensors)",
         "  metrics.json           per-layer KL / cross-entropy / entropy, settings, timings",
         "  eval/                  the evaluator's full output (aggregate_metrics.json, ...)",

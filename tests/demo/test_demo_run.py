@@ -127,3 +127,17 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     state = json.loads((output / demo.STATE_FILE).read_text())
     assert state["training"]["resumed_from_step"] > 0
     assert (output / "lens" / "params.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_index_page_links_only_to_files_that_exist(quick_run):
+    import re
+
+    page = (quick_run / "index.html").read_text(encoding="utf-8")
+    targets = re.findall(r'(?:href|src)="([^"]+)"', page)
+    assert "kl_per_layer.html" in targets
+    assert "trajectories/sentence_1.html" in targets and "trajectories/sentence_2.html" in targets
+    for target in targets:
+        assert (quick_run / target).is_file(), target
+    assert "<script" not in page  # a plain page: opens instantly
+    assert page.count("<tr>") == 1 + 4 + 1  # header, four layers, the model
