@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,11 +95,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# A conversion takes seconds (glassllm) to a minute (SmolLM2); a temp folder this old is
+# abandoned even if its process id now belongs to some other live process.
+_STALE_AFTER_S = 3600.0
+
+
 def _remove_stale_temp_dirs(root: Path, name: str) -> None:
-    """Delete temp folders left by conversions whose process is gone."""
+    """Delete temp folders left by conversions whose process is gone (or that are old)."""
     for candidate in root.glob(f"{_TMP_PREFIX}{name}-*"):
         pid_text = candidate.name.rsplit("-", 2)[-2] if candidate.name.count("-") >= 2 else ""
-        if pid_text.isdigit() and _pid_alive(int(pid_text)) and int(pid_text) != os.getpid():
+        try:
+            age = time.time() - candidate.stat().st_mtime
+        except OSError:
+            continue  # removed by someone else meanwhile
+        live = pid_text.isdigit() and _pid_alive(int(pid_text)) and int(pid_text) != os.getpid()
+        if live and age < _STALE_AFTER_S:
             continue  # another live process is converting right now
         shutil.rmtree(candidate, ignore_errors=True)
 
@@ -126,7 +137,12 @@ def _build_atomically(final: Path, build: Callable[[Path], None]) -> Path:
         if final.exists():
             shutil.rmtree(final)
         tmp.chmod(0o755)  # mkdtemp makes it owner-only; a cache folder should be readable
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # Another process renamed its finished copy into place meanwhile: use that one.
+            if not _is_complete(final):
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

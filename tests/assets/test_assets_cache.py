@@ -117,3 +117,17 @@ def test_tinyshakespeare():
     text = assets.tinyshakespeare_text()
     assert text.startswith("First Citizen:")
     assert len(text) == 1_115_394  # plain ASCII: one byte per character
+
+
+def test_old_temp_folder_of_a_live_pid_is_removed(tmp_path):
+    name = f"glassllm-en-{assets._package_version('glassllm')}"
+    # Our own parent process is alive; an hour-old folder under its pid is still abandoned.
+    old = tmp_path / f".tmp-{name}-{os.getppid()}-old12345"
+    old.mkdir()
+    two_hours_ago = os.path.getmtime(old) - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    recent = tmp_path / f".tmp-{name}-{os.getppid()}-new12345"
+    recent.mkdir()
+    assets._remove_stale_temp_dirs(tmp_path, name)
+    assert not old.exists()
+    assert recent.exists()  # a live process may still be writing it
