@@ -131,3 +131,23 @@ def test_old_temp_folder_of_a_live_pid_is_removed(tmp_path):
     assets._remove_stale_temp_dirs(tmp_path, name)
     assert not old.exists()
     assert recent.exists()  # a live process may still be writing it
+
+
+@pytest.mark.slow
+def test_two_processes_converting_at_once_both_get_a_complete_folder(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from tuned_lens.assets import glassllm_model_dir; "
+            "print(glassllm_model_dir(sys.argv[1]))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for proc, (_out, err) in zip(procs, results):
+        assert proc.returncode == 0, err
+    paths = {out.strip() for out, _ in results}
+    assert len(paths) == 1
+    folder = Path(paths.pop())
+    assert assets._is_complete(folder)
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no temp folder left
