@@ -106,9 +106,9 @@ def test_second_run_reuses_the_lens_and_force_retrains(quick_run, tmp_path, caps
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     output = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # Checkpoints every 2 steps (the quick budget); 12 steps leave time to kill the run after
-    # its first checkpoint and keep the resumed part short.
-    argv = [sys.executable, "-m", "tuned_lens.demo", "--quick", "--steps", "12",
+    # Checkpoints every 2 steps (the quick budget); 40 short steps leave time to kill the run
+    # after its first checkpoint even on a fast machine, and keep the resumed part short.
+    argv = [sys.executable, "-m", "tuned_lens.demo", "--quick", "--steps", "40",
             "--tokens-per-step", "256", "--eval-tokens", "256", "--output", str(output),
             "--no-png", "--sentence", "Alice."]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -117,7 +117,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
         while time.monotonic() < deadline and proc.poll() is None:
             if list((output / "checkpoints").glob("checkpoint_*.safetensors")):
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         proc.send_signal(signal.SIGKILL)
     finally:
