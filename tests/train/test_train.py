@@ -158,3 +158,11 @@ def test_resume_with_other_settings_is_refused(tmp_path, tiny, chunks):
                         progress=False, optimizer=OptimizerConfig(lr_scale=0.5))
     with pytest.raises(ValueError, match="other settings"):
         train_lens(model, _fresh_lens(model), chunks, other)
+
+
+def test_bfloat16_model_trains_a_float32_lens(tmp_path, tiny_model_dir, text_jsonl):
+    out = tmp_path / "lens"
+    assert main(_train_args(tiny_model_dir, text_jsonl, out, "--num_steps", 2,
+                            "--precision", "bfloat16")) == 0
+    params = load_file(out / "params.safetensors")
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in params.values())
