@@ -4,13 +4,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
 
 
 def _corpus() -> str:
