@@ -364,6 +364,9 @@ def _run_stages(settings: DemoSettings, log: Log) -> DemoOutputs:
     else:
         log(f"[2/5] Training a tuned lens: {settings.steps} steps of "
             f"{settings.tokens_per_step:,} tokens")
+        # Record the settings before training, so that a run interrupted mid-training and
+        # restarted with other settings is recognised (and its checkpoints discarded).
+        _write_state(paths["state"], settings, model_path, training={})
         began = time.perf_counter()
         lens, train_info = _train(model, train_chunks, settings, paths)
         timings["train_s"] = time.perf_counter() - began

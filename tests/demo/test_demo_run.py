@@ -123,6 +123,8 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     finally:
         proc.wait(timeout=60)
     assert not (output / "lens").exists()
+    # The settings were recorded before training started.
+    assert json.loads((output / demo.STATE_FILE).read_text())["settings"]["steps"] == 40
     assert demo.main(argv[3:]) == 0
     state = json.loads((output / demo.STATE_FILE).read_text())
     assert state["training"]["resumed_from_step"] > 0
@@ -141,3 +143,22 @@ def test_index_page_links_only_to_files_that_exist(quick_run):
         assert (quick_run / target).is_file(), target
     assert "<script" not in page  # a plain page: opens instantly
     assert page.count("<tr>") == 1 + 4 + 1  # header, four layers, the model
+
+
+@pytest.mark.slow
+def test_interrupted_run_restarted_with_other_settings_starts_over(tmp_path, capsys):
+    # A run that stopped mid-training leaves checkpoints and the recorded settings, no lens.
+    output = tmp_path / "out"
+    first = demo.DemoSettings(output=output, steps=4, tokens_per_step=256, seq_len=64,
+                              eval_tokens=256, checkpoint_freq=1, png=False, sentences=("Hi.",))
+    paths = demo._layout(output)
+    output.mkdir()
+    paths["checkpoints"].mkdir()
+    (paths["checkpoints"] / "checkpoint_00000002.safetensors").write_bytes(b"stale")
+    demo._write_state(paths["state"], first, "/somewhere", training={})
+    argv = ["--quick", "--steps", "3", "--tokens-per-step", "256", "--eval-tokens", "256",
+            "--output", str(output), "--no-png", "--sentence", "Alice was here."]
+    assert demo.main(argv) == 0
+    assert "starting over" in capsys.readouterr().out
+    state = json.loads(paths["state"].read_text())
+    assert state["settings"]["steps"] == 3 and state["training"]["resumed_from_step"] == 0
