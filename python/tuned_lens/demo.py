@@ -485,6 +485,10 @@ def _check_device(device: str | None) -> None:
         raise ValueError(f"--device {device!r} is not a torch device: {err}") from err
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device!r}: this torch build or machine has no CUDA device")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device!r}: MPS is not available here")
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device!r}: the demo runs on cpu, cuda or mps")
 
 
 def _device(settings: DemoSettings):
