@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["TooShortSentenceError", "draw", "index_page", "kl_figure", "write_text_atomically"]
 
+
 def kl_figure(metrics: dict[str, Any], *, model_name: str):
     """Per-layer KL(model ‖ lens) of the logit lens and the tuned lens."""
     import plotly.graph_objects as go
