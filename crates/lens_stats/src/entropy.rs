@@ -10,7 +10,7 @@ use crate::dims::Dims;
 use crate::elem::{with_elem, Elem, Lanes, Values};
 use crate::error::Result;
 use crate::pool::Exec;
-use crate::reduce::{row_max, safe_shift};
+use crate::reduce::online_normalisers;
 use crate::simd::math::{exp, finite_floor, hsum, SUM_BLOCK};
 use crate::simd::{Isa, RowOp, LANES};
 use crate::PerRow;
@@ -31,26 +31,11 @@ pub(crate) fn row_entropy<I: Isa, E: Elem>(row: &[E::Raw]) -> f64 {
     -total
 }
 
-/// Entropy of `softmax(row)` without materialising it.
+/// Entropy of `softmax(row)` without materialising it (one streaming pass).
 #[inline(always)]
 pub(crate) fn row_entropy_from_logits<I: Isa, E: Elem>(row: &[E::Raw]) -> f64 {
-    let shift = safe_shift(row_max::<I, E>(row));
-    let (mut s, mut w) = (0.0f64, 0.0f64);
-    for block in row.chunks(SUM_BLOCK) {
-        let mut sum = [0.0f32; LANES];
-        let mut weighted = [0.0f32; LANES];
-        for x in Lanes::<I, E>::new(block) {
-            for j in 0..LANES {
-                let d = x[j] - shift;
-                let e = exp::<I>(d);
-                sum[j] += e;
-                weighted[j] = I::fma(e, finite_floor(d), weighted[j]);
-            }
-        }
-        s += hsum(&sum);
-        w += hsum(&weighted);
-    }
-    s.ln() - w / s
+    let n = online_normalisers::<I, E, true>(row);
+    n.sum.ln() - n.weighted / n.sum
 }
 
 struct EntropyOp<'a, E: Elem> {

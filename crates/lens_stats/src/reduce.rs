@@ -2,7 +2,7 @@
 //! All use 16 f32 lanes in a fixed order and combine the lanes in f64.
 
 use crate::elem::{Elem, Lanes};
-use crate::simd::math::{exp, hsum, SUM_BLOCK};
+use crate::simd::math::{exp, finite_floor, hsum, SUM_BLOCK};
 use crate::simd::{Isa, LANES};
 
 /// Maximum of a row (NaN ignored; `-inf` for a row of `-inf`/NaN only).
@@ -95,5 +95,61 @@ pub fn safe_shift(max: f32) -> f32 {
         0.0
     } else {
         max
+    }
+}
+
+/// Softmax normalisers of a row in one streaming pass: with `m` the row max,
+/// `s = Σ exp(x - m)` and (if `WEIGHTED`) `w = Σ exp(x - m)(x - m)`, masked entries
+/// contributing 0 to `w`.
+///
+/// Works block by block (`SUM_BLOCK` entries, in L1): the block max first, then the
+/// exponentials against the running max; when the max grows, the f64 totals are rescaled by
+/// `exp(m_old - m_new)` (rare after the first blocks). The input is read from memory once.
+#[derive(Clone, Copy, Debug)]
+pub struct Normalisers {
+    pub max: f32,
+    pub sum: f64,
+    pub weighted: f64,
+}
+
+#[inline(always)]
+pub fn online_normalisers<I: Isa, E: Elem, const WEIGHTED: bool>(row: &[E::Raw]) -> Normalisers {
+    let mut max = f32::NEG_INFINITY;
+    let (mut sum, mut weighted) = (0.0f64, 0.0f64);
+    for block in row.chunks(SUM_BLOCK) {
+        let block_max = row_max::<I, E>(block);
+        if block_max > max {
+            if sum != 0.0 {
+                let step = max as f64 - block_max as f64;
+                let factor = step.exp();
+                if WEIGHTED {
+                    weighted = factor * (weighted + step * sum);
+                }
+                sum *= factor;
+            }
+            max = block_max;
+        }
+        let shift = safe_shift(max);
+        let mut acc = [0.0f32; LANES];
+        let mut acc_w = [0.0f32; LANES];
+        for x in Lanes::<I, E>::new(block) {
+            for j in 0..LANES {
+                let d = x[j] - shift;
+                let e = exp::<I>(d);
+                acc[j] += e;
+                if WEIGHTED {
+                    acc_w[j] = I::fma(e, finite_floor(d), acc_w[j]);
+                }
+            }
+        }
+        sum += hsum(&acc);
+        if WEIGHTED {
+            weighted += hsum(&acc_w);
+        }
+    }
+    Normalisers {
+        max: safe_shift(max),
+        sum,
+        weighted,
     }
 }

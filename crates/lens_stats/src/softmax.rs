@@ -1,8 +1,8 @@
 //! `logsumexp` and `log_softmax` over the last axis.
 //!
-//! Per row: one pass for the maximum `m`, one for `s = Σ exp(x - m)` (16 f32 lanes, combined in
-//! f64), `lse = m + ln s`; `log_softmax` then writes `x - lse`. A row of 50k f32 fits in L2, so
-//! the later passes do not touch DRAM again.
+//! Per row: `m = max x` and `s = Σ exp(x - m)` in one streaming pass (block max in L1, running
+//! rescale; 16 f32 lanes combined in f64), `lse = m + ln s`; `log_softmax` then writes `x - lse`
+//! (a row of 50k f32 is still in L2, so that pass does not touch DRAM for its input).
 //!
 //! Special values: a row of `-inf` only has `lse = -inf` and a `log_softmax` of NaN (there is no
 //! distribution); a NaN makes its row NaN; `+inf` logits give NaN.
@@ -11,15 +11,15 @@ use crate::dims::{check_out, Dims};
 use crate::elem::{with_elem, Elem, Lanes, Values};
 use crate::error::Result;
 use crate::pool::Exec;
-use crate::reduce::{row_max, safe_shift, sum_exp};
+use crate::reduce::online_normalisers;
 use crate::simd::{Isa, RowOp, LANES};
 use crate::PerRow;
 
-/// `ln Σ exp(x)` of a row, in f64.
+/// `ln Σ exp(x)` of a row, in f64 (one streaming pass, see [`online_normalisers`]).
 #[inline(always)]
 pub(crate) fn row_logsumexp<I: Isa, E: Elem>(row: &[E::Raw]) -> f64 {
-    let shift = safe_shift(row_max::<I, E>(row));
-    shift as f64 + sum_exp::<I, E>(row, shift).ln()
+    let n = online_normalisers::<I, E, false>(row);
+    n.max as f64 + n.sum.ln()
 }
 
 struct LogSumExpOp<'a, E: Elem> {
