@@ -176,7 +176,7 @@ class TrajectoryStatisticsMixin:
         return TrajectoryLabels(
             label_strings=labels,
             hover_over_entries=self._hover(
-                ids, _labels.percent_strings(probs), formatter, n_rows, max_entries_to_show
+                ids, probs, formatter, n_rows, max_entries_to_show
             ),
         )
 
@@ -216,10 +216,11 @@ class TrajectoryStatisticsMixin:
             top_delta = self._batch_mean(np.abs(deltas[..., 0]))
             labels = np.where(top_delta >= min_prob_delta, labels, "")
         n_rows = ids.shape[-3]
-        values = _labels.percent_strings(deltas, prefix="Δ")
         return TrajectoryLabels(
             label_strings=labels,
-            hover_over_entries=self._hover(ids, values, formatter, n_rows, max_entries_to_show),
+            hover_over_entries=self._hover(
+                ids, deltas, formatter, n_rows, max_entries_to_show, prefix="Δ"
+            ),
         )
 
     # The original library's private names.
@@ -229,20 +230,22 @@ class TrajectoryStatisticsMixin:
     def _hover(
         self,
         ids: NDArray[np.int64],
-        values: NDArray[np.str_],
+        values: NDArray[np.floating],
         formatter: TokenFormatter,
         n_rows: int,
         max_entries_to_show: int,
+        *,
+        prefix: str = "",
     ) -> NDArray[np.str_]:
+        """The hover table; only the batch elements shown are formatted."""
         n_show = max(int(max_entries_to_show), 0)
         flat_ids = ids.reshape((-1,) + ids.shape[-3:])[:n_show]
         flat_values = values.reshape((-1,) + values.shape[-3:])[:n_show]
         mask = self._position_mask()
         flat_mask = None if mask is None else mask.reshape(-1, mask.shape[-1])[:n_show]
         tokens = _labels.format_token_ids(flat_ids, self.tokenizer, formatter)
-        return _labels.hover_table(
-            tokens, flat_values, n_rows, self.num_tokens, n_show, flat_mask
-        )
+        strings = _labels.percent_strings(flat_values, prefix=prefix)
+        return _labels.hover_table(tokens, strings, n_rows, self.num_tokens, n_show, flat_mask)
 
     def _statistic(
         self,
