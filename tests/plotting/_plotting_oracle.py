@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+# The tiny tokenizer's vocabulary (conftest.tiny_tokenizer): GPT-2 style markers (Ġ = leading
+# space, Ċ = newline) and one long token.
+TINY_VOCAB = [
+    "<unk>", "Ġthe", "Ġcat", "Ċ", "ThisIsALongToken", "a", "b", "Ġsat", "Ġon", "Ġmat", ".", "!"
+]
+
 
 def _p(lp: np.ndarray) -> np.ndarray:
     return np.exp(lp.astype(np.float64))

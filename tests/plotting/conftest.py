@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-# 12 tokens: GPT-2 style markers (Ġ = leading space, Ċ = newline) and one long token.
-TINY_VOCAB = [
-    "<unk>", "Ġthe", "Ġcat", "Ċ", "ThisIsALongToken", "a", "b", "Ġsat", "Ġon", "Ġmat", ".", "!"
-]
+from _plotting_oracle import TINY_VOCAB
 
 
 @pytest.fixture(scope="session")

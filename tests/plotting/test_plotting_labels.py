@@ -3,7 +3,7 @@
 import _plotting_oracle as oracle
 import numpy as np
 import pytest
-from conftest import TINY_VOCAB
+from _plotting_oracle import TINY_VOCAB
 from tuned_lens.plotting import PredictionTrajectory, TokenFormatter
 
 

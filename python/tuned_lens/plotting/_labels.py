@@ -36,7 +36,9 @@ def format_token_ids(
         return np.zeros(ids.shape, dtype="<U1")
     unique_ids, inverse = np.unique(ids, return_inverse=True)
     tokens = tokenizer.convert_ids_to_tokens([int(i) for i in unique_ids])
-    formatted = formatter.vectorized_format(np.array(list(tokens) + [None], dtype=object)[:-1])
+    token_array = np.empty(len(unique_ids), dtype=object)
+    token_array[:] = list(tokens)
+    formatted = formatter.vectorized_format(token_array)
     return formatted[inverse.reshape(ids.shape)]
 
 
