@@ -158,9 +158,14 @@ def run_case(
     if not fits:
         row.torch_cpu.skipped = "memory"
     else:
-        row.torch_cpu.runs = time_runs(lambda: case.torch_cpu(work), baseline_runs, warmup=True)
-        row.torch_cpu.capped = baseline_runs < args.repeat
-        log(f"  {case.name:<20} torch {1e3 * row.torch_cpu.median:9.1f} ms")
+        try:
+            row.torch_cpu.runs = time_runs(lambda: case.torch_cpu(work), baseline_runs, warmup=True)
+        except (RuntimeError, TypeError, MemoryError) as err:  # a baseline must not sink the run
+            row.torch_cpu.skipped = "error"
+            log(f"  {case.name:<20} torch failed: {err}")
+        else:
+            row.torch_cpu.capped = baseline_runs < args.repeat
+            log(f"  {case.name:<20} torch {1e3 * row.torch_cpu.median:9.1f} ms")
 
     if dtype != "float32" or case.original is None:
         row.original.skipped = "n/a"
@@ -170,9 +175,14 @@ def run_case(
         row.original.skipped = "memory"
     else:
         runs = 1 if case.slow_original else baseline_runs
-        row.original.runs, row.original_peak_bytes = time_original(case, work, runs)
-        row.original.capped = runs < args.repeat
-        log(f"  {case.name:<20} numpy {1e3 * row.original.median:9.1f} ms")
+        try:
+            row.original.runs, row.original_peak_bytes = time_original(case, work, runs)
+        except MemoryError as err:
+            row.original.skipped = "error"
+            log(f"  {case.name:<20} numpy failed: {err!r}")
+        else:
+            row.original.capped = runs < args.repeat
+            log(f"  {case.name:<20} numpy {1e3 * row.original.median:9.1f} ms")
 
     if args.peak_memory:
         detail = peak_memory(case, shape, dtype, args.threads)
