@@ -67,17 +67,29 @@ def _trajectory_figures(model, tokenizer, lens, sentence: str):
     logit = PredictionTrajectory.from_lens_and_model(LogitLens.from_model(model), model, inputs,
                                                      tokenizer=tokenizer, targets=targets)
     height = max(420, 150 + 26 * (tuned.num_layers + 1))
+    tuned_kl, logit_kl = tuned.forward_kl(), logit.forward_kl()
+    # One colour scale for both KL maps, so that the contrast between the lenses shows.
+    shared_max = _finite_max(tuned_kl.stats, logit_kl.stats)
+    if shared_max is not None and shared_max > 0:
+        tuned_kl, logit_kl = tuned_kl.clip(0.0, shared_max), logit_kl.clip(0.0, shared_max)
     figures = [
         ("entropy", tuned.entropy().figure(title="Tuned lens: entropy of the prediction")),
-        ("forward_kl", tuned.forward_kl().figure(title="Tuned lens: KL(model ‖ lens)")),
+        ("forward_kl", tuned_kl.figure(title="Tuned lens: KL(model ‖ lens)")),
         ("cross_entropy", tuned.cross_entropy().figure(
             title="Tuned lens: cross-entropy of the next token")),
-        ("logit_forward_kl", logit.forward_kl().figure(
-            title="Logit lens, for contrast: KL(model ‖ lens)")),
+        ("logit_forward_kl", logit_kl.figure(
+            title="Logit lens, for contrast: KL(model ‖ lens), same colour scale")),
     ]
     for _, fig in figures:
         fig.update_layout(height=height)
     return figures
+
+
+def _finite_max(*arrays) -> float | None:
+    import numpy as np
+
+    values = [float(np.max(a[np.isfinite(a)])) for a in arrays if np.isfinite(a).any()]
+    return max(values) if values else None
 
 
 def _page(title: str, intro: str, figures: list) -> str:
