@@ -14,7 +14,7 @@
 //! range (rounding of normalised inputs can otherwise give e.g. `-1e-9`), NaN and `+inf` kept.
 
 use crate::dims::Dims;
-use crate::elem::{with_elem_pair, Elem, Lanes, Values};
+use crate::elem::{blocks, with_elem_pair, Elem, Lanes, Values};
 use crate::error::Result;
 use crate::pool::Exec;
 use crate::simd::math::{exp, hsum, ln, SUM_BLOCK};
@@ -126,7 +126,7 @@ pub(crate) fn row_divergence<I: Isa, E: Elem>(kind: Divergence, a: &[E::Raw], b:
         return row_max_abs_diff::<I, E>(a, b);
     }
     let mut total = 0.0f64;
-    for (block_a, block_b) in a.chunks(SUM_BLOCK).zip(b.chunks(SUM_BLOCK)) {
+    for (block_a, block_b) in blocks(a, SUM_BLOCK).zip(blocks(b, SUM_BLOCK)) {
         total += block_sum::<I, E>(kind, block_a, block_b);
     }
     match kind {

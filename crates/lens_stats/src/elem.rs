@@ -7,7 +7,7 @@
 use std::marker::PhantomData;
 use std::slice::ChunksExact;
 
-use crate::simd::{bf16_to_f32, f16_to_f32, Isa, LANES};
+use crate::simd::{bf16_to_f32, f16_to_f32, prefetch, Isa, LANES};
 
 /// The contiguous values of a `(rows, V)` array, by element type.
 #[derive(Clone, Copy, Debug)]
@@ -153,6 +153,33 @@ impl<I: Isa, E: Elem> Iterator for Lanes<'_, I, E> {
         }
         self.tail = &[];
         Some(padded)
+    }
+}
+
+/// A row in blocks of `size` elements, prefetching block `i + 1` when block `i` is handed out.
+pub struct Blocks<'a, T> {
+    chunks: std::slice::Chunks<'a, T>,
+    next: Option<&'a [T]>,
+}
+
+#[inline(always)]
+pub fn blocks<T>(row: &[T], size: usize) -> Blocks<'_, T> {
+    let mut chunks = row.chunks(size);
+    let next = chunks.next();
+    Blocks { chunks, next }
+}
+
+impl<'a, T> Iterator for Blocks<'a, T> {
+    type Item = &'a [T];
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<&'a [T]> {
+        let current = self.next.take()?;
+        self.next = self.chunks.next();
+        if let Some(upcoming) = self.next {
+            prefetch(upcoming);
+        }
+        Some(current)
     }
 }
 

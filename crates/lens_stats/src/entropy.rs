@@ -7,7 +7,7 @@
 //! A row of `-inf` logits has no distribution and gives NaN.
 
 use crate::dims::Dims;
-use crate::elem::{with_elem, Elem, Lanes, Values};
+use crate::elem::{blocks, with_elem, Elem, Lanes, Values};
 use crate::error::Result;
 use crate::pool::Exec;
 use crate::reduce::online_normalisers;
@@ -19,7 +19,7 @@ use crate::PerRow;
 #[inline(always)]
 pub(crate) fn row_entropy<I: Isa, E: Elem>(row: &[E::Raw]) -> f64 {
     let mut total = 0.0f64;
-    for block in row.chunks(SUM_BLOCK) {
+    for block in blocks(row, SUM_BLOCK) {
         let mut acc = [0.0f32; LANES];
         for x in Lanes::<I, E>::new(block) {
             for j in 0..LANES {

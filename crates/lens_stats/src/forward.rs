@@ -9,7 +9,7 @@ use std::cell::RefCell;
 
 use crate::dims::ForwardDims;
 use crate::divergence::kl_term;
-use crate::elem::{with_elem_pair, Elem, Lanes, Values};
+use crate::elem::{blocks, with_elem_pair, Elem, Lanes, Values};
 use crate::error::Result;
 use crate::pool::Exec;
 use crate::simd::math::{exp, hsum, SUM_BLOCK};
@@ -52,7 +52,7 @@ impl<E: Elem> RowOp for ForwardOp<'_, E> {
                 let start = ((b * d.layers + l) * d.positions + t) * v;
                 let layer = &self.log_probs[start..start + v];
                 let mut kl = 0.0f64;
-                let blocks = reference.chunks(SUM_BLOCK).zip(layer.chunks(SUM_BLOCK));
+                let blocks = reference.chunks(SUM_BLOCK).zip(blocks(layer, SUM_BLOCK));
                 for ((ref_block, layer_block), p_block) in blocks.zip(probs.chunks(SUM_BLOCK)) {
                     let mut acc = [0.0f32; LANES];
                     let lanes = Lanes::<I, E>::new(ref_block).zip(Lanes::<I, E>::new(layer_block));

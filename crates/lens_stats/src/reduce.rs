@@ -1,7 +1,7 @@
 //! Row reductions shared by several kernels: max, argmax, and the shifted sum of exponentials.
 //! All use 16 f32 lanes in a fixed order and combine the lanes in f64.
 
-use crate::elem::{Elem, Lanes};
+use crate::elem::{blocks, Elem, Lanes};
 use crate::simd::math::{exp, finite_floor, hsum, SUM_BLOCK};
 use crate::simd::{Isa, LANES};
 
@@ -116,7 +116,7 @@ pub struct Normalisers {
 pub fn online_normalisers<I: Isa, E: Elem, const WEIGHTED: bool>(row: &[E::Raw]) -> Normalisers {
     let mut max = f32::NEG_INFINITY;
     let (mut sum, mut weighted) = (0.0f64, 0.0f64);
-    for block in row.chunks(SUM_BLOCK) {
+    for block in blocks(row, SUM_BLOCK) {
         let block_max = row_max::<I, E>(block);
         if block_max > max {
             if sum != 0.0 {

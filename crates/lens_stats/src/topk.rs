@@ -13,10 +13,10 @@
 //! entries).
 
 use crate::dims::{check_k, Dims, MAX_K};
-use crate::elem::{with_elem, with_elem_pair, Elem, Lanes, Values};
+use crate::elem::{blocks, with_elem, with_elem_pair, Elem, Lanes, Values};
 use crate::error::Result;
 use crate::pool::Exec;
-use crate::simd::math::exp;
+use crate::simd::math::{exp, SUM_BLOCK};
 use crate::simd::{Isa, RowOp, LANES};
 use crate::PerRow;
 
@@ -162,19 +162,23 @@ impl<E: Elem> RowOp for TopKDeltaOp<'_, E> {
     fn row<I: Isa>(&self, index: usize, out: &mut [(i64, f32)]) {
         let v = self.vocab;
         let span = index * v..(index + 1) * v;
-        let lanes =
-            Lanes::<I, E>::new(&self.p[span.clone()]).zip(Lanes::<I, E>::new(&self.q[span]));
+        let (p, q) = (&self.p[span.clone()], &self.q[span]);
         let mut best = Best::new(self.k);
         let mut nan = [0u32; LANES];
-        for (c, (lp, lq)) in lanes.enumerate() {
-            let mut delta = [0.0f32; LANES];
-            let mut size = [0.0f32; LANES];
-            for j in 0..LANES {
-                delta[j] = exp::<I>(lq[j]) - exp::<I>(lp[j]);
-                size[j] = delta[j].abs();
-                nan[j] |= delta[j].is_nan() as u32;
+        let pairs = blocks(p, SUM_BLOCK).zip(blocks(q, SUM_BLOCK));
+        for (b, (block_p, block_q)) in pairs.enumerate() {
+            let lanes = Lanes::<I, E>::new(block_p).zip(Lanes::<I, E>::new(block_q));
+            for (c, (lp, lq)) in lanes.enumerate() {
+                let mut delta = [0.0f32; LANES];
+                let mut size = [0.0f32; LANES];
+                for j in 0..LANES {
+                    delta[j] = exp::<I>(lq[j]) - exp::<I>(lp[j]);
+                    size[j] = delta[j].abs();
+                    nan[j] |= delta[j].is_nan() as u32;
+                }
+                let base = b * SUM_BLOCK + c * LANES;
+                best.offer(&size, &delta, base, v - base);
             }
-            best.offer(&size, &delta, c * LANES, v - c * LANES);
         }
         let has_nan = nan.iter().any(|&b| b != 0);
         best.write(out, has_nan, |d| d);

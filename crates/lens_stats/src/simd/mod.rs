@@ -61,6 +61,28 @@ pub fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits | sign)
 }
 
+/// Ask the CPU to start loading `data` into cache (one hint per 64-byte line). Used one block
+/// ahead in the exp-heavy loops, where the hardware prefetcher alone falls behind for 16-bit
+/// inputs (measured: bf16 entropy out of cache ran at 1/3 of its in-cache speed without it).
+#[inline(always)]
+pub fn prefetch<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let bytes = std::mem::size_of_val(data);
+        let base = data.as_ptr() as *const i8;
+        let mut offset = 0;
+        while offset < bytes {
+            // SAFETY: a prefetch is only a hint and never faults; the address is in `data`.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch(base.add(offset), std::arch::x86_64::_MM_HINT_T0)
+            };
+            offset += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
 /// bfloat16 (raw bits) to f32: the top half of an f32.
 #[inline(always)]
 pub fn bf16_to_f32(h: u16) -> f32 {
