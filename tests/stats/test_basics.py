@@ -216,3 +216,27 @@ def test_forked_child_builds_its_own_pool() -> None:
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         ls.set_num_threads(None)
+
+
+def test_stub_matches_the_compiled_module() -> None:
+    import ast
+    import inspect
+    from pathlib import Path
+
+    from tuned_lens import _lens_stats
+
+    stub = Path(_lens_stats.__file__).with_name("_lens_stats.pyi")
+    tree = ast.parse(stub.read_text())
+    stubbed = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    compiled = {
+        name
+        for name, obj in vars(_lens_stats).items()
+        if callable(obj) and not isinstance(obj, type) and not name.startswith("_")
+    }
+    assert set(stubbed) == compiled
+    for name, node in stubbed.items():
+        params = [a.arg for a in node.args.args] + [a.arg for a in node.args.kwonlyargs]
+        assert list(inspect.signature(getattr(_lens_stats, name)).parameters) == params, name
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert classes == {"LensStatsError", "ShapeError", "DTypeError", "TargetIndexError"}
+    assert set(ls.__all__) >= classes | compiled
