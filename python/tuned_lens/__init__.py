@@ -18,6 +18,7 @@ __all__ = [
     "InversionOutput",
     "PredictionTrajectory",
     "TrajectoryStatistic",
+    "CompactTrajectory",
     "load_lens_artifacts",
     "available_lens_artifacts",
     "__version__",
@@ -32,6 +33,7 @@ _LAZY = {
     "InversionOutput": "tuned_lens.nn.unembed",
     "PredictionTrajectory": "tuned_lens.plotting",
     "TrajectoryStatistic": "tuned_lens.plotting",
+    "CompactTrajectory": "tuned_lens.plotting",
     "load_lens_artifacts": "tuned_lens.load_artifacts",
     "available_lens_artifacts": "tuned_lens.load_artifacts",
 }
@@ -40,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .load_artifacts import available_lens_artifacts, load_lens_artifacts
     from .nn.lenses import Lens, LogitLens, TunedLens, TunedLensConfig
     from .nn.unembed import InversionOutput, Unembed
-    from .plotting import PredictionTrajectory, TrajectoryStatistic
+    from .plotting import CompactTrajectory, PredictionTrajectory, TrajectoryStatistic
 
 
 def __getattr__(name: str) -> Any:
