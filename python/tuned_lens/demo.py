@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuned_lens.demo_figures import draw, index_page, write_text_atomically
+from tuned_lens._atomic import write_text_atomically
+from tuned_lens.demo_figures import draw, index_page
 
 __all__ = ["DemoSettings", "DemoOutputs", "build_parser", "run_demo", "main"]
 
@@ -431,10 +432,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically so that an interrupted run never leaves a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomically(
+        path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    )
 
 
 def _write_state(path: Path, settings: DemoSettings, model_path: str, *,

@@ -7,16 +7,17 @@ Used by :mod:`tuned_lens.demo`; every page is standalone (plotly.js inline, noth
 from __future__ import annotations
 
 import html
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuned_lens._atomic import write_text_atomically
+
 if TYPE_CHECKING:  # pragma: no cover
     from tuned_lens.demo import DemoOutputs, DemoSettings, Log
 
-__all__ = ["TooShortSentenceError", "draw", "index_page", "kl_figure", "write_text_atomically"]
+__all__ = ["TooShortSentenceError", "draw", "index_page", "kl_figure"]
 
 
 def kl_figure(metrics: dict[str, Any], *, model_name: str):
@@ -107,10 +108,6 @@ def _page(title: str, intro: str, figures: list) -> str:
     return "\n".join(parts)
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _png_of(fig, png_path: Path) -> Path:

@@ -15,20 +15,20 @@ refused with :class:`UnsafeLensFileError` before it could be called: no pickled 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
-import os
 import pickle
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from tuned_lens._atomic import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from .nn.lenses import TunedLensConfig
@@ -94,22 +94,8 @@ def read_lens_config(path: str | Path) -> TunedLensConfig:
 def write_lens_config(path: str | Path, config: TunedLensConfig) -> None:
     """Write ``config`` as single-line JSON (the original's layout), atomically."""
     path = Path(path)
-    with _atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(config.to_dict()), encoding="utf-8")
-
-
-@contextlib.contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it onto ``path`` if the block succeeds.
-
-    A crash mid-write then leaves the previous file (or none), never a truncated one.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -130,7 +116,7 @@ def write_lens_params(path: str | Path, state_dict: Mapping[str, torch.Tensor]) 
             f"not {path.name!r}"
         )
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    with _atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "tuned-lens-rs"})
 
 

@@ -335,3 +335,20 @@ def test_save_leaves_no_temporary_files_and_overwrites(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "params.safetensors"]
     loaded = TunedLens.from_model_and_pretrained(model, tmp_path)
     assert torch.all(loaded[0].bias == 0.5)
+
+
+def test_saved_lens_files_get_ordinary_permissions(tmp_path):
+    """Atomic writes go through a temporary file; the result must still be world-readable."""
+    import os
+    import stat
+
+    from tuned_lens.nn import TunedLens
+    from tuned_lens.testing import tiny_model
+
+    lens = TunedLens.from_model(tiny_model("llama"))
+    lens.save(tmp_path / "lens")
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "params.safetensors"):
+        mode = stat.S_IMODE((tmp_path / "lens" / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, (name, oct(mode))

@@ -26,6 +26,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from tuned_lens._atomic import write_bytes_atomically
+
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -101,19 +103,6 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], plain: dict) -> dict
     return {"state": state, "param_groups": groups}
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(
     folder: str | os.PathLike[str],
     *,
@@ -141,13 +130,7 @@ def save_checkpoint(
     }
     payload = save_safetensors_bytes(tensors, metadata={"tuned_lens": json.dumps(document)})
     final = checkpoint_path(folder, step)
-    temp = folder / f".{final.name}.tmp-{os.getpid()}"
-    with open(temp, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, final)
-    _fsync_dir(folder)
+    write_bytes_atomically(final, payload, durable=True)
     for _, old in list_checkpoints(folder)[:-keep_last]:
         old.unlink(missing_ok=True)
     return final
