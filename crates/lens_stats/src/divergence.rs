@@ -14,7 +14,7 @@
 //! range (rounding of normalised inputs can otherwise give e.g. `-1e-9`), NaN and `+inf` kept.
 
 use crate::dims::Dims;
-use crate::elem::{blocks, with_elem_pair, Elem, Lanes, Values};
+use crate::elem::{blocks, for_each_vector_pair, with_elem_pair, Elem, Values};
 use crate::error::Result;
 use crate::pool::Exec;
 use crate::simd::math::{exp, hsum, ln, SUM_BLOCK};
@@ -58,43 +58,36 @@ fn clamp_keep_nan(x: f64, lo: f64, hi: f64) -> f64 {
 #[inline(always)]
 fn block_sum<I: Isa, E: Elem>(kind: Divergence, a: &[E::Raw], b: &[E::Raw]) -> f64 {
     let mut acc = [0.0f32; LANES];
-    let lanes = Lanes::<I, E>::new(a).zip(Lanes::<I, E>::new(b));
     match kind {
-        Divergence::Kl => {
-            for (lp, lq) in lanes {
-                for j in 0..LANES {
-                    acc[j] += kl_term(exp::<I>(lp[j]), lp[j], lq[j]);
-                }
+        Divergence::Kl => for_each_vector_pair::<I, E>(a, b, |lp, lq| {
+            for j in 0..LANES {
+                acc[j] += kl_term(exp::<I>(lp[j]), lp[j], lq[j]);
             }
-        }
-        Divergence::Js => {
-            for (lp, lq) in lanes {
-                for j in 0..LANES {
-                    let p = exp::<I>(lp[j]);
-                    let q = exp::<I>(lq[j]);
-                    let lm = ln::<I>(0.5 * (p + q));
-                    let tp = if p != 0.0 { p * (lp[j] - lm) } else { 0.0 };
-                    let tq = if q != 0.0 { q * (lq[j] - lm) } else { 0.0 };
-                    acc[j] += tp + tq;
-                }
+        }),
+        Divergence::Js => for_each_vector_pair::<I, E>(a, b, |lp, lq| {
+            for j in 0..LANES {
+                let p = exp::<I>(lp[j]);
+                let q = exp::<I>(lq[j]);
+                let lm = ln::<I>(0.5 * (p + q));
+                let tp = if p != 0.0 { p * (lp[j] - lm) } else { 0.0 };
+                let tq = if q != 0.0 { q * (lq[j] - lm) } else { 0.0 };
+                acc[j] += tp + tq;
             }
-        }
-        Divergence::SymmetricKl => {
-            for (lp, lq) in lanes {
-                for j in 0..LANES {
-                    let p = exp::<I>(lp[j]);
-                    let q = exp::<I>(lq[j]);
-                    let t = (p - q) * (lp[j] - lq[j]);
-                    acc[j] += if p != q { t } else { 0.0 };
-                }
+        }),
+        Divergence::SymmetricKl => for_each_vector_pair::<I, E>(a, b, |lp, lq| {
+            for j in 0..LANES {
+                let p = exp::<I>(lp[j]);
+                let q = exp::<I>(lq[j]);
+                let t = (p - q) * (lp[j] - lq[j]);
+                acc[j] += if p != q { t } else { 0.0 };
             }
-        }
+        }),
         Divergence::TotalVariation | Divergence::MaxAbsDiff => {
-            for (lp, lq) in lanes {
+            for_each_vector_pair::<I, E>(a, b, |lp, lq| {
                 for j in 0..LANES {
                     acc[j] += (exp::<I>(lp[j]) - exp::<I>(lq[j])).abs();
                 }
-            }
+            })
         }
     }
     hsum(&acc)
@@ -105,13 +98,13 @@ fn block_sum<I: Isa, E: Elem>(kind: Divergence, a: &[E::Raw], b: &[E::Raw]) -> f
 fn row_max_abs_diff<I: Isa, E: Elem>(a: &[E::Raw], b: &[E::Raw]) -> f64 {
     let mut acc = [0.0f32; LANES];
     let mut nan = [0u32; LANES];
-    for (lp, lq) in Lanes::<I, E>::new(a).zip(Lanes::<I, E>::new(b)) {
+    for_each_vector_pair::<I, E>(a, b, |lp, lq| {
         for j in 0..LANES {
             let d = (exp::<I>(lp[j]) - exp::<I>(lq[j])).abs();
             acc[j] = if d > acc[j] { d } else { acc[j] };
             nan[j] |= d.is_nan() as u32;
         }
-    }
+    });
     if nan.iter().any(|&b| b != 0) {
         f64::NAN
     } else {

@@ -107,11 +107,7 @@ impl Elem for Bf16 {
     }
     #[inline(always)]
     fn load16<I: Isa>(chunk: &[u16]) -> [f32; LANES] {
-        let mut out = [0.0; LANES];
-        for (o, &c) in out.iter_mut().zip(&chunk[..LANES]) {
-            *o = bf16_to_f32(c);
-        }
-        out
+        I::bf16x16(chunk)
     }
 }
 
@@ -153,6 +149,49 @@ impl<I: Isa, E: Elem> Iterator for Lanes<'_, I, E> {
         }
         self.tail = &[];
         Some(padded)
+    }
+}
+
+/// The tail of a row (fewer than 16 entries) as one vector padded with `-inf`.
+#[inline(always)]
+fn padded<E: Elem>(tail: &[E::Raw]) -> [f32; LANES] {
+    let mut padded = [f32::NEG_INFINITY; LANES];
+    for (p, &raw) in padded.iter_mut().zip(tail) {
+        *p = E::get(raw);
+    }
+    padded
+}
+
+/// Call `f` on each 16-lane vector of `row` in order (the last padded with `-inf`), by internal
+/// iteration over exact chunks: the loop body is one straight-line vector block (no per-vector
+/// tail test as in [`Lanes`]).
+#[inline(always)]
+pub fn for_each_vector<I: Isa, E: Elem>(row: &[E::Raw], mut f: impl FnMut([f32; LANES])) {
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        f(E::load16::<I>(chunk));
+    }
+    if !tail.is_empty() {
+        f(padded::<E>(tail));
+    }
+}
+
+/// Like [`for_each_vector`] over two rows of equal length, vector by vector.
+#[inline(always)]
+pub fn for_each_vector_pair<I: Isa, E: Elem>(
+    a: &[E::Raw],
+    b: &[E::Raw],
+    mut f: impl FnMut([f32; LANES], [f32; LANES]),
+) {
+    debug_assert_eq!(a.len(), b.len());
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        f(E::load16::<I>(x), E::load16::<I>(y));
+    }
+    if !ta.is_empty() {
+        f(padded::<E>(ta), padded::<E>(tb));
     }
 }
 

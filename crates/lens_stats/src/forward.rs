@@ -9,7 +9,7 @@ use std::cell::RefCell;
 
 use crate::dims::ForwardDims;
 use crate::divergence::kl_term;
-use crate::elem::{blocks, with_elem_pair, Elem, Lanes, Values};
+use crate::elem::{blocks, for_each_vector, with_elem_pair, Elem, Values};
 use crate::error::Result;
 use crate::pool::Exec;
 use crate::simd::math::{exp, hsum, SUM_BLOCK};
@@ -17,8 +17,10 @@ use crate::simd::{Isa, RowOp, LANES};
 use crate::PerRow;
 
 thread_local! {
-    /// `exp(reference row)`, zero-padded to a multiple of 16; grows to the largest V seen.
-    static REFERENCE_PROBS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per position: `exp(reference row)` then the reference row itself as f32 (so a 16-bit
+    /// reference is converted once, not once per layer), each zero/`-inf`-padded to a multiple
+    /// of 16; grows to the largest V seen.
+    static REFERENCE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 struct ForwardOp<'a, E: Elem> {
@@ -37,30 +39,42 @@ impl<E: Elem> RowOp for ForwardOp<'_, E> {
         let v = d.vocab;
         let reference = &self.reference[index * v..(index + 1) * v];
         let (b, t) = (index / d.positions, index % d.positions);
-        REFERENCE_PROBS.with_borrow_mut(|probs| {
-            probs.clear();
-            probs.resize(v.div_ceil(LANES) * LANES, 0.0);
-            for (dst, x) in probs
+        let padded = v.div_ceil(LANES) * LANES;
+        REFERENCE.with_borrow_mut(|buffer| {
+            buffer.clear();
+            buffer.resize(2 * padded, 0.0);
+            let (probs, log_p) = buffer.split_at_mut(padded);
+            let mut dst = probs
                 .chunks_exact_mut(LANES)
-                .zip(Lanes::<I, E>::new(reference))
-            {
-                for j in 0..LANES {
-                    dst[j] = exp::<I>(x[j]);
+                .zip(log_p.chunks_exact_mut(LANES));
+            for_each_vector::<I, E>(reference, |x| {
+                if let Some((p, l)) = dst.next() {
+                    for j in 0..LANES {
+                        p[j] = exp::<I>(x[j]);
+                        l[j] = x[j];
+                    }
                 }
-            }
+            });
+            let (probs, log_p) = (&*probs, &*log_p);
             for (l, o) in out.iter_mut().enumerate() {
                 let start = ((b * d.layers + l) * d.positions + t) * v;
                 let layer = &self.log_probs[start..start + v];
                 let mut kl = 0.0f64;
-                let blocks = reference.chunks(SUM_BLOCK).zip(blocks(layer, SUM_BLOCK));
-                for ((ref_block, layer_block), p_block) in blocks.zip(probs.chunks(SUM_BLOCK)) {
+                let blocks = blocks(layer, SUM_BLOCK)
+                    .zip(probs.chunks(SUM_BLOCK))
+                    .zip(log_p.chunks(SUM_BLOCK));
+                for ((layer_block, p_block), lp_block) in blocks {
                     let mut acc = [0.0f32; LANES];
-                    let lanes = Lanes::<I, E>::new(ref_block).zip(Lanes::<I, E>::new(layer_block));
-                    for ((lp, lq), p) in lanes.zip(p_block.chunks_exact(LANES)) {
-                        for j in 0..LANES {
-                            acc[j] += kl_term(p[j], lp[j], lq[j]);
+                    let mut src = p_block
+                        .chunks_exact(LANES)
+                        .zip(lp_block.chunks_exact(LANES));
+                    for_each_vector::<I, E>(layer_block, |lq| {
+                        if let Some((p, lp)) = src.next() {
+                            for j in 0..LANES {
+                                acc[j] += kl_term(p[j], lp[j], lq[j]);
+                            }
                         }
-                    }
+                    });
                     kl += hsum(&acc);
                 }
                 *o = if kl < 0.0 { 0.0 } else { kl as f32 };
