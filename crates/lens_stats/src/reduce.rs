@@ -1,7 +1,7 @@
 //! Row reductions shared by several kernels: max, argmax, and the shifted sum of exponentials.
 //! All use 16 f32 lanes in a fixed order and combine the lanes in f64.
 
-use crate::elem::{blocks, Elem, Lanes};
+use crate::elem::{blocks, for_each_vector, Elem, Lanes};
 use crate::simd::math::{exp, finite_floor, hsum, SUM_BLOCK};
 use crate::simd::{Isa, LANES};
 
@@ -29,45 +29,33 @@ pub struct ArgMax {
 
 #[inline(always)]
 pub fn row_argmax<I: Isa, E: Elem>(row: &[E::Raw]) -> ArgMax {
-    // Pass 1: the maximum and the NaN flag (pure lane-wise max, fully vectorised).
-    let mut best = [f32::NEG_INFINITY; LANES];
+    // One pass from memory: the max of each block (with the NaN flag); only a block whose max
+    // beats the running one (strictly, so the earliest block wins ties; rare after the first
+    // blocks) is searched again, from L1, for the first position of its max.
+    let mut value = f32::NEG_INFINITY;
+    let mut index = 0usize;
     let mut nan = [0u32; LANES];
-    for x in Lanes::<I, E>::new(row) {
-        for j in 0..LANES {
-            best[j] = if x[j] > best[j] { x[j] } else { best[j] };
-            nan[j] |= x[j].is_nan() as u32;
-        }
-    }
-    let value = best
-        .iter()
-        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-    let has_nan = nan.iter().any(|&b| b != 0);
-    if value == f32::NEG_INFINITY {
-        return ArgMax {
-            value,
-            index: 0,
-            has_nan,
-        };
-    }
-    // Pass 2 (the row is in L1/L2 now): the first vector holding the maximum, then its lane.
-    for (c, x) in Lanes::<I, E>::new(row).enumerate() {
-        let mut hit = 0u32;
-        for &v in &x {
-            hit |= (v == value) as u32;
-        }
-        if hit != 0 {
-            let lane = x.iter().position(|&v| v == value).unwrap_or(0);
-            return ArgMax {
-                value,
-                index: c * LANES + lane,
-                has_nan,
-            };
+    for (b, block) in blocks(row, SUM_BLOCK).enumerate() {
+        let mut best = [f32::NEG_INFINITY; LANES];
+        for_each_vector::<I, E>(block, |x| {
+            for j in 0..LANES {
+                best[j] = if x[j] > best[j] { x[j] } else { best[j] };
+                nan[j] |= x[j].is_nan() as u32;
+            }
+        });
+        let block_max = best
+            .iter()
+            .fold(f32::NEG_INFINITY, |a, &m| if m > a { m } else { a });
+        if block_max > value {
+            value = block_max;
+            let first = block.iter().position(|&raw| E::get(raw) == block_max);
+            index = b * SUM_BLOCK + first.unwrap_or(0);
         }
     }
     ArgMax {
         value,
-        index: 0,
-        has_nan,
+        index,
+        has_nan: nan.iter().any(|&b| b != 0),
     }
 }
 
