@@ -17,3 +17,10 @@ try:
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover - the array statistics need no torch
     pass
+
+# kaleido's browser driver logs at INFO from finalizers that run after pytest has closed its
+# capture streams ("--- Logging error ---" after the summary); its INFO lines are not needed.
+import logging  # noqa: E402
+
+for _name in ("choreographer", "kaleido", "logistro"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
