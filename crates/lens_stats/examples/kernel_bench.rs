@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use lens_stats::divergence::{divergence, Divergence};
-use lens_stats::{entropy, maxprob, softmax, target, topk, Exec, IsaKind, Values};
+use lens_stats::{entropy, forward, maxprob, softmax, target, topk, Exec, IsaKind, Values};
 
 fn median_secs(mut f: impl FnMut()) -> f64 {
     f();
@@ -18,6 +18,33 @@ fn median_secs(mut f: impl FnMut()) -> f64 {
         .collect();
     times.sort_by(|a, b| a.total_cmp(b));
     times[2]
+}
+
+/// A plain read of every element on `e.threads()` threads (integer OR over 16 lanes: never
+/// compute-bound), as this run's bandwidth reference.
+fn read_sum(e: &Exec, x: &[f32]) -> u32 {
+    let n = e.threads();
+    let part = x.len().div_ceil(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = x
+            .chunks(part)
+            .map(|c| {
+                s.spawn(move || {
+                    let mut acc = [0u32; 16];
+                    for v in c.chunks_exact(16) {
+                        for j in 0..16 {
+                            acc[j] |= v[j].to_bits();
+                        }
+                    }
+                    acc.iter().fold(0, |a, b| a | b)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .fold(0, |a, b| a | b)
+    })
 }
 
 fn main() {
@@ -47,55 +74,90 @@ fn main() {
         .collect();
     let bytes = (rows * vocab * 4) as f64;
     let bf16: Vec<u16> = lp.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+    let bf16_q: Vec<u16> = lq.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
 
-    let threads = [1, exec.threads()];
-    for isa in IsaKind::available() {
+    // KB_BEST=1: only the best instruction set and the default thread count (quick A/B runs).
+    let quick = std::env::var_os("KB_BEST").is_some();
+    let threads: Vec<usize> = if quick {
+        vec![exec.threads()]
+    } else {
+        vec![1, exec.threads()]
+    };
+    let isas: Vec<IsaKind> = if quick {
+        vec![IsaKind::detect()]
+    } else {
+        IsaKind::available()
+    };
+    let only = std::env::var("KB_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| name.starts_with(o));
+    for isa in isas {
         for &n in &threads {
             let e = Exec::with(isa, n).expect("exec");
             let x = Values::F32(&lp);
-            let report = |name: &str, secs: f64, inputs: f64| {
+            let report = |name: &str, inputs: f64, f: &mut dyn FnMut()| {
+                if !wanted(name) {
+                    return;
+                }
+                let secs = median_secs(f);
                 println!(
                     "{isa:?} t={n} {name:20} {:7.1} ms {:6.1} GB/s",
                     secs * 1e3,
                     inputs * bytes / secs / 1e9
                 );
             };
-            report(
-                "entropy",
-                median_secs(|| drop(entropy::entropy(&e, x, &shape))),
-                1.0,
-            );
             let b = Values::Bf16(&bf16);
-            report(
-                "entropy bf16",
-                median_secs(|| drop(entropy::entropy(&e, b, &shape))),
-                0.5,
-            );
-            report(
-                "entropy_from_logits",
-                median_secs(|| drop(entropy::entropy_from_logits(&e, x, &shape))),
-                1.0,
-            );
-            report(
-                "max_probability",
-                median_secs(|| drop(maxprob::max_probability(&e, x, &shape, false))),
-                1.0,
-            );
-            report(
-                "target_rank",
-                median_secs(|| drop(target::target_rank(&e, x, &shape, &targets))),
-                1.0,
-            );
-            report(
-                "top_k 10",
-                median_secs(|| drop(topk::top_k(&e, x, &shape, 10))),
-                1.0,
-            );
             let q = Values::F32(&lq);
+            let qb = Values::Bf16(&bf16_q);
+            report("entropy", 1.0, &mut || {
+                drop(entropy::entropy(&e, x, &shape))
+            });
+            report("entropy_bf16", 0.5, &mut || {
+                drop(entropy::entropy(&e, b, &shape))
+            });
+            report("entropy_from_logits", 1.0, &mut || {
+                drop(entropy::entropy_from_logits(&e, x, &shape))
+            });
+            report("max_probability", 1.0, &mut || {
+                drop(maxprob::max_probability(&e, x, &shape, false))
+            });
+            report("max_probability_bf16", 0.5, &mut || {
+                drop(maxprob::max_probability(&e, b, &shape, false))
+            });
+            report("target_rank", 1.0, &mut || {
+                drop(target::target_rank(&e, x, &shape, &targets))
+            });
+            report("top_k_10", 1.0, &mut || {
+                drop(topk::top_k(&e, x, &shape, 10))
+            });
+            report("top_k_10_bf16", 0.5, &mut || {
+                drop(topk::top_k(&e, b, &shape, 10))
+            });
             for kind in [Divergence::Kl, Divergence::Js, Divergence::TotalVariation] {
-                let secs = median_secs(|| drop(divergence(&e, kind, x, &shape, q, &shape)));
-                report(&format!("{kind:?}"), secs, 2.0);
+                let name = format!("{kind:?}");
+                report(&name, 2.0, &mut || {
+                    drop(divergence(&e, kind, x, &shape, q, &shape))
+                });
+                report(&format!("{name}_bf16"), 1.0, &mut || {
+                    drop(divergence(&e, kind, b, &shape, qb, &shape))
+                });
             }
+            let reference = &lp[..vocab * (rows / 13).max(1)];
+            let fshape = [13usize, rows / 13, vocab];
+            let rshape = [rows / 13, vocab];
+            if rows % 13 == 0 {
+                report("forward_kl", 1.0, &mut || {
+                    drop(forward::forward_kl(
+                        &e,
+                        x,
+                        &fshape,
+                        Values::F32(reference),
+                        &rshape,
+                    ))
+                });
+            }
+            report("read_bandwidth", 1.0, &mut || {
+                std::hint::black_box(read_sum(&e, &lp));
+            });
         }
     }
 }

@@ -14,10 +14,10 @@
 //! range (rounding of normalised inputs can otherwise give e.g. `-1e-9`), NaN and `+inf` kept.
 
 use crate::dims::Dims;
-use crate::elem::{blocks, for_each_vector_pair, with_elem_pair, Elem, Values};
+use crate::elem::{for_each_vector_pair, with_elem_pair, Elem, Values};
 use crate::error::Result;
 use crate::pool::Exec;
-use crate::simd::math::{exp, hsum, ln, SUM_BLOCK};
+use crate::simd::math::{exp16, finite_floor, hsum, ln16, SUM_BLOCK};
 use crate::simd::{Isa, RowOp, LANES};
 use crate::PerRow;
 
@@ -59,36 +59,60 @@ fn clamp_keep_nan(x: f64, lo: f64, hi: f64) -> f64 {
 fn block_sum<I: Isa, E: Elem>(kind: Divergence, a: &[E::Raw], b: &[E::Raw]) -> f64 {
     let mut acc = [0.0f32; LANES];
     match kind {
-        Divergence::Kl => for_each_vector_pair::<I, E>(a, b, |lp, lq| {
-            for j in 0..LANES {
-                acc[j] += kl_term(exp::<I>(lp[j]), lp[j], lq[j]);
-            }
-        }),
-        Divergence::Js => for_each_vector_pair::<I, E>(a, b, |lp, lq| {
-            for j in 0..LANES {
-                let p = exp::<I>(lp[j]);
-                let q = exp::<I>(lq[j]);
-                let lm = ln::<I>(0.5 * (p + q));
-                let tp = if p != 0.0 { p * (lp[j] - lm) } else { 0.0 };
-                let tq = if q != 0.0 { q * (lq[j] - lm) } else { 0.0 };
-                acc[j] += tp + tq;
-            }
-        }),
-        Divergence::SymmetricKl => for_each_vector_pair::<I, E>(a, b, |lp, lq| {
-            for j in 0..LANES {
-                let p = exp::<I>(lp[j]);
-                let q = exp::<I>(lq[j]);
-                let t = (p - q) * (lp[j] - lq[j]);
-                acc[j] += if p != q { t } else { 0.0 };
-            }
-        }),
-        Divergence::TotalVariation | Divergence::MaxAbsDiff => {
-            for_each_vector_pair::<I, E>(a, b, |lp, lq| {
+        Divergence::Kl => for_each_vector_pair::<I, E>(
+            a,
+            b,
+            #[inline(always)]
+            |lp, lq| {
+                let p = exp16::<I>(lp);
                 for j in 0..LANES {
-                    acc[j] += (exp::<I>(lp[j]) - exp::<I>(lq[j])).abs();
+                    acc[j] += kl_term(p[j], lp[j], lq[j]);
                 }
-            })
-        }
+            },
+        ),
+        Divergence::Js => for_each_vector_pair::<I, E>(
+            a,
+            b,
+            #[inline(always)]
+            |lp, lq| {
+                let (p, q) = (exp16::<I>(lp), exp16::<I>(lq));
+                let mut m = [0.0f32; LANES];
+                for j in 0..LANES {
+                    m[j] = 0.5 * (p[j] + q[j]);
+                }
+                let lm = ln16::<I>(m);
+                for j in 0..LANES {
+                    // A zero p (q) has a -inf log: the floor keeps 0 · (lp - lm) at 0. Where both
+                    // are 0, lm = -inf too and the term is dropped; NaN passes (NaN != 0).
+                    let tp = p[j] * (finite_floor(lp[j]) - lm[j]);
+                    let tq = q[j] * (finite_floor(lq[j]) - lm[j]);
+                    acc[j] += if m[j] != 0.0 { tp + tq } else { 0.0 };
+                }
+            },
+        ),
+        Divergence::SymmetricKl => for_each_vector_pair::<I, E>(
+            a,
+            b,
+            #[inline(always)]
+            |lp, lq| {
+                let (p, q) = (exp16::<I>(lp), exp16::<I>(lq));
+                for j in 0..LANES {
+                    let t = (p[j] - q[j]) * (lp[j] - lq[j]);
+                    acc[j] += if p[j] != q[j] { t } else { 0.0 };
+                }
+            },
+        ),
+        Divergence::TotalVariation | Divergence::MaxAbsDiff => for_each_vector_pair::<I, E>(
+            a,
+            b,
+            #[inline(always)]
+            |lp, lq| {
+                let (p, q) = (exp16::<I>(lp), exp16::<I>(lq));
+                for j in 0..LANES {
+                    acc[j] += (p[j] - q[j]).abs();
+                }
+            },
+        ),
     }
     hsum(&acc)
 }
@@ -98,13 +122,19 @@ fn block_sum<I: Isa, E: Elem>(kind: Divergence, a: &[E::Raw], b: &[E::Raw]) -> f
 fn row_max_abs_diff<I: Isa, E: Elem>(a: &[E::Raw], b: &[E::Raw]) -> f64 {
     let mut acc = [0.0f32; LANES];
     let mut nan = [0u32; LANES];
-    for_each_vector_pair::<I, E>(a, b, |lp, lq| {
-        for j in 0..LANES {
-            let d = (exp::<I>(lp[j]) - exp::<I>(lq[j])).abs();
-            acc[j] = if d > acc[j] { d } else { acc[j] };
-            nan[j] |= d.is_nan() as u32;
-        }
-    });
+    for_each_vector_pair::<I, E>(
+        a,
+        b,
+        #[inline(always)]
+        |lp, lq| {
+            let (p, q) = (exp16::<I>(lp), exp16::<I>(lq));
+            for j in 0..LANES {
+                let d = (p[j] - q[j]).abs();
+                acc[j] = if d > acc[j] { d } else { acc[j] };
+                nan[j] |= d.is_nan() as u32;
+            }
+        },
+    );
     if nan.iter().any(|&b| b != 0) {
         f64::NAN
     } else {
@@ -119,7 +149,7 @@ pub(crate) fn row_divergence<I: Isa, E: Elem>(kind: Divergence, a: &[E::Raw], b:
         return row_max_abs_diff::<I, E>(a, b);
     }
     let mut total = 0.0f64;
-    for (block_a, block_b) in blocks(a, SUM_BLOCK).zip(blocks(b, SUM_BLOCK)) {
+    for (block_a, block_b) in a.chunks(SUM_BLOCK).zip(b.chunks(SUM_BLOCK)) {
         total += block_sum::<I, E>(kind, block_a, block_b);
     }
     match kind {

@@ -7,7 +7,7 @@
 use std::marker::PhantomData;
 use std::slice::ChunksExact;
 
-use crate::simd::{bf16_to_f32, f16_to_f32, prefetch, Isa, LANES};
+use crate::simd::{bf16_to_f32, f16_to_f32, prefetch_ahead, Isa, LANES};
 
 /// The contiguous values of a `(rows, V)` array, by element type.
 #[derive(Clone, Copy, Debug)]
@@ -112,7 +112,8 @@ impl Elem for Bf16 {
 }
 
 /// A row as a sequence of 16-lane f32 vectors; the last one is padded with `-inf`, which every
-/// kernel treats as "probability exactly 0" (a neutral element).
+/// kernel treats as "probability exactly 0" (a neutral element). Every vector handed out asks
+/// for the data [`crate::simd::PREFETCH_AHEAD_BYTES`] further on, as do the `for_each_*` loops.
 pub struct Lanes<'a, I: Isa, E: Elem> {
     main: ChunksExact<'a, E::Raw>,
     tail: &'a [E::Raw],
@@ -138,6 +139,7 @@ impl<I: Isa, E: Elem> Iterator for Lanes<'_, I, E> {
     #[inline(always)]
     fn next(&mut self) -> Option<[f32; LANES]> {
         if let Some(chunk) = self.main.next() {
+            prefetch_ahead(chunk.as_ptr());
             return Some(E::load16::<I>(chunk));
         }
         if self.tail.is_empty() {
@@ -170,6 +172,7 @@ pub fn for_each_vector<I: Isa, E: Elem>(row: &[E::Raw], mut f: impl FnMut([f32; 
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
     for chunk in chunks {
+        prefetch_ahead(chunk.as_ptr());
         f(E::load16::<I>(chunk));
     }
     if !tail.is_empty() {
@@ -188,37 +191,12 @@ pub fn for_each_vector_pair<I: Isa, E: Elem>(
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ta, tb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
+        prefetch_ahead(x.as_ptr());
+        prefetch_ahead(y.as_ptr());
         f(E::load16::<I>(x), E::load16::<I>(y));
     }
     if !ta.is_empty() {
         f(padded::<E>(ta), padded::<E>(tb));
-    }
-}
-
-/// A row in blocks of `size` elements, prefetching block `i + 1` when block `i` is handed out.
-pub struct Blocks<'a, T> {
-    chunks: std::slice::Chunks<'a, T>,
-    next: Option<&'a [T]>,
-}
-
-#[inline(always)]
-pub fn blocks<T>(row: &[T], size: usize) -> Blocks<'_, T> {
-    let mut chunks = row.chunks(size);
-    let next = chunks.next();
-    Blocks { chunks, next }
-}
-
-impl<'a, T> Iterator for Blocks<'a, T> {
-    type Item = &'a [T];
-
-    #[inline(always)]
-    fn next(&mut self) -> Option<&'a [T]> {
-        let current = self.next.take()?;
-        self.next = self.chunks.next();
-        if let Some(upcoming) = self.next {
-            prefetch(upcoming);
-        }
-        Some(current)
     }
 }
 

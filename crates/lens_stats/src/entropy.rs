@@ -7,11 +7,11 @@
 //! A row of `-inf` logits has no distribution and gives NaN.
 
 use crate::dims::Dims;
-use crate::elem::{blocks, with_elem, Elem, Lanes, Values};
+use crate::elem::{with_elem, Elem, Lanes, Values};
 use crate::error::Result;
 use crate::pool::Exec;
 use crate::reduce::online_normalisers;
-use crate::simd::math::{exp, finite_floor, hsum, SUM_BLOCK};
+use crate::simd::math::{exp16, finite_floor, hsum, SUM_BLOCK};
 use crate::simd::{Isa, RowOp, LANES};
 use crate::PerRow;
 
@@ -19,11 +19,12 @@ use crate::PerRow;
 #[inline(always)]
 pub(crate) fn row_entropy<I: Isa, E: Elem>(row: &[E::Raw]) -> f64 {
     let mut total = 0.0f64;
-    for block in blocks(row, SUM_BLOCK) {
+    for block in row.chunks(SUM_BLOCK) {
         let mut acc = [0.0f32; LANES];
         for x in Lanes::<I, E>::new(block) {
+            let p = exp16::<I>(x);
             for j in 0..LANES {
-                acc[j] = I::fma(exp::<I>(x[j]), finite_floor(x[j]), acc[j]);
+                acc[j] = I::fma(p[j], finite_floor(x[j]), acc[j]);
             }
         }
         total += hsum(&acc);

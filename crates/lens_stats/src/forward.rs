@@ -9,10 +9,10 @@ use std::cell::RefCell;
 
 use crate::dims::ForwardDims;
 use crate::divergence::kl_term;
-use crate::elem::{blocks, for_each_vector, with_elem_pair, Elem, Values};
+use crate::elem::{for_each_vector, with_elem_pair, Elem, Values};
 use crate::error::Result;
 use crate::pool::Exec;
-use crate::simd::math::{exp, hsum, SUM_BLOCK};
+use crate::simd::math::{exp16, hsum, SUM_BLOCK};
 use crate::simd::{Isa, RowOp, LANES};
 use crate::PerRow;
 
@@ -47,20 +47,23 @@ impl<E: Elem> RowOp for ForwardOp<'_, E> {
             let mut dst = probs
                 .chunks_exact_mut(LANES)
                 .zip(log_p.chunks_exact_mut(LANES));
-            for_each_vector::<I, E>(reference, |x| {
-                if let Some((p, l)) = dst.next() {
-                    for j in 0..LANES {
-                        p[j] = exp::<I>(x[j]);
-                        l[j] = x[j];
+            for_each_vector::<I, E>(
+                reference,
+                #[inline(always)]
+                |x| {
+                    if let Some((p, l)) = dst.next() {
+                        p.copy_from_slice(&exp16::<I>(x));
+                        l.copy_from_slice(&x);
                     }
-                }
-            });
+                },
+            );
             let (probs, log_p) = (&*probs, &*log_p);
             for (l, o) in out.iter_mut().enumerate() {
                 let start = ((b * d.layers + l) * d.positions + t) * v;
                 let layer = &self.log_probs[start..start + v];
                 let mut kl = 0.0f64;
-                let blocks = blocks(layer, SUM_BLOCK)
+                let blocks = layer
+                    .chunks(SUM_BLOCK)
                     .zip(probs.chunks(SUM_BLOCK))
                     .zip(log_p.chunks(SUM_BLOCK));
                 for ((layer_block, p_block), lp_block) in blocks {
@@ -68,13 +71,17 @@ impl<E: Elem> RowOp for ForwardOp<'_, E> {
                     let mut src = p_block
                         .chunks_exact(LANES)
                         .zip(lp_block.chunks_exact(LANES));
-                    for_each_vector::<I, E>(layer_block, |lq| {
-                        if let Some((p, lp)) = src.next() {
-                            for j in 0..LANES {
-                                acc[j] += kl_term(p[j], lp[j], lq[j]);
+                    for_each_vector::<I, E>(
+                        layer_block,
+                        #[inline(always)]
+                        |lq| {
+                            if let Some((p, lp)) = src.next() {
+                                for j in 0..LANES {
+                                    acc[j] += kl_term(p[j], lp[j], lq[j]);
+                                }
                             }
-                        }
-                    });
+                        },
+                    );
                     kl += hsum(&acc);
                 }
                 *o = if kl < 0.0 { 0.0 } else { kl as f32 };

@@ -1,8 +1,8 @@
 //! Row reductions shared by several kernels: max, argmax, and the shifted sum of exponentials.
 //! All use 16 f32 lanes in a fixed order and combine the lanes in f64.
 
-use crate::elem::{blocks, for_each_vector, Elem, Lanes};
-use crate::simd::math::{exp, finite_floor, hsum, SUM_BLOCK};
+use crate::elem::{for_each_vector, Elem, Lanes};
+use crate::simd::math::{exp16, finite_floor, hsum, SUM_BLOCK};
 use crate::simd::{Isa, LANES};
 
 /// Maximum of a row (NaN ignored; `-inf` for a row of `-inf`/NaN only).
@@ -35,14 +35,18 @@ pub fn row_argmax<I: Isa, E: Elem>(row: &[E::Raw]) -> ArgMax {
     let mut value = f32::NEG_INFINITY;
     let mut index = 0usize;
     let mut nan = [0u32; LANES];
-    for (b, block) in blocks(row, SUM_BLOCK).enumerate() {
+    for (b, block) in row.chunks(SUM_BLOCK).enumerate() {
         let mut best = [f32::NEG_INFINITY; LANES];
-        for_each_vector::<I, E>(block, |x| {
-            for j in 0..LANES {
-                best[j] = if x[j] > best[j] { x[j] } else { best[j] };
-                nan[j] |= x[j].is_nan() as u32;
-            }
-        });
+        for_each_vector::<I, E>(
+            block,
+            #[inline(always)]
+            |x| {
+                for j in 0..LANES {
+                    best[j] = if x[j] > best[j] { x[j] } else { best[j] };
+                    nan[j] |= x[j].is_nan() as u32;
+                }
+            },
+        );
         let block_max = best
             .iter()
             .fold(f32::NEG_INFINITY, |a, &m| if m > a { m } else { a });
@@ -59,6 +63,16 @@ pub fn row_argmax<I: Isa, E: Elem>(row: &[E::Raw]) -> ArgMax {
     }
 }
 
+/// `x - shift` on every lane (a plain loop: `array::map` was not kept in registers).
+#[inline(always)]
+fn shifted(x: [f32; LANES], shift: f32) -> [f32; LANES] {
+    let mut d = x;
+    for v in &mut d {
+        *v -= shift;
+    }
+    d
+}
+
 /// `Σ exp(x - shift)` over a row. NaN propagates.
 #[inline(always)]
 pub fn sum_exp<I: Isa, E: Elem>(row: &[E::Raw], shift: f32) -> f64 {
@@ -66,8 +80,9 @@ pub fn sum_exp<I: Isa, E: Elem>(row: &[E::Raw], shift: f32) -> f64 {
     for block in row.chunks(SUM_BLOCK) {
         let mut acc = [0.0f32; LANES];
         for x in Lanes::<I, E>::new(block) {
+            let e = exp16::<I>(shifted(x, shift));
             for j in 0..LANES {
-                acc[j] += exp::<I>(x[j] - shift);
+                acc[j] += e[j];
             }
         }
         total += hsum(&acc);
@@ -104,7 +119,7 @@ pub struct Normalisers {
 pub fn online_normalisers<I: Isa, E: Elem, const WEIGHTED: bool>(row: &[E::Raw]) -> Normalisers {
     let mut max = f32::NEG_INFINITY;
     let (mut sum, mut weighted) = (0.0f64, 0.0f64);
-    for block in blocks(row, SUM_BLOCK) {
+    for block in row.chunks(SUM_BLOCK) {
         let block_max = row_max::<I, E>(block);
         if block_max > max {
             if sum != 0.0 {
@@ -121,13 +136,15 @@ pub fn online_normalisers<I: Isa, E: Elem, const WEIGHTED: bool>(row: &[E::Raw])
         let mut acc = [0.0f32; LANES];
         let mut acc_w = [0.0f32; LANES];
         for x in Lanes::<I, E>::new(block) {
-            for j in 0..LANES {
-                let d = x[j] - shift;
-                let e = exp::<I>(d);
-                acc[j] += e;
-                if WEIGHTED {
-                    acc_w[j] = I::fma(e, finite_floor(d), acc_w[j]);
-                }
+            let d = shifted(x, shift);
+            let e = exp16::<I>(d);
+            let mut fd = d;
+            for v in &mut fd {
+                *v = finite_floor(*v);
+            }
+            acc = I::add16(acc, e);
+            if WEIGHTED {
+                acc_w = I::fma16(e, fd, acc_w);
             }
         }
         sum += hsum(&acc);

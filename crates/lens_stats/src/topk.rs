@@ -13,10 +13,10 @@
 //! entries).
 
 use crate::dims::{check_k, Dims, MAX_K};
-use crate::elem::{blocks, with_elem, with_elem_pair, Elem, Lanes, Values};
+use crate::elem::{with_elem, with_elem_pair, Elem, Lanes, Values};
 use crate::error::Result;
 use crate::pool::Exec;
-use crate::simd::math::{exp, SUM_BLOCK};
+use crate::simd::math::{exp16, SUM_BLOCK};
 use crate::simd::{Isa, RowOp, LANES};
 use crate::PerRow;
 
@@ -165,14 +165,15 @@ impl<E: Elem> RowOp for TopKDeltaOp<'_, E> {
         let (p, q) = (&self.p[span.clone()], &self.q[span]);
         let mut best = Best::new(self.k);
         let mut nan = [0u32; LANES];
-        let pairs = blocks(p, SUM_BLOCK).zip(blocks(q, SUM_BLOCK));
+        let pairs = p.chunks(SUM_BLOCK).zip(q.chunks(SUM_BLOCK));
         for (b, (block_p, block_q)) in pairs.enumerate() {
             let lanes = Lanes::<I, E>::new(block_p).zip(Lanes::<I, E>::new(block_q));
             for (c, (lp, lq)) in lanes.enumerate() {
                 let mut delta = [0.0f32; LANES];
                 let mut size = [0.0f32; LANES];
+                let (ep, eq) = (exp16::<I>(lp), exp16::<I>(lq));
                 for j in 0..LANES {
-                    delta[j] = exp::<I>(lq[j]) - exp::<I>(lp[j]);
+                    delta[j] = eq[j] - ep[j];
                     size[j] = delta[j].abs();
                     nan[j] |= delta[j].is_nan() as u32;
                 }

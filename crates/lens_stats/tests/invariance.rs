@@ -107,9 +107,11 @@ fn simd_paths_agree_with_portable() {
             let got = everything(&Exec::with(isa, 2).unwrap(), &lp, &lq, &shape);
             for (i, (a, b)) in portable.floats.iter().zip(&got.floats).enumerate() {
                 for (x, y) in a.iter().zip(b) {
+                    // Relative, with an absolute floor: a log-sum-exp of normalised rows sits
+                    // near 0 and carries the absolute error of its O(1) inputs.
                     let ok = (x.is_nan() && y.is_nan())
                         || x == y
-                        || (x - y).abs() <= 2e-6 * x.abs().max(1e-3);
+                        || (x - y).abs() <= 2e-6 * x.abs().max(1e-2);
                     assert!(ok, "{isa:?} statistic #{i}: {x} vs {y}");
                 }
             }
