@@ -1,4 +1,5 @@
-//! The crate's own rayon thread pool and the row-parallel driver every kernel goes through.
+//! The crate's own rayon thread pool and the row-parallel driver every kernel goes through:
+//! the calling thread works beside `threads - 1` helper threads, claiming runs of rows.
 //!
 //! The pool is separate from rayon's global pool and from torch's intra-op pool. Calls from
 //! Python release the GIL for the whole computation but run synchronously, so they never run

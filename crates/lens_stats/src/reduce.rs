@@ -29,33 +29,37 @@ pub struct ArgMax {
 
 #[inline(always)]
 pub fn row_argmax<I: Isa, E: Elem>(row: &[E::Raw]) -> ArgMax {
-    // One pass from memory: the max of each block (with the NaN flag); only a block whose max
-    // beats the running one (strictly, so the earliest block wins ties; rare after the first
-    // blocks) is searched again, from L1, for the first position of its max.
-    let mut value = f32::NEG_INFINITY;
-    let mut index = 0usize;
+    // One pass, each lane keeping its best value and the vector where it first appeared
+    // (strictly greater replaces, so ties keep the earliest). The lanes are combined at the
+    // end: the largest value, and among lanes holding it the lowest position. NaN never
+    // compares greater, so it is skipped and flagged. (An earlier version re-searched a block
+    // with a scalar loop whenever its max beat the running one: ~4 re-searches per random row,
+    // a quarter of the time of a bf16 call.)
+    let mut best = [f32::NEG_INFINITY; LANES];
+    let mut best_at = [0u32; LANES];
     let mut nan = [0u32; LANES];
-    for (b, block) in row.chunks(SUM_BLOCK).enumerate() {
-        let mut best = [f32::NEG_INFINITY; LANES];
-        for_each_vector::<I, E>(
-            block,
-            #[inline(always)]
-            |x| {
-                for j in 0..LANES {
-                    best[j] = if x[j] > best[j] { x[j] } else { best[j] };
-                    nan[j] |= x[j].is_nan() as u32;
-                }
-            },
-        );
-        let block_max = best
-            .iter()
-            .fold(f32::NEG_INFINITY, |a, &m| if m > a { m } else { a });
-        if block_max > value {
-            value = block_max;
-            let first = block.iter().position(|&raw| E::get(raw) == block_max);
-            index = b * SUM_BLOCK + first.unwrap_or(0);
-        }
-    }
+    let mut vector = 0u32;
+    for_each_vector::<I, E>(
+        row,
+        #[inline(always)]
+        |x| {
+            for j in 0..LANES {
+                let better = x[j] > best[j];
+                best[j] = if better { x[j] } else { best[j] };
+                best_at[j] = if better { vector } else { best_at[j] };
+                nan[j] |= x[j].is_nan() as u32;
+            }
+            vector += 1;
+        },
+    );
+    let value = best
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &m| if m > a { m } else { a });
+    let index = (0..LANES)
+        .filter(|&j| best[j] == value)
+        .map(|j| best_at[j] as usize * LANES + j)
+        .min()
+        .unwrap_or(0);
     ArgMax {
         value,
         index,
