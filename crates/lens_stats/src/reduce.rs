@@ -3,7 +3,7 @@
 
 use crate::elem::{for_each_vector, Elem, Lanes};
 use crate::simd::math::{exp16, finite_floor, hsum, SUM_BLOCK};
-use crate::simd::{Isa, LANES};
+use crate::simd::{prefetch_l2, Isa, LANES};
 
 /// Maximum of a row (NaN ignored; `-inf` for a row of `-inf`/NaN only).
 #[inline(always)]
@@ -139,7 +139,11 @@ pub fn online_normalisers<I: Isa, E: Elem, const WEIGHTED: bool>(row: &[E::Raw])
         let shift = safe_shift(max);
         let mut acc = [0.0f32; LANES];
         let mut acc_w = [0.0f32; LANES];
-        for x in Lanes::<I, E>::new(block) {
+        // The max pass of the next block reads memory with little work to hide it: request
+        // that block during this (exp-heavy) pass, one line per vector.
+        let next_block = block.as_ptr_range().end;
+        for (k, x) in Lanes::<I, E>::new(block).enumerate() {
+            prefetch_l2(next_block.wrapping_add(k * LANES));
             let d = shifted(x, shift);
             let e = exp16::<I>(d);
             let mut fd = d;
