@@ -42,15 +42,6 @@ pub trait Isa: Copy + Send + Sync + 'static {
         }
         out
     }
-    /// [`math::ln`] on 16 lanes (same special values).
-    #[inline(always)]
-    fn ln16(x: [f32; LANES]) -> [f32; LANES] {
-        let mut out = [0.0; LANES];
-        for j in 0..LANES {
-            out[j] = math::ln::<Self>(x[j]);
-        }
-        out
-    }
     /// [`math::exp`] on 16 lanes (same special values, same polynomial).
     #[inline(always)]
     fn exp16(x: [f32; LANES]) -> [f32; LANES] {
@@ -237,45 +228,6 @@ mod x86 {
                 let (a, b) = (_mm512_loadu_ps(a.as_ptr()), _mm512_loadu_ps(b.as_ptr()));
                 let s = _mm512_fmadd_ps(a, b, _mm512_loadu_ps(c.as_ptr()));
                 _mm512_storeu_ps(out.as_mut_ptr(), s);
-            }
-            out
-        }
-
-        /// `ln` from `vgetmantps` (mantissa `m` in [0.75, 1.5)) and `vgetexpps` of `4x/3` (the
-        /// matching exponent), then `ln(1 + f)`, `f = m - 1`, as `f - f²/2 + f³P(f)` with a
-        /// degree-7 minimax `P` fitted here (1.7 ulp in f32 over 2M samples); 16 instructions
-        /// instead of about 28. Special values as [`super::math::ln`]: `vgetexpps(0) = -inf`,
-        /// `vgetexpps(+inf) = +inf`, negative inputs and NaN give NaN.
-        #[inline(always)]
-        fn ln16(x: [f32; LANES]) -> [f32; LANES] {
-            use super::math::{LN2_HI, LN2_LO};
-            const P: [f32; 8] = [
-                0.333_334_5,
-                -0.250_000_95,
-                0.199_908_61,
-                -0.166_473_12,
-                0.144_783_96,
-                -0.131_611_97,
-                0.104_630_31,
-                -0.045_074_85,
-            ];
-            let mut out = [0.0f32; LANES];
-            // SAFETY: as in `add16`.
-            unsafe {
-                let x = _mm512_loadu_ps(x.as_ptr());
-                let m = _mm512_getmant_ps::<_MM_MANT_NORM_P75_1P5, _MM_MANT_SIGN_NAN>(x);
-                let e = _mm512_getexp_ps(_mm512_mul_ps(x, _mm512_set1_ps(4.0 / 3.0)));
-                let f = _mm512_sub_ps(m, _mm512_set1_ps(1.0));
-                let mut p = _mm512_set1_ps(P[7]);
-                for &c in P[..7].iter().rev() {
-                    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
-                }
-                let z = _mm512_mul_ps(f, f);
-                let mut y = _mm512_fmadd_ps(_mm512_mul_ps(f, z), p, f);
-                y = _mm512_fmadd_ps(_mm512_set1_ps(-0.5), z, y);
-                y = _mm512_fmadd_ps(e, _mm512_set1_ps(LN2_LO), y);
-                y = _mm512_fmadd_ps(e, _mm512_set1_ps(LN2_HI), y);
-                _mm512_storeu_ps(out.as_mut_ptr(), y);
             }
             out
         }
