@@ -132,6 +132,9 @@ fn main() {
             report("top_k_10_bf16", 0.5, &mut || {
                 drop(topk::top_k(&e, b, &shape, 10))
             });
+            report("top_k_delta_10", 2.0, &mut || {
+                drop(topk::top_k_delta(&e, x, &shape, q, &shape, 10))
+            });
             for kind in [Divergence::Kl, Divergence::Js, Divergence::TotalVariation] {
                 let name = format!("{kind:?}");
                 report(&name, 2.0, &mut || {
