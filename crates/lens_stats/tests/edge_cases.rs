@@ -217,6 +217,68 @@ fn vocabulary_of_262144() {
     }
 }
 
+/// Logits whose maximum grows across the row (gradually, and by far more than the 60 nats a
+/// block may exceed the running shift by before it is redone): the one-pass normalisers agree
+/// with an f64 oracle, also for a first block that is fully masked.
+#[test]
+fn normalisers_follow_a_growing_maximum() {
+    let v = 5000;
+    let mut rng = Rng::new(11);
+    let noise = rng.logits(4 * v, 2.0);
+    let mut rows = Vec::with_capacity(4 * v);
+    for r in 0..4 {
+        for i in 0..v {
+            let x = noise[r * v + i];
+            rows.push(match r {
+                0 => x + i as f32 * 0.01,                     // drifts up by 50 nats
+                1 => x + if i < 3000 { -200.0 } else { 0.0 }, // jumps by 200 nats in block 2
+                2 => {
+                    if i < 2048 {
+                        f32::NEG_INFINITY
+                    } else {
+                        x - 500.0
+                    }
+                } // masked first blocks
+                _ => x + 300.0 * (i as f32 / v as f32).powi(3), // steep late growth
+            });
+        }
+    }
+    let mut want_lse = Vec::new();
+    let mut want_h = Vec::new();
+    for r in 0..4 {
+        let row: Vec<f64> = rows[r * v..(r + 1) * v].iter().map(|&x| x as f64).collect();
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = row.iter().map(|x| (x - m).exp()).sum();
+        let lse = m + s.ln();
+        want_lse.push(lse);
+        want_h.push(
+            -row.iter()
+                .map(|x| {
+                    let lp = x - lse;
+                    if lp == f64::NEG_INFINITY {
+                        0.0
+                    } else {
+                        lp.exp() * lp
+                    }
+                })
+                .sum::<f64>(),
+        );
+    }
+    for e in execs() {
+        let x = Values::F32(&rows);
+        let lse = softmax::logsumexp(&e, x, &[4, v]).unwrap();
+        assert_close(&lse.data, &want_lse, 1e-6, 1e-6, "logsumexp, growing max");
+        let h = entropy::entropy_from_logits(&e, x, &[4, v]).unwrap();
+        assert_close(
+            &h.data,
+            &want_h,
+            1e-5,
+            1e-6,
+            "entropy_from_logits, growing max",
+        );
+    }
+}
+
 /// f32 values exactly representable in f16 and bf16 (multiples of 1/8 in [-20, 0]).
 fn representable(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed);
