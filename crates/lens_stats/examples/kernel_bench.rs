@@ -69,6 +69,7 @@ fn main() {
     let mut lp = vec![0.0f32; logits.len()];
     softmax::log_softmax_into(&exec, Values::F32(&logits), &shape, &mut lp, &shape).expect("lsm");
     let lq: Vec<f32> = lp.iter().rev().copied().collect();
+    let mut out = vec![0.0f32; lp.len()];
     let targets: Vec<i64> = (0..rows as i64)
         .map(|r| (r * 7919) % vocab as i64)
         .collect();
@@ -108,6 +109,10 @@ fn main() {
             let b = Values::Bf16(&bf16);
             let q = Values::F32(&lq);
             let qb = Values::Bf16(&bf16_q);
+            report("log_softmax", 1.0, &mut || {
+                softmax::log_softmax_into(&e, Values::F32(&logits), &shape, &mut out, &shape)
+                    .expect("log_softmax")
+            });
             report("entropy", 1.0, &mut || {
                 drop(entropy::entropy(&e, x, &shape))
             });

@@ -217,6 +217,33 @@ fn vocabulary_of_262144() {
     }
 }
 
+/// `log_softmax_into` writes the same values whatever the alignment of `out` (streaming stores
+/// need 64-byte boundaries: a plain head, streamed middle, plain tail).
+#[test]
+fn log_softmax_into_any_output_alignment() {
+    let (rows, v) = (3, 1037);
+    let logits = Rng::new(5).logits(rows * v, 4.0);
+    let want: Vec<f64> = log_softmax64(&logits, v)
+        .iter()
+        .map(|&x| x as f64)
+        .collect();
+    let mut buffer = vec![f32::NAN; rows * v + 16];
+    for e in execs() {
+        for offset in 0..16 {
+            let out = &mut buffer[offset..offset + rows * v];
+            softmax::log_softmax_into(&e, Values::F32(&logits), &[rows, v], out, &[rows, v])
+                .unwrap();
+            assert_close(
+                out,
+                &want,
+                1e-6,
+                1e-6,
+                &format!("log_softmax, offset {offset}"),
+            );
+        }
+    }
+}
+
 /// Logits whose maximum grows across the row (gradually, and by far more than the 60 nats a
 /// block may exceed the running shift by before it is redone): the one-pass normalisers agree
 /// with an f64 oracle, also for a first block that is fully masked.

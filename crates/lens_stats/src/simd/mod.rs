@@ -42,6 +42,16 @@ pub trait Isa: Copy + Send + Sync + 'static {
         }
         out
     }
+    /// Store 16 lanes to `dst[..16]`; where the unit allows, as a non-temporal (streaming)
+    /// store that skips reading the destination line first. `dst` must start 64-byte aligned
+    /// for the streaming form; call [`Isa::store_fence`] before the data is handed over.
+    #[inline(always)]
+    fn store16_stream(dst: &mut [f32], v: [f32; LANES]) {
+        dst[..LANES].copy_from_slice(&v);
+    }
+    /// Order earlier streaming stores before later stores (a no-op without them).
+    #[inline(always)]
+    fn store_fence() {}
     /// [`math::exp`] on 16 lanes (same special values, same polynomial).
     #[inline(always)]
     fn exp16(x: [f32; LANES]) -> [f32; LANES] {
@@ -230,6 +240,21 @@ mod x86 {
                 _mm512_storeu_ps(out.as_mut_ptr(), s);
             }
             out
+        }
+
+        #[inline(always)]
+        fn store16_stream(dst: &mut [f32], v: [f32; LANES]) {
+            let dst = &mut dst[..LANES];
+            debug_assert_eq!(dst.as_ptr() as usize % 64, 0);
+            // SAFETY: 16 f32 in bounds (sliced above); the caller starts `dst` on a 64-byte
+            // boundary (checked in debug builds), as `vmovntps` requires; AVX-512F detected.
+            unsafe { _mm512_stream_ps(dst.as_mut_ptr(), _mm512_loadu_ps(v.as_ptr())) }
+        }
+
+        #[inline(always)]
+        fn store_fence() {
+            // SAFETY: `sfence` has no operands and no preconditions.
+            unsafe { _mm_sfence() }
         }
 
         /// Same reduction and polynomial as [`super::math::exp`]; `vrndscaleps` rounds, `vscalefps`
