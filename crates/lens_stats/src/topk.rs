@@ -76,18 +76,27 @@ impl Best {
     /// Offer one 16-lane vector of keys starting at id `base` (`valid` lanes are real entries).
     #[inline(always)]
     fn offer(&mut self, keys: &[f32; LANES], payload: &[f32; LANES], base: usize, valid: usize) {
-        if self.full() {
-            let threshold = self.threshold();
-            let mut hit = 0u32;
-            for &key in keys {
-                hit |= (key > threshold) as u32;
+        let valid = valid.min(LANES);
+        if !self.full() {
+            for j in 0..valid {
+                if !self.full() || keys[j] > self.threshold() {
+                    self.insert(keys[j], base + j, payload[j]);
+                }
             }
-            if hit == 0 {
-                return;
-            }
+            return;
         }
-        for j in 0..valid.min(LANES) {
-            if !self.full() || keys[j] > self.threshold() {
+        // One vector compare gives the lanes above the threshold (usually none or one); only
+        // those are visited, in id order, each checked again against the risen threshold.
+        let threshold = self.threshold();
+        let mut above = 0u32;
+        for (j, &key) in keys.iter().enumerate() {
+            above |= ((key > threshold) as u32) << j;
+        }
+        above &= (1u32 << valid) - 1;
+        while above != 0 {
+            let j = above.trailing_zeros() as usize;
+            above &= above - 1;
+            if keys[j] > self.threshold() {
                 self.insert(keys[j], base + j, payload[j]);
             }
         }
