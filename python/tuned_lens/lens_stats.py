@@ -28,9 +28,10 @@ Errors are raised before any work, by the Rust core, as subclasses of :class:`Le
 :class:`DTypeError` (also a ``TypeError``) and :class:`TargetIndexError` (also an
 ``IndexError``).
 
-Threads: the pool size comes from :func:`set_num_threads`, else the environment variable
-``TUNED_LENS_NUM_THREADS``, else the number of cores. It is separate from torch's intra-op pool;
-calls block the calling thread (with the GIL released), so they take turns with torch ops issued
+Threads: the count comes from :func:`set_num_threads`, else the environment variable
+``TUNED_LENS_NUM_THREADS``, else the number of cores. A call runs on the calling thread (with
+the GIL released) plus that many minus one helper threads of the module's own pool, separate
+from torch's intra-op pool; calls return when done, so they take turns with torch ops issued
 from that thread instead of oversubscribing the cores.
 """
 
@@ -293,8 +294,8 @@ def forward_kl(log_probs: ArrayLike, reference: ArrayLike) -> np.ndarray:
             model's final output. Same dtype as ``log_probs``.
 
     Returns:
-        ``(..., L, T)`` float32. Per-position cost: ``exp(reference)`` once into a per-thread
-        buffer, then one read of each layer row.
+        ``(..., L, T)`` float32. Per-position cost: ``exp(reference)`` once, block by block
+        (kept in L1 while every layer's block is read), and one read of each layer row.
     """
     if _on_gpu(log_probs, reference):
         return _torch_twin("forward_kl", log_probs, reference)
@@ -305,7 +306,8 @@ def js_divergence(log_p: ArrayLike, log_q: ArrayLike) -> np.ndarray:
     """The Jensen–Shannon divergence ``½KL(p‖m) + ½KL(q‖m)``, ``m = (p + q)/2``, in ``[0, ln 2]``.
 
     This is the true JS divergence; the original library's ``js_divergence`` is what
-    :func:`symmetric_kl` computes. Three transcendentals per pair of entries.
+    :func:`symmetric_kl` computes. Computed relative to the larger entry of each pair: two
+    exponentials and a polynomial for ``ln((1 + u)/2)`` per pair, no logarithm.
 
     Returns:
         ``(...)`` float32 for ``(..., V)`` inputs of one shape and dtype.

@@ -3,13 +3,16 @@
 //!
 //! Every axis but the last is a row axis; the last is the vocabulary `V`. Each kernel reads its
 //! input once, row by row (a row fits in L2), with 16 f32 lanes combined per row in f64, and
-//! allocates only its outputs. Rows run in parallel on the crate's own rayon pool; each row is
-//! computed by one thread in a fixed order, so results are bit-identical for any thread count.
+//! allocates only its outputs; each vector asks the L2 for the data 2 KiB ahead. Rows run in
+//! parallel on the calling thread plus helpers from the crate's own rayon pool, claimed in
+//! runs of contiguous rows; each row is computed by one thread in a fixed order, so results are
+//! bit-identical for any thread count.
 //!
 //! Modules:
 //! * [`error`] — [`StatsError`], the one error type; [`dims`] — all shape/id/k validation.
 //! * [`elem`] — input element types (f32, f64, f16, bf16 read natively); [`simd`] — run-time
-//!   instruction-set dispatch and the lane `exp`/`ln`; [`pool`] — thread pool and row driver.
+//!   instruction-set dispatch, prefetching and the lane `exp`; [`pool`] — threads and row
+//!   driver.
 //! * Kernels: [`softmax`], [`entropy`], [`maxprob`], [`target`], [`divergence`], [`forward`],
 //!   [`topk`], [`marginal`].
 //! * `python` (feature `python`) — the `tuned_lens._lens_stats` extension module.

@@ -44,6 +44,15 @@ pub trait Isa: Copy + Send + Sync + 'static {
         }
         out
     }
+    /// `if x > top { x } else { top }` on 16 lanes (a NaN `x` leaves `top`).
+    #[inline(always)]
+    fn max16(x: [f32; LANES], top: [f32; LANES]) -> [f32; LANES] {
+        let mut out = top;
+        for j in 0..LANES {
+            out[j] = if x[j] > top[j] { x[j] } else { top[j] };
+        }
+        out
+    }
     /// Store 16 lanes to `dst[..16]`; where the unit allows, as a non-temporal (streaming)
     /// store that skips reading the destination line first. `dst` must start 64-byte aligned
     /// for the streaming form; call [`Isa::store_fence`] before the data is handed over.
@@ -246,6 +255,18 @@ mod x86 {
                 let (a, b) = (_mm512_loadu_ps(a.as_ptr()), _mm512_loadu_ps(b.as_ptr()));
                 let s = _mm512_fmadd_ps(a, b, _mm512_loadu_ps(c.as_ptr()));
                 _mm512_storeu_ps(out.as_mut_ptr(), s);
+            }
+            out
+        }
+
+        #[inline(always)]
+        fn max16(x: [f32; LANES], top: [f32; LANES]) -> [f32; LANES] {
+            let mut out = [0.0f32; LANES];
+            // SAFETY: as in `add16`. `vmaxps(x, top)` is `x > top ? x : top` lane by lane,
+            // NaN in `x` included.
+            unsafe {
+                let m = _mm512_max_ps(_mm512_loadu_ps(x.as_ptr()), _mm512_loadu_ps(top.as_ptr()));
+                _mm512_storeu_ps(out.as_mut_ptr(), m);
             }
             out
         }
