@@ -55,6 +55,21 @@ impl Best {
         self.keys[self.k - 1]
     }
 
+    /// Whether a block whose per-lane maxima are `top` can hold a candidate: the buffer is not
+    /// full yet, or some lane beats the threshold.
+    #[inline(always)]
+    fn could_take(&self, top: &[f32; LANES]) -> bool {
+        if !self.full() {
+            return true;
+        }
+        let threshold = self.threshold();
+        let mut hit = 0u32;
+        for &t in top {
+            hit |= (t > threshold) as u32;
+        }
+        hit != 0
+    }
+
     /// Insert after every key >= `key` (so earlier ids win ties), dropping the k-th if full.
     #[inline(always)]
     fn insert(&mut self, key: f32, id: usize, payload: f32) {
@@ -138,15 +153,8 @@ impl<E: Elem> RowOp for TopKOp<'_, E> {
                     nan[j] |= x[j].is_nan() as u32;
                 }
             }
-            if best.full() {
-                let threshold = best.threshold();
-                let mut hit = 0u32;
-                for &t in &top {
-                    hit |= (t > threshold) as u32;
-                }
-                if hit == 0 {
-                    continue;
-                }
+            if !best.could_take(&top) {
+                continue;
             }
             for (c, x) in Lanes::<I, E>::new(block).enumerate() {
                 let base = b * SCREEN + c * LANES;
@@ -193,15 +201,8 @@ impl<E: Elem> RowOp for TopKDeltaOp<'_, E> {
                     }
                 },
             );
-            if best.full() {
-                let threshold = best.threshold();
-                let mut hit = 0u32;
-                for &t in &top {
-                    hit |= (t > threshold) as u32;
-                }
-                if hit == 0 {
-                    continue;
-                }
+            if !best.could_take(&top) {
+                continue;
             }
             let lanes = Lanes::<I, E>::new(block_p).zip(Lanes::<I, E>::new(block_q));
             for (c, (lp, lq)) in lanes.enumerate() {
