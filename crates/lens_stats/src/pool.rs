@@ -20,8 +20,8 @@ use crate::simd::{run_block, IsaKind, RowOp};
 
 /// Below this many elements of work a call runs on the calling thread.
 const SEQUENTIAL_BELOW: usize = 1 << 15;
-/// Rows are handed to threads in blocks of about this many elements (work stealing between
-/// blocks, so a busy core does not halve the throughput).
+/// A thread claims at least this many elements' worth of rows at a time (claims shrink
+/// towards this as the work runs out, so a busy core does not halve the throughput).
 const BLOCK_ELEMS: usize = 1 << 16;
 
 /// The pool and the id of the process that built it: a forked child (e.g. a data-loader
