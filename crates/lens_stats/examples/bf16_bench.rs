@@ -1,23 +1,11 @@
 //! f32 vs bf16 out of cache: `cargo run --release --example bf16_bench [rows] [vocab]`.
 //! Prints ms per kernel and the bf16/f32 speed ratio on the default pool and on 1 thread.
 
-use std::time::Instant;
+mod common;
 
+use common::{log_prob_inputs, median_secs};
 use lens_stats::divergence::{divergence, Divergence};
-use lens_stats::{entropy, forward, maxprob, softmax, topk, Exec, IsaKind, Values};
-
-fn median_secs(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[3]
-}
+use lens_stats::{entropy, forward, maxprob, topk, Exec, IsaKind, Values};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -28,19 +16,8 @@ fn main() {
     let vocab = args.get(1).copied().unwrap_or(50304);
     let layers = 13;
     let shape = [rows, vocab];
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let logits: Vec<f32> = (0..rows * vocab)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 12.0 - 6.0
-        })
-        .collect();
     let exec = Exec::current().expect("pool");
-    let mut lp = vec![0.0f32; logits.len()];
-    softmax::log_softmax_into(&exec, Values::F32(&logits), &shape, &mut lp, &shape).expect("lsm");
-    let lq: Vec<f32> = lp.iter().rev().copied().collect();
+    let (_, lp, lq) = log_prob_inputs(&exec, rows, vocab);
     let bf = |v: &[f32]| -> Vec<u16> { v.iter().map(|x| (x.to_bits() >> 16) as u16).collect() };
     let (bp, bq) = (bf(&lp), bf(&lq));
     let positions = rows / layers;
@@ -52,8 +29,8 @@ fn main() {
     for n in [exec.threads(), 1] {
         let e = Exec::with(isa, n).expect("exec");
         let pair = |name: &str, f32_run: &dyn Fn(), bf_run: &dyn Fn()| {
-            let a = median_secs(f32_run);
-            let b = median_secs(bf_run);
+            let a = median_secs(7, f32_run);
+            let b = median_secs(7, bf_run);
             println!(
                 "{isa:?} t={n} {name:16} f32 {:7.1} ms  bf16 {:7.1} ms  bf16 speed-up {:.2}x",
                 a * 1e3,

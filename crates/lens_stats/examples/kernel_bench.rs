@@ -2,23 +2,11 @@
 //! Prints GB/s of input read per kernel, per instruction set, on 1 thread and on the default
 //! pool. Numbers on a shared machine vary by ±20%.
 
-use std::time::Instant;
+mod common;
 
+use common::{log_prob_inputs, median_secs};
 use lens_stats::divergence::{divergence, Divergence};
 use lens_stats::{entropy, forward, maxprob, softmax, target, topk, Exec, IsaKind, Values};
-
-fn median_secs(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[2]
-}
 
 /// A plain read of every element on `e.threads()` threads (integer OR over 16 lanes: never
 /// compute-bound), as this run's bandwidth reference.
@@ -55,20 +43,8 @@ fn main() {
     let rows = args.first().copied().unwrap_or(512);
     let vocab = args.get(1).copied().unwrap_or(50304);
     let shape = [rows, vocab];
-    // A deterministic pseudo-random log-softmax input.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let logits: Vec<f32> = (0..rows * vocab)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 12.0 - 6.0
-        })
-        .collect();
     let exec = Exec::current().expect("pool");
-    let mut lp = vec![0.0f32; logits.len()];
-    softmax::log_softmax_into(&exec, Values::F32(&logits), &shape, &mut lp, &shape).expect("lsm");
-    let lq: Vec<f32> = lp.iter().rev().copied().collect();
+    let (logits, lp, lq) = log_prob_inputs(&exec, rows, vocab);
     let mut out = vec![0.0f32; lp.len()];
     let targets: Vec<i64> = (0..rows as i64)
         .map(|r| (r * 7919) % vocab as i64)
@@ -99,7 +75,7 @@ fn main() {
                 if !wanted(name) {
                     return;
                 }
-                let secs = median_secs(f);
+                let secs = median_secs(5, f);
                 println!(
                     "{isa:?} t={n} {name:20} {:7.1} ms {:6.1} GB/s",
                     secs * 1e3,
