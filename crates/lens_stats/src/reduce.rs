@@ -84,10 +84,8 @@ pub fn sum_exp<I: Isa, E: Elem>(row: &[E::Raw], shift: f32) -> f64 {
     for block in row.chunks(SUM_BLOCK) {
         let mut acc = [0.0f32; LANES];
         for x in Lanes::<I, E>::new(block) {
-            let e = exp16::<I>(shifted(x, shift));
-            for j in 0..LANES {
-                acc[j] += e[j];
-            }
+            // Through the ISA, like the normaliser (a lane loop here can be scalarised).
+            acc = I::add16(acc, exp16::<I>(shifted(x, shift)));
         }
         total += hsum(&acc);
     }
