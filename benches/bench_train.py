@@ -88,8 +88,12 @@ def run_case(case: Case) -> Measurement:
 
     def steps(n: int):
         lens = TunedLens.from_model(model)
-        config = TrainConfig(num_steps=n, tokens_per_step=tokens_per_step,
-                             per_gpu_batch_size=case.batch, progress=False)
+        config = TrainConfig(
+            num_steps=n,
+            tokens_per_step=tokens_per_step,
+            per_gpu_batch_size=case.batch,
+            progress=False,
+        )
         return train_lens(model, lens, chunks, config, ctx=ctx)
 
     steps(1)  # warm-up: allocator, kernels, caches
@@ -112,8 +116,10 @@ def run_case(case: Case) -> Measurement:
 
 
 def _table(results: list[Measurement]) -> str:
-    head = ("| model | device | dtype | seq × batch × micro-batches | steps | tokens/s | s/step "
-            "| peak GPU MiB |")
+    head = (
+        "| model | device | dtype | seq × batch × micro-batches | steps | tokens/s | s/step "
+        "| peak GPU MiB |"
+    )
     lines = [head, "|" + "---|" * 8]
     for r in results:
         c = r.case
@@ -127,13 +133,17 @@ def _table(results: list[Measurement]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="glassllm,smollm2",
-                        help="comma-separated subset of glassllm,smollm2")
+    parser.add_argument(
+        "--models", default="glassllm,smollm2", help="comma-separated subset of glassllm,smollm2"
+    )
     parser.add_argument("--devices", default="cpu,cuda", help="comma-separated: cpu,cuda")
     parser.add_argument("--steps", type=int, default=None, help="override timed steps per case")
     parser.add_argument("--json", type=Path, default=None, help="also write results as JSON")
-    parser.add_argument("--keep-malloc", action="store_true",
-                        help="leave glibc's allocator thresholds alone (A/B of the CLI's tuning)")
+    parser.add_argument(
+        "--keep-malloc",
+        action="store_true",
+        help="leave glibc's allocator thresholds alone (A/B of the CLI's tuning)",
+    )
     args = parser.parse_args(argv)
     global KEEP_MALLOC
     KEEP_MALLOC = args.keep_malloc
@@ -153,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             case.steps = args.steps
         print(f"running {case.model} on {case.device} ({case.dtype}) …", file=sys.stderr)
         results.append(run_case(case))
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(_table(results))
     if args.json is not None:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")

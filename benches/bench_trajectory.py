@@ -141,8 +141,14 @@ def worker(method: str, args: argparse.Namespace) -> dict[str, Any]:
     if method == "compact":
         traj, timings["build"] = _timed(
             lambda: CompactTrajectory.from_lens_and_model(
-                lens, model, ids, tokenizer=tokenizer, targets=targets,
-                batch_size=args.batch_size, topk=TOPK, progress=not args.quiet,
+                lens,
+                model,
+                ids,
+                tokenizer=tokenizer,
+                targets=targets,
+                batch_size=args.batch_size,
+                topk=TOPK,
+                progress=not args.quiet,
             )
         )
         for name in ("entropy", "cross_entropy", "rank", "forward_kl", "max_probability"):
@@ -190,10 +196,20 @@ def worker(method: str, args: argparse.Namespace) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- driver
 def _run_worker(method: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [
-        sys.executable, __file__, "--worker", method,
-        "--prompts", str(args.prompts), "--tokens", str(args.tokens),
-        "--full-prompts", str(args.full_prompts if method == "full" else args.baseline_prompts),
-        "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        "--prompts",
+        str(args.prompts),
+        "--tokens",
+        str(args.tokens),
+        "--full-prompts",
+        str(args.full_prompts if method == "full" else args.baseline_prompts),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
     ]
     if args.quiet:
         command.append("--quiet")

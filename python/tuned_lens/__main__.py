@@ -32,8 +32,14 @@ def _add_bool(
 ) -> None:
     dest = dest or name.lstrip("-").replace(".", "_")
     parser.add_argument(
-        name, dest=dest, nargs="?", const=True, default=default, type=_parse_bool,
-        metavar="true|false", help=f"{help} (default: {str(default).lower()})",
+        name,
+        dest=dest,
+        nargs="?",
+        const=True,
+        default=default,
+        type=_parse_bool,
+        metavar="true|false",
+        help=f"{help} (default: {str(default).lower()})",
     )
     bare = name.lstrip("-")
     parser.add_argument(f"--no{bare}", dest=dest, action="store_false", help=argparse.SUPPRESS)
@@ -55,11 +61,15 @@ def _choice(choices: Sequence[str]):
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
-        "--model.name", dest="model_name", required=True,
+        "--model.name",
+        dest="model_name",
+        required=True,
         help="model folder, Hugging Face id (cache only when offline), or 'glassllm'/'smollm2'",
     )
     group.add_argument(
-        "--precision", type=str.lower, default="auto",
+        "--precision",
+        type=str.lower,
+        default="auto",
         choices=("auto", "float32", "bfloat16", "float16", "int8"),
         help="model precision; auto = float32 on the CPU, the checkpoint's dtype on GPUs",
     )
@@ -67,7 +77,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     _add_bool(group, "--slow_tokenizer", default=False, help="use a slow tokenizer")
     group.add_argument("--tokenizer", default=None, help="tokenizer name/folder override")
     group.add_argument(
-        "--tokenizer_type", default=None,
+        "--tokenizer_type",
+        default=None,
         help="accepted for compatibility; the tokenizer class is picked automatically",
     )
 
@@ -75,7 +86,10 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument(
-        "--data.name", dest="data_name", nargs="+", default=["tinyshakespeare"],
+        "--data.name",
+        dest="data_name",
+        nargs="+",
+        default=["tinyshakespeare"],
         help="a .jsonl/.json/.txt file or folder, 'tinyshakespeare' (bundled), or the "
         "arguments of datasets.load_dataset (default: tinyshakespeare)",
     )
@@ -93,7 +107,10 @@ def _add_dist_args(parser: argparse.ArgumentParser, *, batch_flag: str) -> None:
     _add_bool(group, "--cpu_offload", default=False, help="offload FSDP shards to the CPU")
     group.add_argument("--nccl_timeout", type=int, default=1200, help="process-group timeout, s")
     group.add_argument(
-        batch_flag, dest="per_gpu_batch_size", type=int, default=None,
+        batch_flag,
+        dest="per_gpu_batch_size",
+        type=int,
+        default=None,
         help="chunks per micro-batch on each process (default 1)",
     )
     _add_bool(group, "--dataloader_shuffle", default=True, help="shuffle the packed chunks")
@@ -108,10 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log_level", type=str.upper, default="INFO", choices=LOG_LEVELS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,demo}")
 
-    train = sub.add_parser("train", help="train a tuned lens",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("-o", "--output", type=Path, required=True,
-                       help="folder for config.json + params.safetensors")
+    train = sub.add_parser(
+        "train", help="train a tuned lens", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    train.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="folder for config.json + params.safetensors",
+    )
     _add_model_args(train)
     _add_data_args(train)
     _add_dist_args(train, batch_flag="--per_gpu_batch_size")
@@ -122,11 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num_steps", type=int, default=250)
     t.add_argument("--tokens_per_step", type=int, default=2**18)
     t.add_argument("--wandb", default=None, metavar="RUN_NAME", help="log to W&B as this run")
-    t.add_argument("--token_shift", type=int, default=None,
-                   help="label shift (default 0 for KL, 1 for CE)")
+    t.add_argument(
+        "--token_shift", type=int, default=None, help="label shift (default 0 for KL, 1 for CE)"
+    )
     t.add_argument("--checkpoint_freq", type=int, default=None, help="steps between snapshots")
-    t.add_argument("--checkpoint_dir", type=Path, default=None,
-                   help="snapshot folder (default <output>/checkpoints)")
+    t.add_argument(
+        "--checkpoint_dir",
+        type=Path,
+        default=None,
+        help="snapshot folder (default <output>/checkpoints)",
+    )
     t.add_argument("--loss", type=_choice(("KL", "CE")), default="KL")
     o = train.add_argument_group("optimizer")
     o.add_argument("--weight_decay", type=float, default=1e-3)
@@ -134,12 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--momentum", type=float, default=0.9)
     _add_bool(o, "--zero", default=False, help="accepted for compatibility; has no effect")
     o.add_argument("--optimizer", type=_choice(("SGD", "ADAM")), default="SGD")
-    o.add_argument("--warmup_steps", type=int, default=None,
-                   help="default: min(1000, num_steps // 5) for ADAM, 0 for SGD")
+    o.add_argument(
+        "--warmup_steps",
+        type=int,
+        default=None,
+        help="default: min(1000, num_steps // 5) for ADAM, 0 for SGD",
+    )
     _add_bool(t, "--progress", default=True, help="show a progress bar")
 
-    ev = sub.add_parser("eval", help="evaluate the logit lens and a tuned lens",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate the logit lens and a tuned lens",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     ev.add_argument("-o", "--output", type=Path, required=True, help="folder for the results")
     _add_model_args(ev)
     _add_data_args(ev)
@@ -150,11 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=42)
     e.add_argument("--tokens", type=int, default=None, help="tokens to evaluate (default: all)")
     e.add_argument("--token_shift", type=int, default=1)
-    e.add_argument("--per_gpu_batch_size", dest="eval_batch_alias", type=int, default=None,
-                   help="same as --dist.per_gpu_batch_size")
+    e.add_argument(
+        "--per_gpu_batch_size",
+        dest="eval_batch_alias",
+        type=int,
+        default=None,
+        help="same as --dist.per_gpu_batch_size",
+    )
     _add_bool(e, "--layer_transfer", default=False, help="translator i on layer j, all i, j")
-    _add_bool(e, "--record_logit_stats", default=False,
-              help="write the mean predicted distribution per layer")
+    _add_bool(
+        e,
+        "--record_logit_stats",
+        default=False,
+        help="write the mean predicted distribution per layer",
+    )
     _add_bool(e, "--progress", default=True, help="show a progress bar")
 
     sub.add_parser("demo", help="run the demo (options: tuned-lens demo --help)", add_help=False)
@@ -184,16 +228,25 @@ def _specs(args: argparse.Namespace):
     from tuned_lens.scripts.ingredients import DataSpec, ModelSpec
 
     model_spec = ModelSpec(
-        name=args.model_name, precision=args.precision, revision=args.model_revision,
-        tokenizer=args.tokenizer, slow_tokenizer=args.slow_tokenizer,
+        name=args.model_name,
+        precision=args.precision,
+        revision=args.model_revision,
+        tokenizer=args.tokenizer,
+        slow_tokenizer=args.slow_tokenizer,
     )
     data_spec = DataSpec(
-        name=list(args.data_name), split=args.split, text_column=args.text_column,
-        revision=args.data_revision, max_seq_len=args.max_seq_len,
-        dataset_shuffle=args.dataset_shuffle, dataset_shuffle_seed=args.dataset_shuffle_seed,
+        name=list(args.data_name),
+        split=args.split,
+        text_column=args.text_column,
+        revision=args.data_revision,
+        max_seq_len=args.max_seq_len,
+        dataset_shuffle=args.dataset_shuffle,
+        dataset_shuffle_seed=args.dataset_shuffle_seed,
     )
     dist_spec = DistSpec(
-        fsdp=args.fsdp, cpu_offload=args.cpu_offload, nccl_timeout=args.nccl_timeout,
+        fsdp=args.fsdp,
+        cpu_offload=args.cpu_offload,
+        nccl_timeout=args.nccl_timeout,
         device=args.device,
     )
     return model_spec, data_spec, dist_spec
@@ -216,8 +269,11 @@ def _train(args: argparse.Namespace) -> int:
         loss=args.loss,
         token_shift=args.token_shift,
         optimizer=OptimizerConfig(
-            optimizer=args.optimizer, lr_scale=args.lr_scale, momentum=args.momentum,
-            weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+            optimizer=args.optimizer,
+            lr_scale=args.lr_scale,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            warmup_steps=args.warmup_steps,
         ),
         bias_only=args.bias_only,
         checkpoint_freq=args.checkpoint_freq,
@@ -228,8 +284,12 @@ def _train(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     run_train(
-        model_spec=model_spec, data_spec=data_spec, config=config, output=args.output,
-        lens_name_or_path=args.lens_name_or_path, dist_spec=dist_spec,
+        model_spec=model_spec,
+        data_spec=data_spec,
+        config=config,
+        output=args.output,
+        lens_name_or_path=args.lens_name_or_path,
+        dist_spec=dist_spec,
     )
     return 0
 
@@ -256,8 +316,13 @@ def _eval(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     run_eval(
-        model_spec=model_spec, data_spec=data_spec, config=config, output=args.output,
-        lens_name=args.lens_name, logit=args.logit, dist_spec=dist_spec,
+        model_spec=model_spec,
+        data_spec=data_spec,
+        config=config,
+        output=args.output,
+        lens_name=args.lens_name,
+        logit=args.logit,
+        dist_spec=dist_spec,
     )
     return 0
 

@@ -487,9 +487,7 @@ def resolve_model(
     Write ``./glassllm`` to mean a local folder that happens to share an alias.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(
-            f"name_or_path must be a str or path, got {type(name_or_path).__name__}"
-        )
+        raise TypeError(f"name_or_path must be a str or path, got {type(name_or_path).__name__}")
     text = os.fspath(name_or_path)
     if not text:
         raise ValueError("name_or_path must not be empty")
@@ -512,8 +510,9 @@ def load_model(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Resolve ``name_or_path`` (see :func:`resolve_model`) and load model + tokenizer."""
-    return _load_folder(resolve_model(name_or_path, cache_dir=cache_dir), dtype=dtype,
-                        device=device)
+    return _load_folder(
+        resolve_model(name_or_path, cache_dir=cache_dir), dtype=dtype, device=device
+    )
 
 
 def _load_folder(

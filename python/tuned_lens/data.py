@@ -126,8 +126,13 @@ def _read_path(path: Path, text_column: str) -> list[str]:
     if suffix in _JSON_SUFFIXES:
         return _read_jsonl(path, text_column)
     if suffix in (".parquet", ".csv"):
-        return _read_hf(["parquet" if suffix == ".parquet" else "csv"], split="train",
-                        text_column=text_column, revision=None, data_files=str(path))
+        return _read_hf(
+            ["parquet" if suffix == ".parquet" else "csv"],
+            split="train",
+            text_column=text_column,
+            revision=None,
+            data_files=str(path),
+        )
     # Anything else is read as one plain-text document.
     return [path.read_text(encoding="utf-8")]
 
@@ -350,9 +355,7 @@ class ChunkSampler:
     def samples_consumed_per_step(self, samples_per_step: int) -> int:
         """Samples one optimizer step really uses (rounded up to whole micro-batches)."""
         return (
-            self.micro_batches_per_step(samples_per_step)
-            * self.micro_batch_size
-            * self.world_size
+            self.micro_batches_per_step(samples_per_step) * self.micro_batch_size * self.world_size
         )
 
     def steps_available(self, samples_per_step: int) -> int:

@@ -63,17 +63,20 @@ class Budget:
 
 # About two minutes for glassllm on two CPU cores: ~0.4-0.7 s per step of 2,048 tokens on one
 # thread (see _choose_threads), plus loading, evaluation and pictures.
-FULL_BUDGET = Budget(steps=150, tokens_per_step=2048, seq_len=128, eval_tokens=16_384,
-                     checkpoint_freq=10)
+FULL_BUDGET = Budget(
+    steps=150, tokens_per_step=2048, seq_len=128, eval_tokens=16_384, checkpoint_freq=10
+)
 # Models bigger than glassllm on a CPU: every token is decoded by every layer's lens through a
 # large unembedding (SmolLM2: 30 layers x 576 x 49152, ~0.2 s per token on this project's
 # 2-core machine), so the CPU budget is a token demonstration of a few minutes. Use a GPU
 # (or --steps/--tokens-per-step) for a useful lens.
-LARGE_MODEL_CPU_BUDGET = Budget(steps=4, tokens_per_step=256, seq_len=64, eval_tokens=256,
-                                checkpoint_freq=1)
+LARGE_MODEL_CPU_BUDGET = Budget(
+    steps=4, tokens_per_step=256, seq_len=64, eval_tokens=256, checkpoint_freq=1
+)
 # Seconds: for tests and a first look.
-QUICK_BUDGET = Budget(steps=6, tokens_per_step=512, seq_len=64, eval_tokens=1_024,
-                      checkpoint_freq=2)
+QUICK_BUDGET = Budget(
+    steps=6, tokens_per_step=512, seq_len=64, eval_tokens=1_024, checkpoint_freq=2
+)
 
 
 @dataclass(frozen=True)
@@ -126,8 +129,7 @@ class DemoSettings:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be at least 2, got {self.seq_len}")
-        if not self.sentences or not all(isinstance(s, str) and s.strip()
-                                         for s in self.sentences):
+        if not self.sentences or not all(isinstance(s, str) and s.strip() for s in self.sentences):
             raise ValueError("sentences must be a non-empty tuple of non-empty strings")
         if not self.model or not self.data:
             raise ValueError("model and data must be non-empty")
@@ -178,45 +180,87 @@ def build_parser() -> argparse.ArgumentParser:
             "two CPU cores). Results go to --output; re-running resumes."
         ),
     )
-    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="folder for every result (default: %(default)s)")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="glassllm (default), smollm2, a local Hugging Face model folder, "
-                             "or a cached Hub id")
-    parser.add_argument("--data", default=DEFAULT_DATA,
-                        help="tinyshakespeare (default) or a local .txt/.jsonl file or folder")
-    parser.add_argument("--text-column", default="text",
-                        help="field holding the text in .jsonl records (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"optimiser steps (default {FULL_BUDGET.steps}; "
-                             f"{QUICK_BUDGET.steps} with --quick; {LARGE_MODEL_CPU_BUDGET.steps} "
-                             "for models other than glassllm on a CPU)")
-    parser.add_argument("--tokens-per-step", type=int, default=None,
-                        help=f"training tokens per step (default {FULL_BUDGET.tokens_per_step}; "
-                             f"{QUICK_BUDGET.tokens_per_step} with --quick; "
-                             f"{LARGE_MODEL_CPU_BUDGET.tokens_per_step} for other models on a CPU)")
-    parser.add_argument("--seq-len", type=int, default=None,
-                        help=f"tokens per chunk (default {FULL_BUDGET.seq_len}; "
-                             f"{QUICK_BUDGET.seq_len} with --quick; "
-                             f"{LARGE_MODEL_CPU_BUDGET.seq_len} for other models on a CPU)")
-    parser.add_argument("--eval-tokens", type=int, default=None,
-                        help=f"held-out tokens to evaluate (default {FULL_BUDGET.eval_tokens}; "
-                             f"{QUICK_BUDGET.eval_tokens} with --quick; "
-                             f"{LARGE_MODEL_CPU_BUDGET.eval_tokens} for other models on a CPU)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help="folder for every result (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="glassllm (default), smollm2, a local Hugging Face model folder, or a cached Hub id",
+    )
+    parser.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help="tinyshakespeare (default) or a local .txt/.jsonl file or folder",
+    )
+    parser.add_argument(
+        "--text-column",
+        default="text",
+        help="field holding the text in .jsonl records (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"optimiser steps (default {FULL_BUDGET.steps}; "
+        f"{QUICK_BUDGET.steps} with --quick; {LARGE_MODEL_CPU_BUDGET.steps} "
+        "for models other than glassllm on a CPU)",
+    )
+    parser.add_argument(
+        "--tokens-per-step",
+        type=int,
+        default=None,
+        help=f"training tokens per step (default {FULL_BUDGET.tokens_per_step}; "
+        f"{QUICK_BUDGET.tokens_per_step} with --quick; "
+        f"{LARGE_MODEL_CPU_BUDGET.tokens_per_step} for other models on a CPU)",
+    )
+    parser.add_argument(
+        "--seq-len",
+        type=int,
+        default=None,
+        help=f"tokens per chunk (default {FULL_BUDGET.seq_len}; "
+        f"{QUICK_BUDGET.seq_len} with --quick; "
+        f"{LARGE_MODEL_CPU_BUDGET.seq_len} for other models on a CPU)",
+    )
+    parser.add_argument(
+        "--eval-tokens",
+        type=int,
+        default=None,
+        help=f"held-out tokens to evaluate (default {FULL_BUDGET.eval_tokens}; "
+        f"{QUICK_BUDGET.eval_tokens} with --quick; "
+        f"{LARGE_MODEL_CPU_BUDGET.eval_tokens} for other models on a CPU)",
+    )
     parser.add_argument("--seed", type=int, default=42, help="seed (default: %(default)s)")
-    parser.add_argument("--sentence", action="append", dest="sentences", metavar="TEXT",
-                        help="a sentence to draw a prediction trajectory for (repeatable)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a tiny budget: seconds instead of minutes (for tests)")
-    parser.add_argument("--force", action="store_true",
-                        help="redo every stage, even those whose results exist")
-    parser.add_argument("--no-png", action="store_true",
-                        help="write HTML only, even when a Chromium is installed")
-    parser.add_argument("--device", default=None,
-                        help="cpu, cuda, cuda:1, … (default: CUDA when available)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: 1 for small models such as "
-                             "glassllm, else torch's default)")
+    parser.add_argument(
+        "--sentence",
+        action="append",
+        dest="sentences",
+        metavar="TEXT",
+        help="a sentence to draw a prediction trajectory for (repeatable)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a tiny budget: seconds instead of minutes (for tests)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="redo every stage, even those whose results exist"
+    )
+    parser.add_argument(
+        "--no-png", action="store_true", help="write HTML only, even when a Chromium is installed"
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, … (default: CUDA when available)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: 1 for small models such as "
+        "glassllm, else torch's default)",
+    )
     return parser
 
 
@@ -336,8 +380,9 @@ def _run_stages(settings: DemoSettings, log: Log) -> DemoOutputs:
     out.mkdir(parents=True, exist_ok=True)
     stale = _reset_if_settings_changed(out, settings, log)
     paths = _layout(out)
-    outputs = DemoOutputs(output=out, lens=paths["lens"], metrics=paths["metrics"],
-                          kl_plot_html=paths["kl_html"])
+    outputs = DemoOutputs(
+        output=out, lens=paths["lens"], metrics=paths["metrics"], kl_plot_html=paths["kl_html"]
+    )
     timings: dict[str, float] = {}
     torch.manual_seed(settings.seed)
 
@@ -349,13 +394,17 @@ def _run_stages(settings: DemoSettings, log: Log) -> DemoOutputs:
     train_chunks, eval_chunks, data_info = _load_data(settings, tokenizer)
     timings["load_s"] = time.perf_counter() - began
     n_layers = int(model.config.num_hidden_layers)
-    log(f"      {n_layers} layers, hidden size {model.config.hidden_size}, "
+    log(
+        f"      {n_layers} layers, hidden size {model.config.hidden_size}, "
         f"vocabulary {model.config.vocab_size}; {data_info['train_tokens']:,} training and "
-        f"{data_info['eval_tokens']:,} held-out tokens in chunks of {train_chunks.chunk_len}")
+        f"{data_info['eval_tokens']:,} held-out tokens in chunks of {train_chunks.chunk_len}"
+    )
 
     if on_cpu_and_large(model) and settings.steps <= LARGE_MODEL_CPU_BUDGET.steps:
-        log("      note: this model is large for a CPU, so the default budget is tiny and the "
-            "lens will be rough; a GPU (--device cuda) and more --steps give a useful one")
+        log(
+            "      note: this model is large for a CPU, so the default budget is tiny and the "
+            "lens will be rough; a GPU (--device cuda) and more --steps give a useful one"
+        )
     lens_done = _lens_is_complete(paths["lens"]) and not settings.force and not stale
     if lens_done:
         log(f"[2/5] Reusing the trained lens in {paths['lens']} (pass --force to retrain)")
@@ -363,8 +412,10 @@ def _run_stages(settings: DemoSettings, log: Log) -> DemoOutputs:
         lens = _load_lens(model, paths["lens"])
         train_info = _read_json(paths["state"]).get("training", {})
     else:
-        log(f"[2/5] Training a tuned lens: {settings.steps} steps of "
-            f"{settings.tokens_per_step:,} tokens")
+        log(
+            f"[2/5] Training a tuned lens: {settings.steps} steps of "
+            f"{settings.tokens_per_step:,} tokens"
+        )
         # Record the settings before training, so that a run interrupted mid-training and
         # restarted with other settings is recognised (and its checkpoints discarded).
         _write_state(paths["state"], settings, model_path, training={})
@@ -437,10 +488,18 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     )
 
 
-def _write_state(path: Path, settings: DemoSettings, model_path: str, *,
-                 training: dict[str, Any]) -> None:
-    _write_json(path, {"version": STATE_VERSION, "settings": settings.fingerprint(),
-                       "model_path": model_path, "training": training})
+def _write_state(
+    path: Path, settings: DemoSettings, model_path: str, *, training: dict[str, Any]
+) -> None:
+    _write_json(
+        path,
+        {
+            "version": STATE_VERSION,
+            "settings": settings.fingerprint(),
+            "model_path": model_path,
+            "training": training,
+        },
+    )
 
 
 def _reset_if_settings_changed(out: Path, settings: DemoSettings, log: Log) -> bool:
@@ -511,8 +570,9 @@ def _load_model(settings: DemoSettings):
     return model, tokenizer, model_path
 
 
-def split_documents(docs: Sequence[str], *, held_out: float = HELD_OUT_FRACTION
-                    ) -> tuple[list[str], list[str]]:
+def split_documents(
+    docs: Sequence[str], *, held_out: float = HELD_OUT_FRACTION
+) -> tuple[list[str], list[str]]:
     """Split documents into training and held-out parts.
 
     One document (a plain text file) is cut at a line break near ``1 - held_out`` of its length;
@@ -589,8 +649,7 @@ def _chunk_capped(docs: Sequence[str], tokenizer, seq_len: int, tokens_needed: i
 
     limit = (tokens_needed + 2 * seq_len) * CHARS_PER_TOKEN_BOUND
     if sum(len(d) for d in docs) > limit:
-        chunks = chunk_and_tokenize(_cap_characters(docs, limit), tokenizer,
-                                    max_seq_len=seq_len)
+        chunks = chunk_and_tokenize(_cap_characters(docs, limit), tokenizer, max_seq_len=seq_len)
         if len(chunks) * chunks.chunk_len >= tokens_needed:
             return chunks
     return chunk_and_tokenize(docs, tokenizer, max_seq_len=seq_len)
@@ -648,8 +707,9 @@ def _save_lens_atomically(lens, folder: Path) -> None:
     os.replace(tmp, folder)
 
 
-def _evaluate(model, lens, chunks, settings: DemoSettings, paths: dict[str, Path]
-              ) -> dict[str, Any]:
+def _evaluate(
+    model, lens, chunks, settings: DemoSettings, paths: dict[str, Path]
+) -> dict[str, Any]:
     """Per-layer KL, cross-entropy and entropy of both lenses on held-out chunks (nats)."""
     from tuned_lens.nn import LogitLens
     from tuned_lens.scripts.eval_loop import EvalConfig, evaluate_lenses, write_outputs
@@ -660,22 +720,30 @@ def _evaluate(model, lens, chunks, settings: DemoSettings, paths: dict[str, Path
     rows = max(1, tokens // chunk_len)
     batch = _largest_divisor_at_most(rows, 8)
     config = EvalConfig(tokens=rows * chunk_len, per_gpu_batch_size=batch, seed=settings.seed)
-    result = evaluate_lenses(model, {"logit": LogitLens.from_model(model), "tuned": lens},
-                             chunks, config)
+    result = evaluate_lenses(
+        model, {"logit": LogitLens.from_model(model), "tuned": lens}, chunks, config
+    )
     write_outputs(result, paths["eval"])
     agg = result.aggregate
     layers = []
     for j in range(result.num_layers):
         key = f"layer_{j}"
-        layers.append({
-            "layer": j,
-            **{f"{metric}_{name}": float(agg[name][metric][key])
-               for name in ("logit", "tuned") for metric in ("kl", "ce", "entropy")},
-        })
+        layers.append(
+            {
+                "layer": j,
+                **{
+                    f"{metric}_{name}": float(agg[name][metric][key])
+                    for name in ("logit", "tuned")
+                    for metric in ("kl", "ce", "entropy")
+                },
+            }
+        )
     return {
         "layers": layers,
-        "baseline": {"ce": float(agg["baseline"]["ce"]["final"]),
-                     "entropy": float(agg["baseline"]["entropy"]["final"])},
+        "baseline": {
+            "ce": float(agg["baseline"]["ce"]["final"]),
+            "entropy": float(agg["baseline"]["entropy"]["final"]),
+        },
         "units": "nats per token (multiply by nats_to_bpb for bits per byte)",
         "nats_to_bpb": float(result.nats_to_bpb),
         "tokens": int(result.tokens),
@@ -684,14 +752,20 @@ def _evaluate(model, lens, chunks, settings: DemoSettings, paths: dict[str, Path
 
 def format_table(metrics: dict[str, Any]) -> str:
     """A plain-text table of the per-layer metrics (nats per token)."""
-    head = (f"{'layer':>5}  {'KL logit':>9}  {'KL tuned':>9}  {'CE logit':>9}  "
-            f"{'CE tuned':>9}   (nats/token, {metrics['tokens']:,} held-out tokens)")
+    head = (
+        f"{'layer':>5}  {'KL logit':>9}  {'KL tuned':>9}  {'CE logit':>9}  "
+        f"{'CE tuned':>9}   (nats/token, {metrics['tokens']:,} held-out tokens)"
+    )
     lines = [head, "-" * len(head)]
     for row in metrics["layers"]:
-        lines.append(f"{row['layer']:>5}  {row['kl_logit']:>9.3f}  {row['kl_tuned']:>9.3f}  "
-                     f"{row['ce_logit']:>9.3f}  {row['ce_tuned']:>9.3f}")
-    lines.append(f"{'model':>5}  {0.0:>9.3f}  {0.0:>9.3f}  {metrics['baseline']['ce']:>9.3f}  "
-                 f"{metrics['baseline']['ce']:>9.3f}")
+        lines.append(
+            f"{row['layer']:>5}  {row['kl_logit']:>9.3f}  {row['kl_tuned']:>9.3f}  "
+            f"{row['ce_logit']:>9.3f}  {row['ce_tuned']:>9.3f}"
+        )
+    lines.append(
+        f"{'model':>5}  {0.0:>9.3f}  {0.0:>9.3f}  {metrics['baseline']['ce']:>9.3f}  "
+        f"{metrics['baseline']['ce']:>9.3f}"
+    )
     return "\n".join(lines)
 
 

@@ -27,16 +27,23 @@ def kl_figure(metrics: dict[str, Any], *, model_name: str):
     layers = [row["layer"] for row in metrics["layers"]]
     fig = go.Figure()
     for name, colour in (("logit", "#1f77b4"), ("tuned", "#d62728")):
-        fig.add_trace(go.Scatter(
-            x=layers, y=[row[f"kl_{name}"] for row in metrics["layers"]],
-            mode="lines+markers", name=f"{name} lens", line={"color": colour, "width": 3},
-            hovertemplate="layer %{x}<br>KL %{y:.3f} nats<extra>" + name + " lens</extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=layers,
+                y=[row[f"kl_{name}"] for row in metrics["layers"]],
+                mode="lines+markers",
+                name=f"{name} lens",
+                line={"color": colour, "width": 3},
+                hovertemplate="layer %{x}<br>KL %{y:.3f} nats<extra>" + name + " lens</extra>",
+            )
+        )
     fig.update_layout(
         title={"text": f"KL(model ‖ lens) per layer on held-out text — {model_name}", "x": 0.5},
         xaxis={"title": {"text": "layer (hidden_states index)"}, "tickmode": "linear", "dtick": 1},
         yaxis={"title": {"text": "KL divergence (nats per token)"}, "rangemode": "tozero"},
-        width=900, height=500, template="plotly_white",
+        width=900,
+        height=500,
+        template="plotly_white",
         legend={"x": 0.99, "xanchor": "right", "y": 0.99},
     )
     return fig
@@ -61,12 +68,15 @@ def _trajectory_figures(model, tokenizer, lens, sentence: str):
     ids = _sentence_ids(tokenizer, sentence, min(limit, 48))
     if len(ids) < 2:
         raise TooShortSentenceError(
-            f"sentence {sentence!r} has fewer than two tokens: nothing to predict")
+            f"sentence {sentence!r} has fewer than two tokens: nothing to predict"
+        )
     inputs, targets = ids[:-1], ids[1:]
-    tuned = PredictionTrajectory.from_lens_and_model(lens, model, inputs, tokenizer=tokenizer,
-                                                     targets=targets)
-    logit = PredictionTrajectory.from_lens_and_model(LogitLens.from_model(model), model, inputs,
-                                                     tokenizer=tokenizer, targets=targets)
+    tuned = PredictionTrajectory.from_lens_and_model(
+        lens, model, inputs, tokenizer=tokenizer, targets=targets
+    )
+    logit = PredictionTrajectory.from_lens_and_model(
+        LogitLens.from_model(model), model, inputs, tokenizer=tokenizer, targets=targets
+    )
     height = max(420, 150 + 26 * (tuned.num_layers + 1))
     tuned_kl, logit_kl = tuned.forward_kl(), logit.forward_kl()
     # One colour scale for both KL maps, so that the contrast between the lenses shows.
@@ -76,10 +86,14 @@ def _trajectory_figures(model, tokenizer, lens, sentence: str):
     figures = [
         ("entropy", tuned.entropy().figure(title="Tuned lens: entropy of the prediction")),
         ("forward_kl", tuned_kl.figure(title="Tuned lens: KL(model ‖ lens)")),
-        ("cross_entropy", tuned.cross_entropy().figure(
-            title="Tuned lens: cross-entropy of the next token")),
-        ("logit_forward_kl", logit_kl.figure(
-            title="Logit lens, for contrast: KL(model ‖ lens), same colour scale")),
+        (
+            "cross_entropy",
+            tuned.cross_entropy().figure(title="Tuned lens: cross-entropy of the next token"),
+        ),
+        (
+            "logit_forward_kl",
+            logit_kl.figure(title="Logit lens, for contrast: KL(model ‖ lens), same colour scale"),
+        ),
     ]
     for _, fig in figures:
         fig.update_layout(height=height)
@@ -96,18 +110,23 @@ def _finite_max(*arrays) -> float | None:
 def _page(title: str, intro: str, figures: list) -> str:
     """One standalone HTML page (plotly.js inline once) holding several figures."""
     parts = [
-        "<!DOCTYPE html>", "<html lang=\"en\">", "<head>", "<meta charset=\"utf-8\">",
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
         f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;margin:16px}p{max-width:60em}</style>",
-        "</head>", "<body>", f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(intro)}</p>",
+        "</head>",
+        "<body>",
+        f"<h2>{html.escape(title)}</h2>",
+        f"<p>{html.escape(intro)}</p>",
     ]
     for index, fig in enumerate(figures):
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=index == 0,
-                                 config={"responsive": False}))
+        parts.append(
+            fig.to_html(full_html=False, include_plotlyjs=index == 0, config={"responsive": False})
+        )
     parts += ["</body>", "</html>", ""]
     return "\n".join(parts)
-
-
 
 
 def _png_of(fig, png_path: Path) -> Path:
@@ -119,16 +138,25 @@ def _png_of(fig, png_path: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="tuned-lens-png-") as tmp:
         page = Path(tmp) / "figure.html"
         # "directory" writes plotly.min.js next to the page once instead of inlining it.
-        fig.write_html(page, include_plotlyjs="directory", full_html=True,
-                       config={"staticPlot": True})
+        fig.write_html(
+            page, include_plotlyjs="directory", full_html=True, config={"staticPlot": True}
+        )
         tmp_png = Path(tmp) / "figure.png"
         screenshot(page, tmp_png, width=width, height=height)
         shutil.move(str(tmp_png), png_path)
     return png_path
 
 
-def draw(model, tokenizer, lens, metrics, settings: DemoSettings, paths: dict[str, Path],
-          outputs: DemoOutputs, log: Log) -> dict[str, Any]:
+def draw(
+    model,
+    tokenizer,
+    lens,
+    metrics,
+    settings: DemoSettings,
+    paths: dict[str, Path],
+    outputs: DemoOutputs,
+    log: Log,
+) -> dict[str, Any]:
     from tuned_lens.headless_chromium import ChromiumError, find_chromium
 
     want_png = settings.png and find_chromium() is not None
@@ -156,14 +184,20 @@ def draw(model, tokenizer, lens, metrics, settings: DemoSettings, paths: dict[st
             log(f"      skipped: {err}")
             continue
         page = folder / f"sentence_{number}.html"
-        intro = (f"“{sentence}” — each column is an input token, each row a layer; a cell "
-                 "shows the lens's top prediction for the next token, its colour the "
-                 "statistic, and hovering lists the top 10 predictions.")
-        write_text_atomically(page, _page(f"Prediction trajectory {number}", intro,
-                                           [f for _, f in figures]))
+        intro = (
+            f"“{sentence}” — each column is an input token, each row a layer; a cell "
+            "shows the lens's top prediction for the next token, its colour the "
+            "statistic, and hovering lists the top 10 predictions."
+        )
+        write_text_atomically(
+            page, _page(f"Prediction trajectory {number}", intro, [f for _, f in figures])
+        )
         outputs.trajectory_html.append(page)
-        entry: dict[str, Any] = {"sentence": sentence, "html": f"trajectories/{page.name}",
-                                 "statistics": [name for name, _ in figures]}
+        entry: dict[str, Any] = {
+            "sentence": sentence,
+            "html": f"trajectories/{page.name}",
+            "statistics": [name for name, _ in figures],
+        }
         if want_png:
             png = folder / f"sentence_{number}_entropy.png"
             try:
@@ -187,34 +221,50 @@ def index_page(summary: dict[str, Any], settings: DemoSettings) -> str:
         for r in summary["layers"]
     )
     baseline = summary["baseline"]["ce"]
-    links = [f'<li><a href="{esc(figures["kl_per_layer_html"])}">KL(model ‖ lens) per layer'
-             "</a></li>"]
+    links = [
+        f'<li><a href="{esc(figures["kl_per_layer_html"])}">KL(model ‖ lens) per layer</a></li>'
+    ]
     for entry in figures["trajectories"]:
-        links.append(f'<li><a href="{esc(entry["html"])}">Prediction trajectory</a>: '
-                     f"“{esc(entry['sentence'])}”</li>")
+        links.append(
+            f'<li><a href="{esc(entry["html"])}">Prediction trajectory</a>: '
+            f"“{esc(entry['sentence'])}”</li>"
+        )
     pictures = []
     if "kl_per_layer_png" in figures:
         pictures.append(figures["kl_per_layer_png"])
     pictures += [entry["png"] for entry in figures["trajectories"] if "png" in entry]
-    images = "".join(f'<p><img src="{esc(p)}" alt="{esc(p)}" style="max-width:100%"></p>'
-                     for p in pictures)
-    return "\n".join([
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        "<title>tuned-lens demo</title>",
-        "<style>body{font-family:sans-serif;margin:24px;max-width:1100px}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;"
-        "text-align:right}</style>",
-        "</head>", "<body>",
-        "<h1>tuned-lens demo</h1>",
-        f"<p>Model <code>{esc(settings.model)}</code>, data <code>{esc(settings.data)}</code>; "
-        f"{settings.steps} training steps of {settings.tokens_per_step:,} tokens. "
-        "The lens is in <code>lens/</code>, all numbers in <code>metrics.json</code>.</p>",
-        f"<h2>Per layer, on {summary['eval_tokens_evaluated']:,} held-out tokens (nats)</h2>",
-        "<table><tr><th>layer</th><th>KL logit lens</th><th>KL tuned lens</th>"
-        "<th>CE logit lens</th><th>CE tuned lens</th></tr>",
-        rows,
-        f"<tr><td>model</td><td>0</td><td>0</td><td>{baseline:.3f}</td>"
-        f"<td>{baseline:.3f}</td></tr></table>",
-        "<h2>Figures</h2>", "<ul>", *links, "</ul>", images,
-        "</body>", "</html>", "",
-    ])
+    images = "".join(
+        f'<p><img src="{esc(p)}" alt="{esc(p)}" style="max-width:100%"></p>' for p in pictures
+    )
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            "<title>tuned-lens demo</title>",
+            "<style>body{font-family:sans-serif;margin:24px;max-width:1100px}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;"
+            "text-align:right}</style>",
+            "</head>",
+            "<body>",
+            "<h1>tuned-lens demo</h1>",
+            f"<p>Model <code>{esc(settings.model)}</code>, data <code>{esc(settings.data)}</code>; "
+            f"{settings.steps} training steps of {settings.tokens_per_step:,} tokens. "
+            "The lens is in <code>lens/</code>, all numbers in <code>metrics.json</code>.</p>",
+            f"<h2>Per layer, on {summary['eval_tokens_evaluated']:,} held-out tokens (nats)</h2>",
+            "<table><tr><th>layer</th><th>KL logit lens</th><th>KL tuned lens</th>"
+            "<th>CE logit lens</th><th>CE tuned lens</th></tr>",
+            rows,
+            f"<tr><td>model</td><td>0</td><td>0</td><td>{baseline:.3f}</td>"
+            f"<td>{baseline:.3f}</td></tr></table>",
+            "<h2>Figures</h2>",
+            "<ul>",
+            *links,
+            "</ul>",
+            images,
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )

@@ -138,11 +138,19 @@ def test_two_processes_converting_at_once_both_get_a_complete_folder(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from tuned_lens.assets import glassllm_model_dir; "
-            "print(glassllm_model_dir(sys.argv[1]))")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    code = (
+        "import sys; from tuned_lens.assets import glassllm_model_dir; "
+        "print(glassllm_model_dir(sys.argv[1]))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     for proc, (_out, err) in zip(procs, results):
         assert proc.returncode == 0, err

@@ -89,7 +89,7 @@ def test_greedy_text_is_english_like(converted):
     prompt = torch.tensor([tokenizer("Alice said").input_ids])
     with torch.no_grad():
         out = model.generate(prompt, max_new_tokens=30, do_sample=False)
-    text = tokenizer.decode(out[0, prompt.shape[1]:])
+    text = tokenizer.decode(out[0, prompt.shape[1] :])
     words = text.split()
     assert len(words) >= 8
     letters = sum(ch.isalpha() or ch.isspace() for ch in text) / len(text)

@@ -28,8 +28,8 @@ def read_png(path: str | Path) -> tuple[int, int, int, list[bytes]]:
         raise ValueError(f"{path} is not a PNG file")
     pos, idat, header = len(_SIGNATURE), bytearray(), None
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
@@ -41,7 +41,9 @@ def read_png(path: str | Path) -> tuple[int, int, int, list[bytes]]:
         raise ValueError(f"{path} has no IHDR chunk")
     width, height, depth, colour, _, _, interlace = header
     if depth != 8 or colour not in _CHANNELS or interlace:
-        raise ValueError(f"unsupported PNG: depth {depth}, colour type {colour}, interlace {interlace}")
+        raise ValueError(
+            f"unsupported PNG: depth {depth}, colour type {colour}, interlace {interlace}"
+        )
     channels = _CHANNELS[colour]
     stride = width * channels
     raw = zlib.decompress(bytes(idat))
@@ -49,7 +51,7 @@ def read_png(path: str | Path) -> tuple[int, int, int, list[bytes]]:
     previous = bytearray(stride)
     for y in range(height):
         start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
         for i in range(stride):
             left = line[i - channels] if i >= channels else 0
             up = previous[i]
@@ -76,7 +78,7 @@ def colour_summary(path: str | Path, *, step: int = 4) -> tuple[int, float]:
     non_white = total = 0
     for row in rows[::step]:
         for x in range(0, width, step):
-            pixel = tuple(row[x * channels:x * channels + min(channels, 3)])
+            pixel = tuple(row[x * channels : x * channels + min(channels, 3)])
             colours.add(pixel)
             total += 1
             non_white += any(value < 245 for value in pixel)

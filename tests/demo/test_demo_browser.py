@@ -51,16 +51,22 @@ def test_kl_page_renders_both_curves(demo_output):
 
 
 def test_screenshot_of_a_trajectory_is_not_blank(demo_output, tmp_path):
-    png = screenshot(demo_output / "trajectories" / "sentence_1.html", tmp_path / "shot.png",
-                     width=1400, height=900)
+    png = screenshot(
+        demo_output / "trajectories" / "sentence_1.html",
+        tmp_path / "shot.png",
+        width=1400,
+        height=900,
+    )
     colours, non_white = colour_summary(png)
     assert colours > 50  # a heat map's colour scale, text, axes
     assert non_white > 0.05
 
 
 def test_demo_wrote_non_blank_pngs(demo_output):
-    pngs = [demo_output / "kl_per_layer.png",
-            demo_output / "trajectories" / "sentence_1_entropy.png"]
+    pngs = [
+        demo_output / "kl_per_layer.png",
+        demo_output / "trajectories" / "sentence_1_entropy.png",
+    ]
     for png in pngs:
         assert png.is_file(), png
         colours, non_white = colour_summary(png)

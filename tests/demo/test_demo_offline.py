@@ -31,11 +31,29 @@ def test_demo_runs_without_any_network(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
     env["TUNED_LENS_CACHE"] = str(tmp_path / "cache")
     out = tmp_path / "out"
-    command = ["unshare", "-n", sys.executable, "-m", "tuned_lens", "demo", "--quick",
-               "--steps", "2", "--tokens-per-step", "256", "--eval-tokens", "256", "--no-png",
-               "--output", str(out), "--sentence", "Alice was beginning to get tired."]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
+    command = [
+        "unshare",
+        "-n",
+        sys.executable,
+        "-m",
+        "tuned_lens",
+        "demo",
+        "--quick",
+        "--steps",
+        "2",
+        "--tokens-per-step",
+        "256",
+        "--eval-tokens",
+        "256",
+        "--no-png",
+        "--output",
+        str(out),
+        "--sentence",
+        "Alice was beginning to get tired.",
+    ]
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Done" in done.stdout
     assert (tmp_path / "cache").is_dir()  # the model was converted inside the namespace

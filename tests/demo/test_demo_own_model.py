@@ -19,10 +19,18 @@ def own_model_dir(tmp_path_factory):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=1024, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=128, eos_token_id=3, bos_token_id=2,
-                         pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=1024,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        eos_token_id=3,
+        bos_token_id=2,
+        pad_token_id=0,
+    )
     folder = tmp_path_factory.mktemp("own") / "my-model"
     LlamaForCausalLM(config).save_pretrained(folder)
     source = glassllm_model_dir()
@@ -32,8 +40,10 @@ def own_model_dir(tmp_path_factory):
 
 
 def _text(lines: int) -> list[str]:
-    return [f"Line {i}: the Queen and Alice walked along the shore, talking of {i} things."
-            for i in range(lines)]
+    return [
+        f"Line {i}: the Queen and Alice walked along the shore, talking of {i} things."
+        for i in range(lines)
+    ]
 
 
 @pytest.mark.slow
@@ -44,12 +54,29 @@ def test_demo_runs_on_a_local_model_and_text_file(own_model_dir, tmp_path, kind)
         data.write_text("\n".join(_text(400)) + "\n", encoding="utf-8")
     else:
         data = tmp_path / "notes.jsonl"
-        data.write_text("".join(json.dumps({"body": t}) + "\n" for t in _text(400)),
-                        encoding="utf-8")
+        data.write_text(
+            "".join(json.dumps({"body": t}) + "\n" for t in _text(400)), encoding="utf-8"
+        )
     out = tmp_path / "out"
-    argv = ["--model", str(own_model_dir), "--data", str(data), "--output", str(out),
-            "--steps", "3", "--tokens-per-step", "256", "--seq-len", "32", "--eval-tokens", "128",
-            "--no-png", "--sentence", "Alice walked along the shore."]
+    argv = [
+        "--model",
+        str(own_model_dir),
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--steps",
+        "3",
+        "--tokens-per-step",
+        "256",
+        "--seq-len",
+        "32",
+        "--eval-tokens",
+        "128",
+        "--no-png",
+        "--sentence",
+        "Alice walked along the shore.",
+    ]
     if kind == "jsonl":
         argv += ["--text-column", "body"]
     assert demo.main(argv) == 0

@@ -22,8 +22,16 @@ SENTENCES = ["Alice looked at the Queen.", "To be, or not to be."]  # as in conf
 
 
 def _run(output: Path, *extra: str) -> int:
-    argv = ["--quick", "--output", str(output), "--sentence", SENTENCES[0],
-            "--sentence", SENTENCES[1], *extra]
+    argv = [
+        "--quick",
+        "--output",
+        str(output),
+        "--sentence",
+        SENTENCES[0],
+        "--sentence",
+        SENTENCES[1],
+        *extra,
+    ]
     return demo.main(argv)
 
 
@@ -53,13 +61,29 @@ def test_lens_loads_with_the_right_shapes(quick_run):
 @pytest.mark.slow
 def test_metrics_json_is_complete_and_finite(quick_run):
     metrics = json.loads((quick_run / "metrics.json").read_text())
-    assert set(metrics) >= {"settings", "model_path", "data", "training", "layers", "baseline",
-                            "units", "nats_to_bpb", "timings_s", "figures"}
+    assert set(metrics) >= {
+        "settings",
+        "model_path",
+        "data",
+        "training",
+        "layers",
+        "baseline",
+        "units",
+        "nats_to_bpb",
+        "timings_s",
+        "figures",
+    }
     assert metrics["settings"]["steps"] == demo.QUICK_BUDGET.steps
     assert [row["layer"] for row in metrics["layers"]] == [0, 1, 2, 3]
     for row in metrics["layers"]:
-        for key in ("kl_logit", "kl_tuned", "ce_logit", "ce_tuned", "entropy_logit",
-                    "entropy_tuned"):
+        for key in (
+            "kl_logit",
+            "kl_tuned",
+            "ce_logit",
+            "ce_tuned",
+            "entropy_logit",
+            "entropy_tuned",
+        ):
             assert math.isfinite(row[key]) and row[key] >= 0, (key, row)
     assert math.isfinite(metrics["baseline"]["ce"]) and metrics["baseline"]["ce"] > 0
     assert 0 < metrics["nats_to_bpb"] < 10
@@ -108,9 +132,23 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # Checkpoints every 2 steps (the quick budget); 40 short steps leave time to kill the run
     # after its first checkpoint even on a fast machine, and keep the resumed part short.
-    argv = [sys.executable, "-m", "tuned_lens.demo", "--quick", "--steps", "40",
-            "--tokens-per-step", "256", "--eval-tokens", "256", "--output", str(output),
-            "--no-png", "--sentence", "Alice."]
+    argv = [
+        sys.executable,
+        "-m",
+        "tuned_lens.demo",
+        "--quick",
+        "--steps",
+        "40",
+        "--tokens-per-step",
+        "256",
+        "--eval-tokens",
+        "256",
+        "--output",
+        str(output),
+        "--no-png",
+        "--sentence",
+        "Alice.",
+    ]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
@@ -149,15 +187,35 @@ def test_index_page_links_only_to_files_that_exist(quick_run):
 def test_interrupted_run_restarted_with_other_settings_starts_over(tmp_path, capsys):
     # A run that stopped mid-training leaves checkpoints and the recorded settings, no lens.
     output = tmp_path / "out"
-    first = demo.DemoSettings(output=output, steps=4, tokens_per_step=256, seq_len=64,
-                              eval_tokens=256, checkpoint_freq=1, png=False, sentences=("Hi.",))
+    first = demo.DemoSettings(
+        output=output,
+        steps=4,
+        tokens_per_step=256,
+        seq_len=64,
+        eval_tokens=256,
+        checkpoint_freq=1,
+        png=False,
+        sentences=("Hi.",),
+    )
     paths = demo._layout(output)
     output.mkdir()
     paths["checkpoints"].mkdir()
     (paths["checkpoints"] / "checkpoint_00000002.safetensors").write_bytes(b"stale")
     demo._write_state(paths["state"], first, "/somewhere", training={})
-    argv = ["--quick", "--steps", "3", "--tokens-per-step", "256", "--eval-tokens", "256",
-            "--output", str(output), "--no-png", "--sentence", "Alice was here."]
+    argv = [
+        "--quick",
+        "--steps",
+        "3",
+        "--tokens-per-step",
+        "256",
+        "--eval-tokens",
+        "256",
+        "--output",
+        str(output),
+        "--no-png",
+        "--sentence",
+        "Alice was here.",
+    ]
     assert demo.main(argv) == 0
     assert "starting over" in capsys.readouterr().out
     state = json.loads(paths["state"].read_text())

@@ -19,13 +19,35 @@ def test_quick_flag_selects_the_small_budget():
 
 def test_explicit_flags_override_the_budget():
     args = demo.build_parser().parse_args(
-        ["--quick", "--steps", "3", "--tokens-per-step", "256", "--seq-len", "32",
-         "--seed", "7", "--sentence", "One.", "--sentence", "Two.", "--model", "smollm2",
-         "--data", "notes.jsonl", "--force", "--no-png"]
+        [
+            "--quick",
+            "--steps",
+            "3",
+            "--tokens-per-step",
+            "256",
+            "--seq-len",
+            "32",
+            "--seed",
+            "7",
+            "--sentence",
+            "One.",
+            "--sentence",
+            "Two.",
+            "--model",
+            "smollm2",
+            "--data",
+            "notes.jsonl",
+            "--force",
+            "--no-png",
+        ]
     )
     settings = demo.settings_from_args(args)
     assert (settings.steps, settings.tokens_per_step, settings.seq_len, settings.seed) == (
-        3, 256, 32, 7)
+        3,
+        256,
+        32,
+        7,
+    )
     assert settings.sentences == ("One.", "Two.")
     assert settings.checkpoint_freq == 2  # min(quick frequency, steps)
     assert settings.force and not settings.png
@@ -114,8 +136,13 @@ def test_format_table_lists_every_layer_and_the_model():
     metrics = {
         "tokens": 1024,
         "layers": [
-            {"layer": j, "kl_logit": 5.0 - j, "kl_tuned": 1.0 - 0.1 * j, "ce_logit": 7.0,
-             "ce_tuned": 4.0}
+            {
+                "layer": j,
+                "kl_logit": 5.0 - j,
+                "kl_tuned": 1.0 - 0.1 * j,
+                "ce_logit": 7.0,
+                "ce_tuned": 4.0,
+            }
             for j in range(3)
         ],
         "baseline": {"ce": 3.5, "entropy": 3.0},
@@ -131,11 +158,13 @@ def test_format_table_lists_every_layer_and_the_model():
 def test_bigger_models_get_a_smaller_default_budget_on_the_cpu():
     assert demo.default_budget("glassllm", quick=False, device="cpu") == demo.FULL_BUDGET
     assert demo.default_budget("smollm2", quick=False, device="cpu") == (
-        demo.LARGE_MODEL_CPU_BUDGET)
+        demo.LARGE_MODEL_CPU_BUDGET
+    )
     assert demo.default_budget("smollm2", quick=False, device="cuda") == demo.FULL_BUDGET
     assert demo.default_budget("smollm2", quick=True, device="cpu") == demo.QUICK_BUDGET
-    args = demo.build_parser().parse_args(["--model", "./folder", "--device", "cpu",
-                                           "--steps", "3"])
+    args = demo.build_parser().parse_args(
+        ["--model", "./folder", "--device", "cpu", "--steps", "3"]
+    )
     settings = demo.settings_from_args(args)
     assert settings.steps == 3
     assert settings.tokens_per_step == demo.LARGE_MODEL_CPU_BUDGET.tokens_per_step
@@ -156,8 +185,9 @@ def test_threads_option_is_validated():
 
 
 def test_missing_data_file_is_a_clear_error(tmp_path, capsys):
-    code = demo.main(["--quick", "--output", str(tmp_path / "out"),
-                      "--data", str(tmp_path / "absent.jsonl")])
+    code = demo.main(
+        ["--quick", "--output", str(tmp_path / "out"), "--data", str(tmp_path / "absent.jsonl")]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "tuned-lens demo: error:" in err and "absent.jsonl" in err
@@ -165,8 +195,9 @@ def test_missing_data_file_is_a_clear_error(tmp_path, capsys):
 
 def test_too_little_data_is_a_clear_error(tmp_path, capsys):
     data = tmp_path / "tiny.jsonl"
-    data.write_text("\n".join(json.dumps({"text": f"Line {i} of a tiny file."})
-                              for i in range(30)) + "\n")
+    data.write_text(
+        "\n".join(json.dumps({"text": f"Line {i} of a tiny file."}) for i in range(30)) + "\n"
+    )
     code = demo.main(["--quick", "--output", str(tmp_path / "out"), "--data", str(data)])
     assert code == 2
     err = capsys.readouterr().err

@@ -36,8 +36,11 @@ def _interpreters() -> list[str]:
     candidates += sorted(str(p) for p in pyenv_root.glob("versions/3.1*/bin/python3"))
     by_minor: dict[int, str] = {}
     for exe in filter(None, candidates):
-        probe = subprocess.run([exe, "-c", "import sys, venv; print(sys.version_info[1])"],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [exe, "-c", "import sys, venv; print(sys.version_info[1])"],
+            capture_output=True,
+            text=True,
+        )
         if probe.returncode == 0 and probe.stdout.strip().isdigit():
             minor = int(probe.stdout)
             if 10 <= minor <= 13:
@@ -50,7 +53,8 @@ def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "maturin", "build", "--release", "--quiet", "--out", str(out)],
-        cwd=REPO, check=True,
+        cwd=REPO,
+        check=True,
     )
     (built,) = out.glob("*.whl")
     return built
@@ -59,7 +63,11 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_is_abi3_and_ships_types(wheel: Path):
     assert "-cp310-abi3-" in wheel.name, wheel.name
     names = set(zipfile.ZipFile(wheel).namelist())
-    for expected in ("tuned_lens/py.typed", "tuned_lens/_lens_stats.pyi", "tuned_lens/lens_stats.py"):
+    for expected in (
+        "tuned_lens/py.typed",
+        "tuned_lens/_lens_stats.pyi",
+        "tuned_lens/lens_stats.py",
+    ):
         assert expected in names, f"{expected} missing from {wheel.name}"
     assert any(n.startswith("tuned_lens/_lens_stats.") and n.endswith(".so") for n in names)
 
@@ -72,11 +80,14 @@ def test_wheel_installs_and_imports_in_a_fresh_venv(wheel: Path, tmp_path: Path)
         subprocess.run([exe, "-m", "venv", str(venv)], check=True)
         py = venv / "bin" / "python"
         # numpy is the only import the array statistics need; torch and the rest stay out.
-        subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel),
-                        "numpy"], check=True)
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel), "numpy"],
+            check=True,
+        )
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        result = subprocess.run([str(py), "-c", SMOKE], cwd=tmp_path, env=env,
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            [str(py), "-c", SMOKE], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
         assert result.returncode == 0, f"{exe}: {result.stderr}"
         ran.append(result.stdout.strip())
     assert ran, "no interpreter ran the smoke test"

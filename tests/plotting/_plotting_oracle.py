@@ -7,7 +7,18 @@ import numpy as np
 # The tiny tokenizer's vocabulary (conftest.tiny_tokenizer): GPT-2 style markers (Ġ = leading
 # space, Ċ = newline) and one long token.
 TINY_VOCAB = [
-    "<unk>", "Ġthe", "Ġcat", "Ċ", "ThisIsALongToken", "a", "b", "Ġsat", "Ġon", "Ġmat", ".", "!"
+    "<unk>",
+    "Ġthe",
+    "Ġcat",
+    "Ċ",
+    "ThisIsALongToken",
+    "a",
+    "b",
+    "Ġsat",
+    "Ġon",
+    "Ġmat",
+    ".",
+    "!",
 ]
 
 

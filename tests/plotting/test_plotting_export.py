@@ -13,7 +13,9 @@ HAVE_KALEIDO = importlib.util.find_spec("kaleido") is not None
 
 def small_figure():
     stat = TrajectoryStatistic(
-        "Entropy", np.array([[1.0, 2.0], [0.5, 0.25]]), sequence_labels=np.array(["a", "b"]),
+        "Entropy",
+        np.array([[1.0, 2.0], [0.5, 0.25]]),
+        sequence_labels=np.array(["a", "b"]),
         units="nats",
     )
     return stat.figure(title="export test")
@@ -22,7 +24,9 @@ def small_figure():
 def test_write_html_is_standalone(tmp_path):
     path = write_html(small_figure(), tmp_path / "nested" / "figure.html")
     html = path.read_text(encoding="utf-8")
-    assert html.lstrip().lower().startswith("<html") or html.lstrip().lower().startswith("<!doctype")
+    assert html.lstrip().lower().startswith("<html") or html.lstrip().lower().startswith(
+        "<!doctype"
+    )
     assert re.search(r"<script[^>]*\bsrc=", html) is None  # nothing fetched from a CDN
     assert "Entropy (nats)" in html and "export test" in html
     assert len(html) > 1_000_000  # plotly.js itself is inside

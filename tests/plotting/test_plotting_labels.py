@@ -28,8 +28,14 @@ def test_largest_prob_labels_single_sequence(rng, tiny_tokenizer):
     formatter = TokenFormatter()
     top_ids, top_probs = oracle.top_k(lp, 5)
     tokens = np.array(TINY_VOCAB, dtype=object)
-    assert labels.label_strings.tolist() == formatter.vectorized_format(tokens[top_ids[..., 0]]).tolist()
-    assert labels.hover_over_entries[..., 0].tolist() == formatter.vectorized_format(tokens[top_ids]).tolist()
+    assert (
+        labels.label_strings.tolist()
+        == formatter.vectorized_format(tokens[top_ids[..., 0]]).tolist()
+    )
+    assert (
+        labels.hover_over_entries[..., 0].tolist()
+        == formatter.vectorized_format(tokens[top_ids]).tolist()
+    )
     expected_values = [[[f"{100 * p:.2f}%" for p in cell] for cell in row] for row in top_probs]
     assert labels.hover_over_entries[..., 1].tolist() == expected_values
 
@@ -86,7 +92,9 @@ def test_min_prob_blanks_cells_individually(tiny_tokenizer):
 def test_min_prob_uses_the_batch_mean_of_the_top_probability(tiny_tokenizer):
     a = one_hot_ish([[1, 1]], [[0.9, 0.9]], len(TINY_VOCAB))
     b = one_hot_ish([[1, 1]], [[0.5, 0.1]], len(TINY_VOCAB))
-    traj = PredictionTrajectory(np.stack([a, b]), np.ones((2, 2), np.int64), tokenizer=tiny_tokenizer)
+    traj = PredictionTrajectory(
+        np.stack([a, b]), np.ones((2, 2), np.int64), tokenizer=tiny_tokenizer
+    )
     # Means are 0.7 and 0.5.
     assert traj.entropy(min_prob=0.6).trajectory_labels.label_strings.tolist() == [["_the", ""]]
 
@@ -154,9 +162,10 @@ def test_padding_is_left_out_of_means_and_labels(tiny_tokenizer, rng):
     assert np.isnan(stat.stats[:, 3]).all()
     assert stat.sequence_labels.tolist() == ["_the", "_cat", "Ċ".replace("Ċ", "\\n"), ""]
     top = oracle.top_k(lp, 1)[0][0, :, 2, 0]
-    assert stat.trajectory_labels.label_strings[:, 2].tolist() == TokenFormatter().vectorized_format(
-        np.array(TINY_VOCAB, dtype=object)[top]
-    ).tolist()
+    assert (
+        stat.trajectory_labels.label_strings[:, 2].tolist()
+        == TokenFormatter().vectorized_format(np.array(TINY_VOCAB, dtype=object)[top]).tolist()
+    )
     assert (stat.trajectory_labels.label_strings[:, 3] == "").all()
     hover = stat.trajectory_labels.hover_over_entries
     assert (hover[:, 3] == "").all()  # padded in both prompts

@@ -46,7 +46,10 @@ def encode(tokenizer, text):
 
 def assert_same_statistic(full, compact, *, rtol=1e-5, atol=2e-6):
     assert (full.name, full.units, full.min, full.max) == (
-        compact.name, compact.units, compact.min, compact.max,
+        compact.name,
+        compact.units,
+        compact.min,
+        compact.max,
     )
     np.testing.assert_allclose(compact.stats, full.stats, rtol=rtol, atol=atol)
     np.testing.assert_array_equal(compact.sequence_labels, full.sequence_labels)
@@ -140,8 +143,17 @@ def test_compact_equals_full_on_one_sequence(glassllm, lenses, mask_input):
         tuned, model, ids, tokenizer, targets, anti, mask_input=mask_input
     )
     compact = CompactTrajectory.from_lens_and_model(
-        logit_lens, model, ids, tokenizer=tokenizer, targets=targets, anti_targets=anti,
-        track=[7, 11], other_lens=tuned, topk=10, mask_input=mask_input, progress=False,
+        logit_lens,
+        model,
+        ids,
+        tokenizer=tokenizer,
+        targets=targets,
+        anti_targets=anti,
+        track=[7, 11],
+        other_lens=tuned,
+        topk=10,
+        mask_input=mask_input,
+        progress=False,
     )
     assert compact.entropy_cells.shape == (1, model.config.num_hidden_layers + 1, len(ids))
     expected = all_statistics(full, other)
@@ -169,7 +181,12 @@ def test_compact_equals_full_on_a_ragged_batch(glassllm, lenses):
     # batch_size=2 pads the batches differently from the full path: results agree to
     # float32 noise, labels exactly.
     compact = CompactTrajectory.from_lens_and_model(
-        logit_lens, model, ids, tokenizer=tokenizer, targets=targets, batch_size=2,
+        logit_lens,
+        model,
+        ids,
+        tokenizer=tokenizer,
+        targets=targets,
+        batch_size=2,
         progress=False,
     )
     for method in ("entropy", "cross_entropy", "rank", "forward_kl", "max_probability"):
@@ -188,7 +205,7 @@ def test_compact_equals_full_on_a_ragged_batch(glassllm, lenses):
             rtol=1e-4,
             atol=1e-4,
         )
-    assert np.isnan(compact.entropy_cells[2, :, lengths[2]:]).all()
+    assert np.isnan(compact.entropy_cells[2, :, lengths[2] :]).all()
 
 
 def test_compact_from_a_rectangular_batch_with_next_token_targets(glassllm, lenses):
@@ -198,7 +215,10 @@ def test_compact_from_a_rectangular_batch_with_next_token_targets(glassllm, lens
         lenses[0], model, ids, tokenizer=tokenizer, targets="next", progress=False
     )
     full = PredictionTrajectory.from_lens_and_model(
-        lenses[0], model, ids, tokenizer=tokenizer,
+        lenses[0],
+        model,
+        ids,
+        tokenizer=tokenizer,
         targets=np.concatenate([ids[:, 1:].numpy(), np.full((3, 1), tokenizer.eos_token_id)], 1),
     )
     assert_same_statistic(full.cross_entropy(), compact.cross_entropy(), rtol=1e-4, atol=1e-4)
@@ -241,8 +261,13 @@ def test_bfloat16_model_statistics_stay_close(glassllm, lenses):
     model_bf16 = model.to(torch.bfloat16)
     try:
         half = CompactTrajectory.from_lens_and_model(
-            LogitLens.from_model(model_bf16), model_bf16, ids, tokenizer=tokenizer,
-            targets=targets, track=[7], progress=False,
+            LogitLens.from_model(model_bf16),
+            model_bf16,
+            ids,
+            tokenizer=tokenizer,
+            targets=targets,
+            track=[7],
+            progress=False,
         )
     finally:
         model.to(torch.float32)
@@ -252,8 +277,9 @@ def test_bfloat16_model_statistics_stay_close(glassllm, lenses):
         half.cross_entropy().stats, reference.cross_entropy().stats, atol=0.3
     )
     assert abs(float(np.mean(half.rank().stats)) - float(np.mean(reference.rank().stats))) < 5
-    np.testing.assert_allclose(half.token_log_prob(7).stats, reference.token_log_prob(7).stats,
-                               atol=0.3)
+    np.testing.assert_allclose(
+        half.token_log_prob(7).stats, reference.token_log_prob(7).stats, atol=0.3
+    )
 
 
 def test_from_lens_and_cache_with_hidden_state_mapping(glassllm, lenses):
@@ -265,7 +291,11 @@ def test_from_lens_and_cache_with_hidden_state_mapping(glassllm, lenses):
     cache = {("resid_pre", i): h for i, h in enumerate(out.hidden_states)}
     _, tuned = lenses
     from_cache = PredictionTrajectory.from_lens_and_cache(
-        tuned, torch.tensor([ids]), cache, out.logits, targets=torch.tensor([targets]),
+        tuned,
+        torch.tensor([ids]),
+        cache,
+        out.logits,
+        targets=torch.tensor([targets]),
         tokenizer=tokenizer,
     )
     direct = PredictionTrajectory.from_lens_and_model(
@@ -282,8 +312,14 @@ def test_from_lens_and_cache_transformer_lens():
     from tuned_lens.nn.lenses import LogitLens
 
     config = tl.HookedTransformerConfig(
-        n_layers=2, d_model=32, d_head=8, n_ctx=32, d_vocab=50, act_fn="gelu",
-        normalization_type="LN", seed=0,
+        n_layers=2,
+        d_model=32,
+        d_head=8,
+        n_ctx=32,
+        d_vocab=50,
+        act_fn="gelu",
+        normalization_type="LN",
+        seed=0,
     )
     model = tl.HookedTransformer(config)
     ids = torch.tensor([[1, 5, 7, 9, 11]])

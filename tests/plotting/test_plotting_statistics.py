@@ -58,9 +58,7 @@ def test_single_trajectory_statistics_match_oracle(rng, batch_shape):
     assert (stat.name, stat.includes_output) == ("Δ Log Prob Difference", False)
     assert stat.stats.shape == (ROWS - 1, T)
     assert stat._layer_labels.tolist() == ["0", "1"]
-    np.testing.assert_allclose(
-        stat.stats, oracle.batch_mean(np.diff(diff, axis=-2), nb), **TOL
-    )
+    np.testing.assert_allclose(stat.stats, oracle.batch_mean(np.diff(diff, axis=-2), nb), **TOL)
 
 
 @pytest.mark.parametrize("batch_shape", BATCH_SHAPES)
@@ -136,7 +134,8 @@ def test_rank_hand_computed_with_ties():
 
     # Batch means may be fractional.
     batched = PredictionTrajectory(
-        np.stack([lp, lp]), np.zeros((2, 4), dtype=np.int64),
+        np.stack([lp, lp]),
+        np.zeros((2, 4), dtype=np.int64),
         targets=np.array([[2, 1, 3, 1], [0, 0, 0, 0]]),
     )
     assert batched.rank().stats[0].tolist() == [2.0, 1.5, 2.5, 3.0]
@@ -150,7 +149,9 @@ def test_log_prob_diff_hand_computed():
             [[0.1, 0.8, 0.1]],
         ]
     )  # rows=3, T=1, V=3
-    traj = PredictionTrajectory(lp, np.array([0]), targets=np.array([1]), anti_targets=np.array([0]))
+    traj = PredictionTrajectory(
+        lp, np.array([0]), targets=np.array([1]), anti_targets=np.array([0])
+    )
     np.testing.assert_allclose(
         traj.log_prob_diff().stats[:, 0], [math.log(0.5), math.log(2), math.log(8)], rtol=1e-6
     )

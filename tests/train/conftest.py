@@ -29,8 +29,12 @@ def save_tiny_model(folder: Path, *, family: str = "llama", seed: int = 0, **ove
     )
     tok.train_from_iterator(_corpus().splitlines(), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-        unk_token="<unk>", model_max_length=128,
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=128,
     )
     assert tokenizer.eos_token_id == 2 and len(tokenizer) <= TINY_VOCAB_SIZE
     model = tiny_model(family, seed=seed, **overrides)

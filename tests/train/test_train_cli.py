@@ -16,30 +16,79 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_original_flag_names_and_case_insensitive_enums_parse():
-    args = build_parser().parse_args([
-        "train", "--model.name", "m", "--data.name", "the_pile", "all", "-o", "out",
-        "--per_gpu_batch_size=2", "--precision", "BFloat16", "--loss", "ce", "--optimizer",
-        "Adam", "--token_shift", "2", "--checkpoint_freq", "5", "--bias_only", "--fsdp", "true",
-        "--cpu_offload", "--split", "train", "--text_column", "body", "--dataset_shuffle",
-        "--seed", "7", "--noprogress", "--dataloader_shuffle", "false",
-    ])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--model.name",
+            "m",
+            "--data.name",
+            "the_pile",
+            "all",
+            "-o",
+            "out",
+            "--per_gpu_batch_size=2",
+            "--precision",
+            "BFloat16",
+            "--loss",
+            "ce",
+            "--optimizer",
+            "Adam",
+            "--token_shift",
+            "2",
+            "--checkpoint_freq",
+            "5",
+            "--bias_only",
+            "--fsdp",
+            "true",
+            "--cpu_offload",
+            "--split",
+            "train",
+            "--text_column",
+            "body",
+            "--dataset_shuffle",
+            "--seed",
+            "7",
+            "--noprogress",
+            "--dataloader_shuffle",
+            "false",
+        ]
+    )
     assert args.data_name == ["the_pile", "all"] and args.per_gpu_batch_size == 2
     assert args.precision == "bfloat16" and args.loss == "CE" and args.optimizer == "ADAM"
     assert args.bias_only and args.fsdp and args.cpu_offload and args.dataset_shuffle
     assert not args.progress and not args.dataloader_shuffle
     assert args.num_steps == 250 and args.tokens_per_step == 2**18
-    ev = build_parser().parse_args([
-        "eval", "--model.name", "m", "-o", "o", "-l", "lens", "--nologit", "--tokens", "9",
-        "--dist.per_gpu_batch_size", "3", "--layer_transfer", "--record_logit_stats",
-    ])
+    ev = build_parser().parse_args(
+        [
+            "eval",
+            "--model.name",
+            "m",
+            "-o",
+            "o",
+            "-l",
+            "lens",
+            "--nologit",
+            "--tokens",
+            "9",
+            "--dist.per_gpu_batch_size",
+            "3",
+            "--layer_transfer",
+            "--record_logit_stats",
+        ]
+    )
     assert ev.lens_name == "lens" and not ev.logit and ev.per_gpu_batch_size == 3
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--model.name", "m", "-o", "o", "--loss", "mse"])
 
 
 def test_help_runs_as_a_module():
-    run = subprocess.run([sys.executable, "-m", "tuned_lens", "train", "--help"],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "tuned_lens", "train", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert run.returncode == 0 and "--tokens_per_step" in run.stdout
 
 
@@ -52,12 +101,23 @@ def test_demo_is_dispatched(capsys):
     assert "demo" in capsys.readouterr().out.lower()
 
 
-def test_int8_without_bitsandbytes_is_a_clear_error(tmp_path, tiny_model_dir, text_jsonl,
-                                                     capsys):
+def test_int8_without_bitsandbytes_is_a_clear_error(tmp_path, tiny_model_dir, text_jsonl, capsys):
     if importlib.util.find_spec("bitsandbytes") is not None:
         pytest.skip("bitsandbytes is installed")
-    code = main(["train", "--model.name", str(tiny_model_dir), "--data.name", str(text_jsonl),
-                 "--precision", "int8", "-o", str(tmp_path / "o"), "--noprogress"])
+    code = main(
+        [
+            "train",
+            "--model.name",
+            str(tiny_model_dir),
+            "--data.name",
+            str(text_jsonl),
+            "--precision",
+            "int8",
+            "-o",
+            str(tmp_path / "o"),
+            "--noprogress",
+        ]
+    )
     assert code == 2 and "bitsandbytes" in capsys.readouterr().err
 
 

@@ -90,9 +90,11 @@ def test_sampler_global_batches_do_not_depend_on_world_size(world_size, batch):
     samples_per_step = 12
     for step in range(2):
         want = torch.cat(single.step_indices(step, samples_per_step)).sort().values
-        got = torch.cat(
-            [torch.cat(s.step_indices(step, samples_per_step)) for s in ranks]
-        ).sort().values
+        got = (
+            torch.cat([torch.cat(s.step_indices(step, samples_per_step)) for s in ranks])
+            .sort()
+            .values
+        )
         if ranks[0].samples_consumed_per_step(samples_per_step) == samples_per_step:
             assert torch.equal(want, got)
     assert ranks[0].steps_available(samples_per_step) == 100 // ranks[0].samples_consumed_per_step(

@@ -15,28 +15,67 @@ from tuned_lens.scripts.eval_loop import EvalConfig, count_batches, evaluate_len
 
 def _eval_args(model_dir, data, out, *extra):
     return [
-        "eval", "--model.name", str(model_dir), "--data.name", str(data), "--max_seq_len", "32",
-        "--noprogress", "-o", str(out), *map(str, extra),
+        "eval",
+        "--model.name",
+        str(model_dir),
+        "--data.name",
+        str(data),
+        "--max_seq_len",
+        "32",
+        "--noprogress",
+        "-o",
+        str(out),
+        *map(str, extra),
     ]
 
 
 @pytest.fixture(scope="module")
 def trained_lens(tmp_path_factory, tiny_model_dir, text_jsonl):
     out = tmp_path_factory.mktemp("lens")
-    assert main([
-        "train", "--model.name", str(tiny_model_dir), "--data.name", str(text_jsonl),
-        "--max_seq_len", "32", "--tokens_per_step", "128", "--num_steps", "4", "--noprogress",
-        "-o", str(out),
-    ]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model.name",
+                str(tiny_model_dir),
+                "--data.name",
+                str(text_jsonl),
+                "--max_seq_len",
+                "32",
+                "--tokens_per_step",
+                "128",
+                "--num_steps",
+                "4",
+                "--noprogress",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
-def test_cli_train_then_eval_writes_all_outputs(tmp_path, tiny_model_dir, text_txt,
-                                                trained_lens):
+def test_cli_train_then_eval_writes_all_outputs(tmp_path, tiny_model_dir, text_txt, trained_lens):
     out = tmp_path / "eval"
-    assert main(_eval_args(tiny_model_dir, text_txt, out, "-l", trained_lens, "--tokens", 1024,
-                           "--dist.per_gpu_batch_size", 2, "--record_logit_stats",
-                           "--layer_transfer")) == 0
+    assert (
+        main(
+            _eval_args(
+                tiny_model_dir,
+                text_txt,
+                out,
+                "-l",
+                trained_lens,
+                "--tokens",
+                1024,
+                "--dist.per_gpu_batch_size",
+                2,
+                "--record_logit_stats",
+                "--layer_transfer",
+            )
+        )
+        == 0
+    )
     agg = json.loads((out / "aggregate_metrics.json").read_text())
     ratio = agg["nats_to_bpb"]
     assert 0 < ratio < 10 and agg["tokens"] == 1024 and agg["num_batches"] == 16
@@ -64,7 +103,10 @@ def test_cli_train_then_eval_writes_all_outputs(tmp_path, tiny_model_dir, text_t
     assert mean_kl == pytest.approx(agg["tuned"]["kl"]["layer_1"], rel=1e-9)
 
     stats = json.loads((out / "logit_stats.json").read_text())
-    for row in (stats["logit"]["logit_stats"]["layer_0"], stats["baseline"]["logit_stats"]["final"]):
+    for row in (
+        stats["logit"]["logit_stats"]["layer_0"],
+        stats["baseline"]["logit_stats"]["final"],
+    ):
         assert len(row) == 256 and sum(row) == pytest.approx(1.0, abs=1e-4)
     html = (out / "per_layer_metrics.html").read_text()
     assert "plotly" in html.lower() and "tuned lens" in html
@@ -80,8 +122,17 @@ def test_eval_logit_only_and_the_token_limit(tmp_path, tiny_model_dir, text_txt,
     assert not (tmp_path / "e2" / "aggregate_metrics.json").exists()
     code = main(_eval_args(tiny_model_dir, text_txt, tmp_path / "e3", "--nologit"))
     assert code == 2 and "nothing to evaluate" in capsys.readouterr().err
-    code = main(_eval_args(tiny_model_dir, text_txt, tmp_path / "e4", "--per_gpu_batch_size", 2,
-                           "--dist.per_gpu_batch_size", 4))
+    code = main(
+        _eval_args(
+            tiny_model_dir,
+            text_txt,
+            tmp_path / "e4",
+            "--per_gpu_batch_size",
+            2,
+            "--dist.per_gpu_batch_size",
+            4,
+        )
+    )
     assert code == 2 and "disagree" in capsys.readouterr().err
 
 
@@ -107,13 +158,13 @@ def test_tuned_lens_beats_the_logit_lens_at_every_layer_on_glassllm():
     lens = TunedLens.from_model(model)
     # 24k tokens: a few seconds on an idle 2-core machine; the margins are wide (e.g. layer 3:
     # 0.22 vs 0.32 nats, layer 0: 4.8 vs 13.7).
-    config = TrainConfig(num_steps=12, tokens_per_step=2048, per_gpu_batch_size=8,
-                         progress=False)
+    config = TrainConfig(num_steps=12, tokens_per_step=2048, per_gpu_batch_size=8, progress=False)
     result = train_lens(model, lens, train, config)
     assert sum(result.losses[-1]) < sum(result.losses[0])
     lenses = {"logit": LogitLens.from_model(model), "tuned": lens}
-    evaluation = evaluate_lenses(model, lenses, held_out,
-                                 EvalConfig(tokens=8192, per_gpu_batch_size=8, progress=False))
+    evaluation = evaluate_lenses(
+        model, lenses, held_out, EvalConfig(tokens=8192, per_gpu_batch_size=8, progress=False)
+    )
     logit_kl = evaluation.aggregate["logit"]["kl"]
     tuned_kl = evaluation.aggregate["tuned"]["kl"]
     assert len(tuned_kl) == model.config.num_hidden_layers == 4

@@ -63,7 +63,10 @@ def test_checkpoint_round_trip_is_exact(tmp_path, kind):
     params, opt = _optimizer_with_state(kind)
     lens_state = {"0.weight": params[0].detach().clone(), "0.bias": params[1].detach().clone()}
     path = save_checkpoint(
-        tmp_path, step=3, lens_state=lens_state, optimizer_state=opt.state_dict(),
+        tmp_path,
+        step=3,
+        lens_state=lens_state,
+        optimizer_state=opt.state_dict(),
         extra={"data_position": 12, "note": "x"},
     )
     snap = read_checkpoint(path)
@@ -73,8 +76,9 @@ def test_checkpoint_round_trip_is_exact(tmp_path, kind):
     fresh = OptimizerConfig(optimizer=kind).build(fresh_params)
     fresh.load_state_dict(snap.optimizer_state)
     for key, value in opt.state_dict()["state"][0].items():
-        assert torch.equal(torch.as_tensor(fresh.state_dict()["state"][0][key]),
-                           torch.as_tensor(value))
+        assert torch.equal(
+            torch.as_tensor(fresh.state_dict()["state"][0][key]), torch.as_tensor(value)
+        )
     # The file is plain safetensors: no pickle anywhere.
     assert path.read_bytes()[8:9] == b"{"
 
@@ -82,8 +86,13 @@ def test_checkpoint_round_trip_is_exact(tmp_path, kind):
 def test_only_the_two_newest_checkpoints_are_kept_and_damage_is_skipped(tmp_path):
     params, opt = _optimizer_with_state("SGD")
     for step in (2, 4, 6):
-        save_checkpoint(tmp_path, step=step, lens_state={"w": params[0]},
-                        optimizer_state=opt.state_dict(), extra={})
+        save_checkpoint(
+            tmp_path,
+            step=step,
+            lens_state={"w": params[0]},
+            optimizer_state=opt.state_dict(),
+            extra={},
+        )
     assert [s for s, _ in list_checkpoints(tmp_path)] == [4, 6]
     assert not list(tmp_path.glob(".*tmp*"))
     # Simulate a damaged newest file: the previous snapshot is used.

@@ -33,8 +33,17 @@ def _env() -> dict[str, str]:
 
 def _train_cmd(model_dir, data, out, *extra) -> list[str]:
     return [
-        "train", "--model.name", str(model_dir), "--data.name", str(data),
-        "--max_seq_len", "32", "--noprogress", "-o", str(out), *map(str, extra),
+        "train",
+        "--model.name",
+        str(model_dir),
+        "--data.name",
+        str(data),
+        "--max_seq_len",
+        "32",
+        "--noprogress",
+        "-o",
+        str(out),
+        *map(str, extra),
     ]
 
 
@@ -44,19 +53,38 @@ def _params(folder: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_gives_the_same_lens(tmp_path, tiny_model_dir, text_jsonl):
-    common = ("--tokens_per_step", 256, "--num_steps", 36, "--checkpoint_freq", 3,
-              "--optimizer", "ADAM")  # Adam: the most optimiser state to restore
+    common = (
+        "--tokens_per_step",
+        256,
+        "--num_steps",
+        36,
+        "--checkpoint_freq",
+        3,
+        "--optimizer",
+        "ADAM",
+    )  # Adam: the most optimiser state to restore
     reference = tmp_path / "reference"
     subprocess.run(
-        [sys.executable, "-m", "tuned_lens", *_train_cmd(tiny_model_dir, text_jsonl, reference,
-                                                         *common)],
-        env=_env(), check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tuned_lens",
+            *_train_cmd(tiny_model_dir, text_jsonl, reference, *common),
+        ],
+        env=_env(),
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
 
     out = tmp_path / "interrupted"
     ckpt_dir = out / "checkpoints"
-    cmd = [sys.executable, "-m", "tuned_lens", *_train_cmd(tiny_model_dir, text_jsonl, out,
-                                                           *common)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tuned_lens",
+        *_train_cmd(tiny_model_dir, text_jsonl, out, *common),
+    ]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while not (ckpt_dir.is_dir() and any(ckpt_dir.glob("checkpoint_*.safetensors"))):
@@ -87,24 +115,52 @@ _DIST_COMMON = ("--tokens_per_step", 128, "--num_steps", 5, "--per_gpu_batch_siz
 def single_process_lens(tmp_path_factory, tiny_model_dir, text_jsonl) -> Path:
     single = tmp_path_factory.mktemp("single")
     subprocess.run(
-        [sys.executable, "-m", "tuned_lens", *_train_cmd(tiny_model_dir, text_jsonl, single,
-                                                         *_DIST_COMMON)],
-        env=_env(), check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tuned_lens",
+            *_train_cmd(tiny_model_dir, text_jsonl, single, *_DIST_COMMON),
+        ],
+        env=_env(),
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     return single
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fsdp", [False, True], ids=["replicated-model", "fsdp2-model"])
-def test_two_gloo_processes_match_one_process(tmp_path, tiny_model_dir, text_jsonl, fsdp,
-                                              single_process_lens):
+def test_two_gloo_processes_match_one_process(
+    tmp_path, tiny_model_dir, text_jsonl, fsdp, single_process_lens
+):
     double = tmp_path / "double"
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-         "--nproc-per-node", "2", "-m", "tuned_lens",
-         *_train_cmd(tiny_model_dir, text_jsonl, double, *_DIST_COMMON, "--checkpoint_freq", 5,
-                     *(["--fsdp"] if fsdp else []))],
-        env=_env(), capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes",
+            "1",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "tuned_lens",
+            *_train_cmd(
+                tiny_model_dir,
+                text_jsonl,
+                double,
+                *_DIST_COMMON,
+                "--checkpoint_freq",
+                5,
+                *(["--fsdp"] if fsdp else []),
+            ),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert run.returncode == 0, run.stderr[-4000:]
     assert "joined the gloo process group" in run.stderr

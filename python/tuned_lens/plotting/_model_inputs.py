@@ -92,9 +92,7 @@ def token_batch(
     if attention_mask is not None:
         given = np.atleast_2d(np.asarray(_to_numpy(attention_mask))).astype(bool)
         if given.shape != ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {given.shape}, {name} has {ids.shape}"
-            )
+            raise ValueError(f"attention_mask has shape {given.shape}, {name} has {ids.shape}")
         mask = given if mask is None else (mask & given)
     if mask is not None and mask.all():
         mask = None

@@ -175,9 +175,7 @@ class TrajectoryStatisticsMixin:
         n_rows = ids.shape[-3]
         return TrajectoryLabels(
             label_strings=labels,
-            hover_over_entries=self._hover(
-                ids, probs, formatter, n_rows, max_entries_to_show
-            ),
+            hover_over_entries=self._hover(ids, probs, formatter, n_rows, max_entries_to_show),
         )
 
     def largest_delta_in_prob_labels(
@@ -354,7 +352,10 @@ class TrajectoryStatisticsMixin:
         """
         labels = self.largest_prob_labels(**kwargs)
         return self._statistic(
-            "Forward KL", "nats", self._cell_forward_kl(), labels,
+            "Forward KL",
+            "nats",
+            self._cell_forward_kl(),
+            labels,
             formatter=kwargs.get("formatter"),
         )
 
@@ -396,7 +397,10 @@ class TrajectoryStatisticsMixin:
         """
         labels = self.largest_prob_labels(**kwargs)
         return self._statistic(
-            "Max Probability", "probs", self._cell_max_probability(), labels,
+            "Max Probability",
+            "probs",
+            self._cell_max_probability(),
+            labels,
             formatter=kwargs.get("formatter"),
         )
 
@@ -415,9 +419,15 @@ class TrajectoryStatisticsMixin:
         shown = str(token_id)
         if self.tokenizer is not None:
             formatter = kwargs.get("formatter") or TokenFormatter()
-            shown = str(_labels.format_token_ids(np.array([token_id]), self.tokenizer, formatter)[0])
+            shown = str(
+                _labels.format_token_ids(np.array([token_id]), self.tokenizer, formatter)[0]
+            )
         return self._statistic(
-            f"Log Prob ({shown})", "nats", cells, labels, formatter=kwargs.get("formatter"),
+            f"Log Prob ({shown})",
+            "nats",
+            cells,
+            labels,
+            formatter=kwargs.get("formatter"),
             max=0,
         )
 

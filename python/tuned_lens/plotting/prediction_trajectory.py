@@ -111,8 +111,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
             mask = np.asarray(self.attention_mask).astype(bool)
             if mask.shape != self.input_ids.shape:
                 raise TrajectoryShapeError(
-                    f"attention_mask has shape {mask.shape}, input_ids has "
-                    f"{self.input_ids.shape}"
+                    f"attention_mask has shape {mask.shape}, input_ids has {self.input_ids.shape}"
                 )
             self.attention_mask = None if mask.all() else mask
 
@@ -284,9 +283,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
         n_layers = _cache_layers(lens, cache)
         vocab = int(model_logits.shape[-1])
         log_probs = np.empty((n_batch, n_layers + 1, n_tokens, vocab), dtype=np.float32)
-        vocab_mask = (
-            _model_inputs.input_vocab_mask(batch.ids, None, vocab) if mask_input else None
-        )
+        vocab_mask = _model_inputs.input_vocab_mask(batch.ids, None, vocab) if mask_input else None
         with torch.no_grad():
             for layer in range(n_layers):
                 hidden = cache[residual_component, layer]
@@ -360,7 +357,9 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
 
     def _cell_token_log_prob(self, token_id: int) -> NDArray[np.float32]:
         if not 0 <= token_id < self.vocab_size:
-            raise IndexError(f"token_id {token_id} is outside the vocabulary [0, {self.vocab_size})")
+            raise IndexError(
+                f"token_id {token_id} is outside the vocabulary [0, {self.vocab_size})"
+            )
         targets = np.full(self.log_probs.shape[:-1], token_id, dtype=np.int64)
         return lens_stats.target_log_prob(self.log_probs, targets)
 
@@ -396,9 +395,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
 
     def _check_other(self, other: Any) -> PredictionTrajectory:
         if not isinstance(other, PredictionTrajectory):
-            raise TypeError(
-                f"other must be a PredictionTrajectory, got {type(other).__name__}"
-            )
+            raise TypeError(f"other must be a PredictionTrajectory, got {type(other).__name__}")
         if tuple(other.log_probs.shape) != tuple(self.log_probs.shape):
             raise TrajectoryShapeError(
                 f"other.log_probs has shape {tuple(other.log_probs.shape)}, self has "
@@ -426,8 +423,10 @@ def _cache_layers(lens: Any, cache: Any) -> int:
         pass
     cfg = getattr(getattr(cache, "model", None), "cfg", None)
     if cfg is None:
-        raise ValueError("cannot tell the number of layers: the lens has no len() and the "
-                         "cache no model.cfg.n_layers")
+        raise ValueError(
+            "cannot tell the number of layers: the lens has no len() and the "
+            "cache no model.cfg.n_layers"
+        )
     return int(cfg.n_layers)
 
 

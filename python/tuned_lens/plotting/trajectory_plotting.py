@@ -120,9 +120,7 @@ class TrajectoryLabels:
             hover_over_entries=None if hover is None else _stride_keep_last(hover, stride),
         )
 
-    def template_and_customdata(
-        self, col_width_limit: int = 10
-    ) -> tuple[str, NDArray[np.str_]]:
+    def template_and_customdata(self, col_width_limit: int = 10) -> tuple[str, NDArray[np.str_]]:
         """Build a Plotly ``hovertemplate`` and the matching ``customdata``.
 
         Every hover column gets the width ``min(longest entry in the column + 1,

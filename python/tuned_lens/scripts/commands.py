@@ -83,7 +83,10 @@ def run_train(
         if ctx.primary:
             logger.info(
                 "data: %d documents, %d chunks of %d tokens; %.4f bits per byte per nat",
-                chunks.num_documents, len(chunks), chunks.chunk_len, chunks.nats_to_bpb,
+                chunks.num_documents,
+                len(chunks),
+                chunks.chunk_len,
+                chunks.nats_to_bpb,
             )
         if lens_name_or_path is not None:
             lens = TunedLens.from_model_and_pretrained(model, lens_name_or_path)

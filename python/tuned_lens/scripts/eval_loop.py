@@ -197,8 +197,11 @@ def evaluate_lenses(
         final_stats = _as_stats_input(final_lp)
         record: dict[str, Any] = {
             "baseline": {
-                "ce": {"final": _mean(lens_stats.cross_entropy(
-                    _as_stats_input(final_lp[:, :keep]), labels))},
+                "ce": {
+                    "final": _mean(
+                        lens_stats.cross_entropy(_as_stats_input(final_lp[:, :keep]), labels)
+                    )
+                },
                 "entropy": {"final": _mean(lens_stats.entropy(final_stats))},
             }
         }
@@ -416,12 +419,19 @@ def write_plots(result: EvalResult, output: Path) -> dict[str, Path]:
             )
         baseline = result.aggregate.get("baseline", {}).get(metric, {}).get("final")
         if baseline is not None:
-            fig.add_hline(y=baseline, line_dash="dash", line_color="grey", row=1, col=col,
-                          annotation_text="model")
+            fig.add_hline(
+                y=baseline,
+                line_dash="dash",
+                line_color="grey",
+                row=1,
+                col=col,
+                annotation_text="model",
+            )
         fig.update_xaxes(title_text="layer", row=1, col=col)
         fig.update_yaxes(title_text="nats", row=1, col=col)
-    fig.update_layout(title="Lens quality per layer (mean over tokens, nats)", width=1200,
-                      height=420)
+    fig.update_layout(
+        title="Lens quality per layer (mean over tokens, nats)", width=1200, height=420
+    )
     written: dict[str, Path] = {}
     html = output / "per_layer_metrics.html"
     fig.write_html(html, include_plotlyjs=True)

@@ -142,8 +142,10 @@ def prepare_lens_for_training(lens: Any, *, device: torch.device, bias_only: boo
 def _autocast(device: torch.device, model_dtype: torch.dtype) -> contextlib.AbstractContextManager:
     """Mixed precision for the lens forward where it helps; master weights stay float32."""
     if device.type == "cuda":
-        dtype = model_dtype if model_dtype in (torch.float16, torch.bfloat16) else (
-            torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        dtype = (
+            model_dtype
+            if model_dtype in (torch.float16, torch.bfloat16)
+            else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         )
         return torch.autocast("cuda", dtype=dtype)
     if model_dtype in (torch.float16, torch.bfloat16):
@@ -181,7 +183,9 @@ def layer_losses(
     """
     seq_len = model_logits.shape[1]
     if token_shift >= seq_len:
-        raise ValueError(f"token_shift {token_shift} must be smaller than the chunk length {seq_len}")
+        raise ValueError(
+            f"token_shift {token_shift} must be smaller than the chunk length {seq_len}"
+        )
     keep = seq_len - token_shift
     if loss == "KL":
         target_lp = torch.log_softmax(model_logits[:, token_shift:].float(), dim=-1)
@@ -248,7 +252,10 @@ def plan_steps(
         logger.warning(
             "%d chunks per step do not split into micro-batches of %d on %d process(es); "
             "using %d chunks (%d tokens) per step",
-            samples_per_step, config.per_gpu_batch_size, ctx.world_size, consumed,
+            samples_per_step,
+            config.per_gpu_batch_size,
+            ctx.world_size,
+            consumed,
             consumed * chunk_len,
         )
     available = sampler.steps_available(samples_per_step)
@@ -411,8 +418,13 @@ def train_lens(
 
             for layer, value in enumerate(
                 layer_losses(
-                    output.logits, input_ids, lens_logits, num_layers,
-                    loss=config.loss, token_shift=token_shift, scale=1.0 / micro_batches,
+                    output.logits,
+                    input_ids,
+                    lens_logits,
+                    num_layers,
+                    loss=config.loss,
+                    token_shift=token_shift,
+                    scale=1.0 / micro_batches,
                 )
             ):
                 step_loss[layer] += value.double() / micro_batches
@@ -435,8 +447,11 @@ def train_lens(
                 + " ".join(f"{v:.3f}" for v in layer_values)
             )
         wandb_logger.log(
-            {"lr": lr, **{f"loss/layer_{i}": v for i, v in enumerate(layer_values)},
-             **{f"loss_bpb/layer_{i}": v * ratio for i, v in enumerate(layer_values)}},
+            {
+                "lr": lr,
+                **{f"loss/layer_{i}": v for i, v in enumerate(layer_values)},
+                **{f"loss_bpb/layer_{i}": v * ratio for i, v in enumerate(layer_values)},
+            },
             step=step,
         )
         done = step + 1
@@ -454,9 +469,7 @@ def train_lens(
                     extra={
                         "fingerprint": fingerprint,
                         "wandb_id": wandb_logger.run_id,
-                        "data_position": done * sampler.samples_consumed_per_step(
-                            samples_per_step
-                        ),
+                        "data_position": done * sampler.samples_consumed_per_step(samples_per_step),
                         "layer_losses": layer_values,
                     },
                 )
@@ -474,4 +487,3 @@ def train_lens(
         steps_per_second=steps_run / elapsed,
         tokens_per_second=tokens / elapsed,
     )
-
