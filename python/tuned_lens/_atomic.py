@@ -1,14 +1,37 @@
-"""Atomic file writes: a crash or a kill mid-write leaves the previous file (or none), never a
-torn one. Every writer of lens files, checkpoints, metrics and pages goes through here."""
+"""Atomic writes: a crash or a kill mid-write leaves the previous file or folder (or none),
+never a torn one. Every writer of lens files, checkpoints, metrics, converted models and pages
+goes through here.
+
+* :func:`atomic_path` / :func:`write_text_atomically` / :func:`write_bytes_atomically` /
+  :func:`write_json_atomically`: one file, written beside its final name and renamed onto it.
+* :func:`atomic_folder`: a whole folder, built in a temporary sibling and swapped into place
+  only when the block succeeds.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-from collections.abc import Iterator
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_bytes_atomically", "write_text_atomically"]
+__all__ = [
+    "atomic_folder",
+    "atomic_path",
+    "remove_stale_temp_folders",
+    "temp_folder_prefix",
+    "write_bytes_atomically",
+    "write_json_atomically",
+    "write_text_atomically",
+]
+
+# A temporary folder this old is abandoned even if its process id now belongs to some other
+# live process (folder builds take seconds to a minute).
+STALE_AFTER_S = 3600.0
 
 
 def _current_umask() -> int:
@@ -65,3 +88,92 @@ def write_bytes_atomically(path: str | Path, data: bytes, *, durable: bool = Fal
     """Write ``data`` to ``path`` atomically (and durably when asked)."""
     with atomic_path(path, durable=durable) as tmp:
         tmp.write_bytes(data)
+
+
+def write_json_atomically(path: str | Path, data: object) -> None:
+    """Write ``data`` as indented JSON with a final newline to ``path`` atomically."""
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")
+
+
+# -- folders -------------------------------------------------------------------------------------
+
+
+def temp_folder_prefix(path: str | Path) -> str:
+    """Name prefix of this process's temporary siblings of folder ``path``:
+    ``.tmp-<name>-<pid>-`` (a random suffix follows)."""
+    return f".tmp-{Path(path).name}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temp_folders(path: str | Path) -> None:
+    """Delete temporary siblings of ``path`` left by builds whose process is gone, or that
+    are older than an hour. Those of live processes (other than this one) are kept."""
+    path = Path(path)
+    for candidate in path.parent.glob(f".tmp-{path.name}-*"):
+        pid_text = candidate.name.rsplit("-", 2)[-2] if candidate.name.count("-") >= 2 else ""
+        try:
+            age = time.time() - candidate.stat().st_mtime
+        except OSError:
+            continue  # removed by someone else meanwhile
+        live = pid_text.isdigit() and _pid_alive(int(pid_text)) and int(pid_text) != os.getpid()
+        if live and age < STALE_AFTER_S:
+            continue  # another live process is building right now
+        shutil.rmtree(candidate, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, final: Path, keep: Callable[[Path], bool] | None) -> None:
+    """Move folder ``tmp`` to ``final``, replacing what is there unless ``keep`` accepts it."""
+    if keep is not None and keep(final):
+        return  # another process finished first; its copy stays
+    old: Path | None = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=temp_folder_prefix(final), dir=final.parent))
+        os.replace(final, old)  # an empty directory is replaced by the rename
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        # Another process renamed its finished copy into place meanwhile: use that one.
+        if keep is None or not keep(final):
+            raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(
+    path: str | Path, *, keep_existing: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
+    """Yield a fresh empty folder beside ``path``; when the block succeeds it becomes ``path``.
+
+    If the block raises, the temporary folder is deleted and ``path`` is untouched. Otherwise
+    the previous ``path`` (if any) is replaced; readers see the old folder or the new one,
+    never a mixture. Temporary folders left by killed processes are cleaned up on the way in.
+
+    Args:
+        path: The final folder.
+        keep_existing: Called with ``path`` just before the swap; when it returns True (another
+            process already built a good copy), that copy is kept and the new one discarded.
+
+    The folder gets ordinary permissions (0777 minus the umask), not the owner-only mode of
+    temporary folders.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_folders(path)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_folder_prefix(path), dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_current_umask())
+        _swap_in(tmp, path, keep_existing)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
