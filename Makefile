@@ -1,6 +1,8 @@
 # One entry point for set-up, tests, the demo and the benchmarks.
 #   make demo    set everything up, then run the main job on the embedded default
 #   make test    set everything up, then run the whole test suite (cargo test + pytest)
+#   make lint    the lint gate: ruff (check + format), cargo fmt, clippy (all features), mypy,
+#                module/function sizes and import cycles
 #   make bench   the benchmark suite (not part of the tests)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -35,10 +37,14 @@ demo: build
 bench: build
 	$(PY) benches/run_all.py $(ARGS)
 
+# The lint gate (.ci/run runs it before the tests): formatting, lints, types, structure.
 lint: setup
-	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff check python tests benches scripts
+	$(VENV)/bin/ruff format --check python tests benches scripts
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --workspace --all-targets --all-features -- -D warnings
+	$(VENV)/bin/mypy
+	$(PY) scripts/check_structure.py --lazy-cycles
 
 wheel: setup
 	$(PY) -m maturin build --release --out dist

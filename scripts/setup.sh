@@ -10,10 +10,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 "$PY" -m pip install --quiet --upgrade pip
-"$PY" -m pip install --quiet "maturin>=1.9.4,<2"
+# tomli reads pyproject.toml on Python 3.10 (tomllib is in the standard library from 3.11).
+"$PY" -m pip install --quiet "maturin>=1.9.4,<2" "tomli>=2; python_version < '3.11'"
 # Runtime + test dependencies, from pyproject.toml (the extension itself is built by `make build`).
 "$PY" - <<'PYEOF' > "$VENV/requirements.txt"
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 meta = tomllib.load(open("pyproject.toml", "rb"))["project"]
 for req in meta["dependencies"] + meta["optional-dependencies"]["test"]:
     print(req)
