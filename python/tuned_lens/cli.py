@@ -19,9 +19,10 @@ __all__ = ["EXIT_USER_ERROR", "configure_logging", "run_command", "user_message"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
-# Errors of the user's environment rather than of the library: a path that does not exist or
-# cannot be written, a file where a folder was expected.
-_USER_OS_ERRORS: tuple[type[OSError], ...] = (
+# The library's user errors, and errors of the user's environment rather than of the library:
+# a path that does not exist or cannot be written, a file where a folder was expected.
+_USER_ERRORS: tuple[type[Exception], ...] = (
+    TunedLensError,
     FileNotFoundError,
     FileExistsError,
     PermissionError,
@@ -103,7 +104,7 @@ def run_command(
     except KeyboardInterrupt:
         print(f"tuned-lens {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (TunedLensError, *_USER_OS_ERRORS) as err:
+    except _USER_ERRORS as err:
         if debug:
             raise
         print(f"tuned-lens {command}: error: {user_message(err, flags)}", file=sys.stderr)

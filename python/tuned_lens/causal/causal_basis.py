@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from tuned_lens.causal.subspaces import AblationMode, sample_derangement
+
+if TYPE_CHECKING:
+    from tuned_lens.nn.lenses import Lens
 
 __all__ = ["CausalBasis", "extract_causal_bases"]
 
@@ -29,7 +32,7 @@ class CausalBasis(NamedTuple):
 
 
 def extract_causal_bases(
-    lens: nn.Module,
+    lens: Lens,
     hiddens: Sequence[Tensor],
     k: int,
     *,
@@ -94,7 +97,7 @@ def extract_causal_bases(
 
 
 def _layer_basis(
-    lens: nn.Module,
+    lens: Lens,
     layer: int,
     hidden: Tensor,
     k: int,
@@ -136,6 +139,7 @@ def _layer_basis(
         elif mode == "mean":
             target = (mean_row @ direction).expand_as(coords)
         else:
+            assert donor is not None  # mode == "resample"
             target = donor @ direction
         ablated = rows + (target - coords)[:, None] * direction[None, :]
         log_probs = _log_probs(lens, ablated, layer, lens_dtype)
@@ -144,6 +148,7 @@ def _layer_basis(
             p = base_log_probs.exp()
             return (p * (base_log_probs - log_probs)).sum(-1).mean()
         ce = -log_probs.gather(-1, flat_labels[:, None]).squeeze(-1).mean()
+        assert base_ce is not None  # computed whenever there are labels
         return ce - base_ce
 
     starts = _initial_directions(lens, layer, readout, d, device)
@@ -205,12 +210,12 @@ def _maximise_direction(
 # ---------------------------------------------------------------------------- helpers
 
 
-def _lens_device_dtype(lens: nn.Module) -> tuple[torch.device, torch.dtype]:
+def _lens_device_dtype(lens: Lens) -> tuple[torch.device, torch.dtype]:
     weight = lens.unembed.unembedding.weight
     return weight.device, weight.dtype
 
 
-def _log_probs(lens: nn.Module, rows: Tensor, layer: int, dtype: torch.dtype) -> Tensor:
+def _log_probs(lens: Lens, rows: Tensor, layer: int, dtype: torch.dtype) -> Tensor:
     logits = lens(rows.to(dtype), layer)
     return torch.log_softmax(logits.float(), dim=-1)
 
@@ -227,7 +232,7 @@ def _flat_labels(labels: Tensor | None, hidden: Tensor, device: torch.device) ->
 
 
 @torch.no_grad()
-def _readout_gram(lens: nn.Module) -> Tensor:
+def _readout_gram(lens: Lens) -> Tensor:
     """(d, d) float64 Gram matrix Mᵀ M of the linear readout M = W_U · W_pre · diag(norm weight).
 
     W_pre is the projection some models apply before the head (OPT-350m's ``project_out``);
@@ -253,7 +258,7 @@ def _readout_gram(lens: nn.Module) -> Tensor:
 
 @torch.no_grad()
 def _initial_directions(
-    lens: nn.Module, layer: int, readout: Tensor, d: int, device: torch.device
+    lens: Lens, layer: int, readout: Tensor, d: int, device: torch.device
 ) -> Tensor:
     """(d, d) start directions, most output-sensitive first, for layer ``layer``.
 
