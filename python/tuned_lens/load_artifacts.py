@@ -15,7 +15,11 @@ A ``.safetensors`` parameter file is preferred to a pickle of the same stem when
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from tuned_lens.errors import InvalidInputError, LensFileError
+from tuned_lens.hub import hub_offline
 
 __all__ = [
     "DEFAULT_REPO_ID",
@@ -37,21 +41,17 @@ def _params_candidates(ckpt_file: str) -> list[str]:
 
 def _check_resource_id(resource_id: str) -> str:
     if not isinstance(resource_id, str) or not resource_id.strip():
-        raise ValueError(f"resource_id must be a non-empty string, got {resource_id!r}")
+        raise InvalidInputError(
+            f"resource_id must be a non-empty string, got {resource_id!r}", option="resource_id"
+        )
     path = PurePosixPath(resource_id.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts or resource_id.startswith("~"):
-        raise ValueError(
+        raise InvalidInputError(
             f"invalid lens resource id {resource_id!r}: Hub ids may not be absolute paths or "
-            "contain '..' (use an existing local folder to load a lens from disk)"
+            "contain '..' (use an existing local folder to load a lens from disk)",
+            option="resource_id",
         )
     return str(path)
-
-
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
-    return constants.HF_HUB_OFFLINE or env in {"1", "ON", "YES", "TRUE"}
 
 
 def _repo_defaults(repo_id: str | None, repo_type: str | None) -> tuple[str, str]:
@@ -68,6 +68,118 @@ def _local_artifacts(folder: Path, config_file: str, ckpt_file: str) -> tuple[Pa
         if (folder / name).is_file():
             return config_path, folder / name
     return None
+
+
+def _from_local_folder(folder: Path, config_file: str, ckpt_file: str) -> tuple[Path, Path]:
+    """The lens files in an existing local ``folder``, or an error listing what it holds."""
+    found = _local_artifacts(folder, config_file, ckpt_file)
+    if found is not None:
+        return found
+    present = sorted(p.name for p in folder.iterdir())
+    raise LensFileError(
+        f"Could not find lens at the specified folder {str(folder)!r}: it must hold "
+        f"{config_file!r} and one of {_params_candidates(ckpt_file)}; it holds {present}"
+    )
+
+
+@dataclass(frozen=True)
+class _HubLocation:
+    """Where on the Hub a lens is looked for."""
+
+    repo_id: str
+    repo_type: str
+    revision: str
+    subfolder: str
+    cache_dir: str | None
+
+    def folder(self, lens_id: str) -> str:
+        return f"{self.subfolder}/{lens_id}" if self.subfolder else lens_id
+
+    def download(self, lens_id: str, name: str) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        return Path(
+            hf_hub_download(
+                self.repo_id,
+                name,
+                subfolder=self.folder(lens_id),
+                repo_type=self.repo_type,
+                revision=self.revision,
+                cache_dir=self.cache_dir,
+                # huggingface_hub reads HF_HUB_OFFLINE at import; honour it if set later too.
+                local_files_only=hub_offline(),
+            )
+        )
+
+
+def _hub_not_found_errors() -> tuple[type[Exception], ...]:
+    """The exceptions with which ``hf_hub_download`` says a file is not available."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    return (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+        OfflineModeIsEnabled,
+        HfHubHTTPError,
+        FileNotFoundError,
+    )
+
+
+def _download_lens(
+    hub: _HubLocation, lens_id: str, config_file: str, ckpt_file: str
+) -> tuple[Path, Path]:
+    """Download (or find in the cache) the config and the first parameter file that exists.
+
+    Raises:
+        One of :func:`_hub_not_found_errors`: a file is not available.
+    """
+    not_found = _hub_not_found_errors()
+    config_path = hub.download(lens_id, config_file)
+    errors: list[Exception] = []
+    for name in _params_candidates(ckpt_file):
+        try:
+            return config_path, hub.download(lens_id, name)
+        except not_found as err:
+            errors.append(err)
+    raise errors[-1]
+
+
+def _not_found_on_hub(
+    resource_id: str,
+    hub: _HubLocation,
+    lens_id: str,
+    files: tuple[str, str],
+    cause: Exception,
+) -> LensFileError:
+    """The error for a lens that is neither a local folder nor on the Hub (lists what is)."""
+    config_file, ckpt_file = files
+    available = _describe_available(
+        hub.repo_id,
+        hub.repo_type,
+        hub.revision,
+        config_file,
+        ckpt_file,
+        hub.subfolder,
+        hub.cache_dir,
+    )
+    where = (
+        f"{hub.repo_type} {hub.repo_id!r} (revision {hub.revision!r}, "
+        f"folder {hub.folder(lens_id)!r})"
+    )
+    mode = " in the local cache (HF_HUB_OFFLINE is set)" if hub_offline() else ""
+    return LensFileError(
+        f"Could not find lens at the specified resource id {resource_id!r}: not a local "
+        f"folder, and not found in {where}{mode}. {available} ({type(cause).__name__})"
+    )
 
 
 def load_lens_artifacts(
@@ -100,82 +212,20 @@ def load_lens_artifacts(
         ``(config_path, params_path)``.
 
     Raises:
-        ValueError: If the lens cannot be found (the message lists what exists), or the id is
-            not a safe relative path.
+        LensFileError: If the lens cannot be found (the message lists what exists).
+        InvalidInputError: If the id is not a safe relative path.
     """
     resource_id = os.fspath(resource_id)
     local = Path(os.path.expanduser(resource_id))
     if local.is_dir():
-        found = _local_artifacts(local, config_file, ckpt_file)
-        if found is not None:
-            return found
-        present = sorted(p.name for p in local.iterdir())
-        raise ValueError(
-            f"Could not find lens at the specified folder {str(local)!r}: it must hold "
-            f"{config_file!r} and one of {_params_candidates(ckpt_file)}; it holds {present}"
-        )
-
+        return _from_local_folder(local, config_file, ckpt_file)
     lens_id = _check_resource_id(resource_id)
-    repo_id, repo_type = _repo_defaults(repo_id, repo_type)
-    folder = f"{subfolder}/{lens_id}" if subfolder else lens_id
-
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    not_found = (
-        EntryNotFoundError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-        OfflineModeIsEnabled,
-        HfHubHTTPError,
-        FileNotFoundError,
-    )
-
-    def download(name: str) -> Path:
-        return Path(
-            hf_hub_download(
-                repo_id,
-                name,
-                subfolder=folder,
-                repo_type=repo_type,
-                revision=revision,
-                cache_dir=cache_dir,
-                # huggingface_hub reads HF_HUB_OFFLINE at import; honour it if set later too.
-                local_files_only=_offline(),
-            )
-        )
-
+    hub = _HubLocation(*_repo_defaults(repo_id, repo_type), revision, subfolder, cache_dir)
     try:
-        config_path = download(config_file)
-        params_path = None
-        errors: list[Exception] = []
-        for name in _params_candidates(ckpt_file):
-            try:
-                params_path = download(name)
-                break
-            except not_found as err:
-                errors.append(err)
-        if params_path is None:
-            raise errors[-1]
-    except not_found as err:
-        available = _describe_available(
-            repo_id, repo_type, revision, config_file, ckpt_file, subfolder, cache_dir
-        )
-        where = f"{repo_type} {repo_id!r} (revision {revision!r}, folder {folder!r})"
-        mode = " in the local cache (HF_HUB_OFFLINE is set)" if _offline() else ""
-        raise ValueError(
-            f"Could not find lens at the specified resource id {resource_id!r}: not a local "
-            f"folder, and not found in {where}{mode}. {available} ({type(err).__name__})"
-        ) from err
-    return config_path, params_path
+        return _download_lens(hub, lens_id, config_file, ckpt_file)
+    except _hub_not_found_errors() as err:
+        files = (config_file, ckpt_file)
+        raise _not_found_on_hub(resource_id, hub, lens_id, files, err) from err
 
 
 def _describe_available(*args: object) -> str:
@@ -248,7 +298,7 @@ def available_lens_artifacts(
     Raises:
         FileNotFoundError: If the revision (or, offline, its cached snapshot) does not exist.
     """
-    if _offline():
+    if hub_offline():
         return _cached_lenses(
             repo_id, repo_type, revision, config_file, ckpt_file, subfolder, cache_dir
         )
