@@ -224,8 +224,8 @@ def _run_demo(argv: list[str]) -> int:
 
 
 def _specs(args: argparse.Namespace):
-    from tuned_lens.scripts.commands import DistSpec
-    from tuned_lens.scripts.ingredients import DataSpec, ModelSpec
+    from tuned_lens.training.commands import DistSpec
+    from tuned_lens.training.ingredients import DataSpec, ModelSpec
 
     model_spec = ModelSpec(
         name=args.model_name,
@@ -253,9 +253,9 @@ def _specs(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from tuned_lens.scripts.commands import run_train
-    from tuned_lens.scripts.optim import OptimizerConfig
-    from tuned_lens.scripts.train_loop import TrainConfig
+    from tuned_lens.training.commands import run_train
+    from tuned_lens.training.optim import OptimizerConfig
+    from tuned_lens.training.train_loop import TrainConfig
 
     model_spec, data_spec, dist_spec = _specs(args)
     if args.zero:
@@ -295,8 +295,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from tuned_lens.scripts.commands import run_eval
-    from tuned_lens.scripts.eval_loop import EvalConfig
+    from tuned_lens.training.commands import run_eval
+    from tuned_lens.training.eval_loop import EvalConfig
 
     model_spec, data_spec, dist_spec = _specs(args)
     a, b = args.per_gpu_batch_size, args.eval_batch_alias
@@ -352,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.log_level)
     if as_program:
         # Process-wide allocator tuning (faster CPU steps); not when called from other code.
-        from tuned_lens.scripts.ingredients import tune_cpu_allocator
+        from tuned_lens.training.ingredients import tune_cpu_allocator
 
         tune_cpu_allocator()
     try:

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 from tuned_lens.__main__ import main
 from tuned_lens.data import PackedChunks
-from tuned_lens.scripts.ingredients import DataSpec, ModelSpec
-from tuned_lens.scripts.optim import OptimizerConfig
-from tuned_lens.scripts.train_loop import TrainConfig, layer_losses, train_lens
+from tuned_lens.training.ingredients import DataSpec, ModelSpec
+from tuned_lens.training.optim import OptimizerConfig
+from tuned_lens.training.train_loop import TrainConfig, layer_losses, train_lens
 
 
 def _train_args(model_dir, data, out, *extra):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from tuned_lens.__main__ import main
-from tuned_lens.scripts.eval_loop import EvalConfig, count_batches, evaluate_lenses
+from tuned_lens.training.eval_loop import EvalConfig, count_batches, evaluate_lenses
 
 
 def _eval_args(model_dir, data, out, *extra):
@@ -148,7 +148,7 @@ def test_tuned_lens_beats_the_logit_lens_at_every_layer_on_glassllm():
     from tuned_lens.assets import load_glassllm, tinyshakespeare_text
     from tuned_lens.data import chunk_and_tokenize
     from tuned_lens.nn import LogitLens, TunedLens
-    from tuned_lens.scripts.train_loop import TrainConfig, train_lens
+    from tuned_lens.training.train_loop import TrainConfig, train_lens
 
     model, tokenizer = load_glassllm()
     text = tinyshakespeare_text()

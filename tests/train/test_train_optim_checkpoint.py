@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tuned_lens.scripts.checkpoint import (
+from tuned_lens.training.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     read_checkpoint,
     save_checkpoint,
 )
-from tuned_lens.scripts.optim import LinearWarmupDecay, OptimizerConfig
+from tuned_lens.training.optim import LinearWarmupDecay, OptimizerConfig
 
 
 def test_sgd_defaults_match_the_original():

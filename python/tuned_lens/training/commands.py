@@ -1,0 +1,151 @@
+"""The ``train`` and ``eval`` commands: load everything, run the loop, write the results."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuned_lens.training.eval_loop import EvalConfig, EvalResult, evaluate_lenses, write_outputs
+from tuned_lens.training.ingredients import (
+    DataSpec,
+    DistContext,
+    ModelSpec,
+    init_distributed,
+    shard_model_fsdp,
+)
+from tuned_lens.training.train_loop import TrainConfig, TrainResult, train_lens
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistSpec:
+    """``--fsdp``, ``--cpu_offload``, ``--nccl_timeout``, ``--device``."""
+
+    fsdp: bool = False
+    cpu_offload: bool = False
+    nccl_timeout: int = 1200
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.cpu_offload and not self.fsdp:
+            raise ValueError("--cpu_offload needs --fsdp")
+
+
+def _load(model_spec: ModelSpec, dist_spec: DistSpec, ctx: DistContext):
+    if dist_spec.fsdp and model_spec.precision.lower() == "int8":
+        raise ValueError("--precision int8 cannot be combined with --fsdp")
+    # The primary process may convert/download first; the others then read the cache.
+    if not ctx.primary:
+        ctx.barrier()
+    model, tokenizer = model_spec.load(ctx.device, place_on_device=not dist_spec.fsdp)
+    if ctx.primary:
+        ctx.barrier()
+    return model, tokenizer
+
+
+def _check_wandb(name: str | None) -> None:
+    if name is None:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        raise ImportError("--wandb needs the wandb package: pip install 'tuned-lens-rs[wandb]'")
+
+
+def run_train(
+    *,
+    model_spec: ModelSpec,
+    data_spec: DataSpec,
+    config: TrainConfig,
+    output: Path,
+    lens_name_or_path: str | None = None,
+    dist_spec: DistSpec | None = None,
+) -> TrainResult:
+    """Train a tuned lens and save it to ``output`` (``config.json`` + ``params.safetensors``).
+
+    Raises:
+        NotEnoughDataError: the data cannot feed ``num_steps`` steps (before any training).
+    """
+    from tuned_lens.nn import TunedLens
+
+    dist_spec = dist_spec or DistSpec()
+    _check_wandb(config.wandb)
+    ctx = init_distributed(device=dist_spec.device, timeout_s=dist_spec.nccl_timeout)
+    try:
+        if config.checkpoint_dir is None and config.checkpoint_freq is not None:
+            config.checkpoint_dir = output / "checkpoints"
+        model, tokenizer = _load(model_spec, dist_spec, ctx)
+        chunks = data_spec.load(tokenizer)
+        if ctx.primary:
+            logger.info(
+                "data: %d documents, %d chunks of %d tokens; %.4f bits per byte per nat",
+                chunks.num_documents,
+                len(chunks),
+                chunks.chunk_len,
+                chunks.nats_to_bpb,
+            )
+        if lens_name_or_path is not None:
+            lens = TunedLens.from_model_and_pretrained(model, lens_name_or_path)
+        else:
+            lens = TunedLens.from_model(model)
+        if dist_spec.fsdp:
+            # After the lens copied the unembedding, so it holds plain tensors.
+            model = shard_model_fsdp(model, cpu_offload=dist_spec.cpu_offload)
+        result = train_lens(model, lens, chunks, config, ctx=ctx)
+        if ctx.primary:
+            lens.save(output)
+            summary = {
+                "final_step_loss_nats": result.losses[-1] if result.losses else None,
+                "start_step": result.start_step,
+                "num_steps": config.num_steps,
+                "nats_to_bpb": chunks.nats_to_bpb,
+            }
+            (output / "training_summary.json").write_text(
+                json.dumps(summary, indent=2) + "\n", encoding="utf-8"
+            )
+            logger.info("saved the lens to %s", output)
+        ctx.barrier()
+        return result
+    finally:
+        ctx.close()
+
+
+def run_eval(
+    *,
+    model_spec: ModelSpec,
+    data_spec: DataSpec,
+    config: EvalConfig,
+    output: Path,
+    lens_name: str | None = None,
+    logit: bool = True,
+    dist_spec: DistSpec | None = None,
+) -> EvalResult:
+    """Evaluate the logit lens and/or a tuned lens and write the result files to ``output``."""
+    from tuned_lens.nn import LogitLens, TunedLens
+
+    if lens_name is None and not logit:
+        raise ValueError("nothing to evaluate: pass a tuned lens with -l/--lens_name or --logit")
+    dist_spec = dist_spec or DistSpec()
+    ctx = init_distributed(device=dist_spec.device, timeout_s=dist_spec.nccl_timeout)
+    try:
+        model, tokenizer = _load(model_spec, dist_spec, ctx)
+        chunks = data_spec.load(tokenizer)
+        lenses: dict[str, Any] = {}
+        if logit:
+            lenses["logit"] = LogitLens.from_model(model)
+        if lens_name is not None:
+            lenses["tuned"] = TunedLens.from_model_and_pretrained(model, lens_name)
+        if dist_spec.fsdp:
+            model = shard_model_fsdp(model, cpu_offload=dist_spec.cpu_offload)
+        result = evaluate_lenses(model, lenses, chunks, config, ctx=ctx)
+        if ctx.primary:
+            written = write_outputs(result, output)
+            logger.info("wrote %s", ", ".join(str(p) for p in written.values()))
+        ctx.barrier()
+        return result
+    finally:
+        ctx.close()

@@ -1,0 +1,446 @@
+"""Evaluation of the logit lens and tuned lenses: per-layer cross-entropy, entropy and KL.
+
+Every metric is a mean over tokens in **nats**: per batch, per layer, per lens type, plus the
+model's own cross-entropy and entropy as a baseline. ``aggregate_metrics.json`` repeats the
+same tree converted to **bits per byte** under ``"bits_per_byte"`` (every metric multiplied by
+the data's ``nats_to_bpb`` ratio, which is what the original reported for all metrics).
+
+Statistics are computed by :mod:`tuned_lens.lens_stats` (the Rust core on the CPU, its torch
+twin for CUDA tensors).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tuned_lens.data import ChunkSampler, NotEnoughDataError, PackedChunks
+from tuned_lens.training.ingredients import DistContext
+from tuned_lens.training.train_loop import _autocast, _model_dtype
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("ce", "entropy", "kl")
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one evaluation (the ``eval`` CLI flags that are not about loading).
+
+    Attributes:
+        tokens: tokens to evaluate over all processes (``None``: the whole data set).
+        per_gpu_batch_size: chunks per batch on each process.
+        token_shift: CE compares lens position ``t`` with the token at ``t + token_shift``.
+        layer_transfer: also apply every translator to every layer's hidden state (tuned lens).
+        record_logit_stats: record the mean predicted distribution of every layer.
+        seed: seed of the chunk order.
+        dataloader_shuffle: shuffle the chunks.
+        progress: show a tqdm progress bar on the primary process.
+    """
+
+    tokens: int | None = None
+    per_gpu_batch_size: int = 1
+    token_shift: int = 1
+    layer_transfer: bool = False
+    record_logit_stats: bool = False
+    seed: int = 42
+    dataloader_shuffle: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tokens is not None and self.tokens < 1:
+            raise ValueError(f"--tokens must be >= 1, got {self.tokens}")
+        if self.per_gpu_batch_size < 1:
+            raise ValueError(f"--per_gpu_batch_size must be >= 1, got {self.per_gpu_batch_size}")
+        if self.token_shift < 0:
+            raise ValueError(f"--token_shift must be >= 0, got {self.token_shift}")
+
+
+@dataclass
+class EvalResult:
+    """Evaluation output.
+
+    Attributes:
+        aggregate: nested metrics in nats (``{lens: {metric: {"layer_j": v}}, "baseline": …}``).
+        batches: one nested dict per batch, in nats.
+        nats_to_bpb: the data's conversion ratio.
+        tokens: tokens evaluated over all processes.
+        logit_stats: mean predicted probabilities per lens and layer (with
+            ``record_logit_stats``), ``{lens: {"layer_j": (V,) array}, "baseline": {"final": …}}``.
+    """
+
+    aggregate: dict[str, Any]
+    batches: list[dict[str, Any]]
+    nats_to_bpb: float
+    tokens: int
+    logit_stats: dict[str, dict[str, np.ndarray]] | None = None
+    num_layers: int = 0
+    lens_names: list[str] = field(default_factory=list)
+
+
+def count_batches(num_chunks: int, chunk_len: int, config: EvalConfig, world_size: int) -> int:
+    """Batches each process runs; raises :class:`NotEnoughDataError` if ``tokens`` is too many."""
+    per_batch = world_size * config.per_gpu_batch_size
+    held = num_chunks * chunk_len
+    if config.tokens is None:
+        batches = num_chunks // per_batch
+    else:
+        if config.tokens > held:
+            raise NotEnoughDataError(
+                f"Requested to evaluate on {config.tokens} tokens, but the data set holds only "
+                f"{held} tokens ({num_chunks} chunks of {chunk_len}); lower --tokens or use more "
+                "data."
+            )
+        batches = config.tokens // (per_batch * chunk_len)
+    if batches < 1:
+        raise NotEnoughDataError(
+            f"one evaluation batch needs {per_batch * chunk_len} tokens ({per_batch} chunks of "
+            f"{chunk_len}); the request covers fewer (data: {held} tokens, --tokens "
+            f"{config.tokens})"
+        )
+    return batches
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.mean(values, dtype=np.float64))
+
+
+def _lens_log_probs(lens: Any, hidden: torch.Tensor, idx: int, autocast) -> torch.Tensor:
+    with autocast:
+        logits = lens(hidden, idx=idx)
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def _as_stats_input(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().contiguous()
+
+
+@torch.no_grad()
+def evaluate_lenses(
+    model: torch.nn.Module,
+    lenses: Mapping[str, Any],
+    chunks: PackedChunks,
+    config: EvalConfig,
+    *,
+    ctx: DistContext | None = None,
+) -> EvalResult:
+    """Evaluate lenses on ``chunks``.
+
+    Args:
+        model: the frozen causal LM on ``ctx.device``.
+        lenses: ``{"logit": LogitLens, "tuned": TunedLens}`` (either may be missing).
+        chunks: packed evaluation data (identical on every process).
+        config: evaluation settings.
+        ctx: distributed context (default: one process on the model's device).
+
+    Returns:
+        Aggregated and per-batch metrics in nats.
+    """
+    from tuned_lens import lens_stats
+
+    if not lenses:
+        raise ValueError("nothing to evaluate: pass a tuned lens (-l) and/or --logit")
+    if ctx is None:
+        ctx = DistContext(device=next(model.parameters()).device)
+    device = ctx.device
+    chunk_len = chunks.chunk_len
+    shift = config.token_shift
+    if shift >= chunk_len:
+        raise ValueError(f"--token_shift {shift} must be smaller than the chunk length {chunk_len}")
+    num_batches = count_batches(len(chunks), chunk_len, config, ctx.world_size)
+    sampler = ChunkSampler(
+        len(chunks),
+        micro_batch_size=config.per_gpu_batch_size,
+        world_size=ctx.world_size,
+        rank=ctx.rank,
+        seed=config.seed,
+        shuffle=config.dataloader_shuffle,
+    )
+    per_batch_global = ctx.world_size * config.per_gpu_batch_size
+    for lens in lenses.values():
+        lens.to(device)
+        lens.eval()
+    autocast = _autocast(device, _model_dtype(model))
+    keep = chunk_len - shift
+    marginals: dict[str, dict[str, list]] = {}
+
+    def add_marginal(lens_name: str, key: str, log_probs: torch.Tensor) -> None:
+        sums, _, rows = lens_stats.marginal_sums(_as_stats_input(log_probs))
+        slot = marginals.setdefault(lens_name, {})
+        if key in slot:
+            slot[key][0] += sums
+            slot[key][1] += rows
+        else:
+            slot[key] = [np.asarray(sums, dtype=np.float64).copy(), rows]
+
+    progress = None
+    if config.progress and ctx.primary:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=num_batches, desc="Evaluating", unit="batch")
+    batches: list[dict[str, Any]] = []
+    num_layers = 0
+    for batch_idx in range(num_batches):
+        (indices,) = sampler.step_indices(batch_idx, per_batch_global)
+        input_ids = chunks.input_ids[indices].to(device)
+        output = model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
+        final_lp = torch.log_softmax(output.logits.float(), dim=-1)
+        labels = _as_stats_input(input_ids[:, shift:])
+        final_stats = _as_stats_input(final_lp)
+        record: dict[str, Any] = {
+            "baseline": {
+                "ce": {
+                    "final": _mean(
+                        lens_stats.cross_entropy(_as_stats_input(final_lp[:, :keep]), labels)
+                    )
+                },
+                "entropy": {"final": _mean(lens_stats.entropy(final_stats))},
+            }
+        }
+        if config.record_logit_stats:
+            add_marginal("baseline", "final", final_lp)
+        for name, lens in lenses.items():
+            num_layers = len(output.hidden_states) - 1
+            metrics: dict[str, dict[str, Any]] = {m: {} for m in METRICS}
+            layer_lps: list[torch.Tensor] = []
+            for j in range(num_layers):
+                lp = _lens_log_probs(lens, output.hidden_states[j], j, autocast)
+                key = f"layer_{j}"
+                metrics["ce"][key] = _mean(
+                    lens_stats.cross_entropy(_as_stats_input(lp[:, :keep]), labels)
+                )
+                lp_stats = _as_stats_input(lp)
+                metrics["entropy"][key] = _mean(lens_stats.entropy(lp_stats))
+                metrics["kl"][key] = _mean(lens_stats.kl_divergence(final_stats, lp_stats))
+                if config.record_logit_stats:
+                    add_marginal(name, key, lp)
+                if config.layer_transfer and name != "logit":
+                    layer_lps.append(lp)
+            if config.layer_transfer and name != "logit":
+                metrics["layer_transfer"] = _layer_transfer(
+                    lens, output.hidden_states, layer_lps, labels, keep, autocast, lens_stats
+                )
+            record[name] = metrics
+        batches.append(record)
+        del output
+        if progress is not None:
+            progress.update(1)
+    if progress is not None:
+        progress.close()
+
+    aggregate = _mean_of_trees(batches)
+    aggregate = _average_tree_over_ranks(aggregate, ctx)
+    all_batches = _gather_batches(batches, ctx)
+    logit_stats = _finish_marginals(marginals, ctx) if config.record_logit_stats else None
+    return EvalResult(
+        aggregate=aggregate,
+        batches=all_batches,
+        nats_to_bpb=chunks.nats_to_bpb,
+        tokens=num_batches * per_batch_global * chunk_len,
+        logit_stats=logit_stats,
+        num_layers=num_layers,
+        lens_names=list(lenses),
+    )
+
+
+def _layer_transfer(
+    lens: Any,
+    hidden_states: tuple[torch.Tensor, ...],
+    own_lps: list[torch.Tensor],
+    labels: torch.Tensor,
+    keep: int,
+    autocast,
+    lens_stats,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """CE and KL when translator ``i`` reads layer ``j``'s hidden state.
+
+    ``kl[layer_i][layer_j]`` is KL(lens_j(h_j) ‖ lens_i(h_j)): how far translator ``i`` lands from
+    the translator trained for that layer.
+    """
+    n = len(own_lps)
+    ce: dict[str, dict[str, float]] = {}
+    kl: dict[str, dict[str, float]] = {}
+    for i in range(n):
+        ce[f"layer_{i}"] = {}
+        kl[f"layer_{i}"] = {}
+        for j in range(n):
+            lp = own_lps[j] if i == j else _lens_log_probs(lens, hidden_states[j], i, autocast)
+            ce[f"layer_{i}"][f"layer_{j}"] = _mean(
+                lens_stats.cross_entropy(_as_stats_input(lp[:, :keep]), labels)
+            )
+            kl[f"layer_{i}"][f"layer_{j}"] = _mean(
+                lens_stats.kl_divergence(_as_stats_input(own_lps[j]), _as_stats_input(lp))
+            )
+    return {"ce": ce, "kl": kl}
+
+
+def _mean_of_trees(trees: list[dict[str, Any]]) -> dict[str, Any]:
+    first = trees[0]
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        if isinstance(value, dict):
+            out[key] = _mean_of_trees([t[key] for t in trees])
+        else:
+            out[key] = math.fsum(t[key] for t in trees) / len(trees)
+    return out
+
+
+def _flatten(tree: dict[str, Any], prefix: tuple = ()) -> list[tuple[tuple, float]]:
+    items = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            items.extend(_flatten(value, prefix + (key,)))
+        else:
+            items.append((prefix + (key,), value))
+    return items
+
+
+def _unflatten(items: list[tuple[tuple, float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, value in items:
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return out
+
+
+def _average_tree_over_ranks(tree: dict[str, Any], ctx: DistContext) -> dict[str, Any]:
+    if not ctx.distributed:
+        return tree
+    items = _flatten(tree)
+    values = torch.tensor([v for _, v in items], dtype=torch.float64, device=ctx.device)
+    ctx.all_reduce_mean_(values)
+    return _unflatten([(path, float(v)) for (path, _), v in zip(items, values.tolist())])
+
+
+def _gather_batches(batches: list[dict[str, Any]], ctx: DistContext) -> list[dict[str, Any]]:
+    if not ctx.distributed:
+        return batches
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, batches)
+    return [record for rank_batches in gathered for record in rank_batches]
+
+
+def _finish_marginals(
+    marginals: dict[str, dict[str, list]], ctx: DistContext
+) -> dict[str, dict[str, np.ndarray]]:
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, per_key in marginals.items():
+        out[name] = {}
+        for key, (sums, rows) in per_key.items():
+            total = torch.from_numpy(sums).to(ctx.device)
+            count = torch.tensor([float(rows)], dtype=torch.float64, device=ctx.device)
+            ctx.all_reduce_sum_(total)
+            ctx.all_reduce_sum_(count)
+            out[name][key] = (total / count).cpu().numpy()
+    return out
+
+
+def scale_tree(tree: dict[str, Any], factor: float) -> dict[str, Any]:
+    """Multiply every leaf of a metrics tree by ``factor`` (nats → bits per byte)."""
+    return {
+        k: scale_tree(v, factor) if isinstance(v, dict) else v * factor for k, v in tree.items()
+    }
+
+
+def write_outputs(result: EvalResult, output: Path) -> dict[str, Path]:
+    """Write ``aggregate_metrics.json``, ``batches.jsonl``, the plots and ``logit_stats.json``.
+
+    Returns:
+        The files written, by kind.
+    """
+    output.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    aggregate = {
+        **result.aggregate,
+        "units": "nats per token (the 'bits_per_byte' tree holds the same metrics in bits/byte)",
+        "bits_per_byte": scale_tree(result.aggregate, result.nats_to_bpb),
+        "nats_to_bpb": result.nats_to_bpb,
+        "tokens": result.tokens,
+        "num_batches": len(result.batches),
+    }
+    path = output / "aggregate_metrics.json"
+    path.write_text(json.dumps(aggregate, indent=2) + "\n", encoding="utf-8")
+    written["aggregate"] = path
+
+    path = output / "batches.jsonl"
+    with path.open("w", encoding="utf-8") as handle:
+        for index, record in enumerate(result.batches):
+            handle.write(json.dumps({"batch": index, "units": "nats", **record}) + "\n")
+    written["batches"] = path
+
+    if result.logit_stats is not None:
+        stats: dict[str, Any] = {}
+        for name, per_key in result.logit_stats.items():
+            stats[name] = {"logit_stats": {k: v.tolist() for k, v in per_key.items()}}
+        path = output / "logit_stats.json"
+        path.write_text(json.dumps(stats) + "\n", encoding="utf-8")
+        written["logit_stats"] = path
+
+    written.update(write_plots(result, output))
+    return written
+
+
+def write_plots(result: EvalResult, output: Path) -> dict[str, Path]:
+    """Per-layer curves of KL, CE and entropy: HTML always, PNG when kaleido can render."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    titles = {"kl": "KL(model ‖ lens)", "ce": "cross-entropy", "entropy": "entropy"}
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[titles[m] for m in ("kl", "ce", "entropy")])
+    colours = {"logit": "#1f77b4", "tuned": "#d62728"}
+    for col, metric in enumerate(("kl", "ce", "entropy"), start=1):
+        for name in result.lens_names:
+            per_layer = result.aggregate.get(name, {}).get(metric, {})
+            layers = sorted(per_layer, key=lambda k: int(k.split("_")[1]))
+            fig.add_trace(
+                go.Scatter(
+                    x=[int(k.split("_")[1]) for k in layers],
+                    y=[per_layer[k] for k in layers],
+                    mode="lines+markers",
+                    name=f"{name} lens",
+                    legendgroup=name,
+                    showlegend=col == 1,
+                    line={"color": colours.get(name)},
+                ),
+                row=1,
+                col=col,
+            )
+        baseline = result.aggregate.get("baseline", {}).get(metric, {}).get("final")
+        if baseline is not None:
+            fig.add_hline(
+                y=baseline,
+                line_dash="dash",
+                line_color="grey",
+                row=1,
+                col=col,
+                annotation_text="model",
+            )
+        fig.update_xaxes(title_text="layer", row=1, col=col)
+        fig.update_yaxes(title_text="nats", row=1, col=col)
+    fig.update_layout(
+        title="Lens quality per layer (mean over tokens, nats)", width=1200, height=420
+    )
+    written: dict[str, Path] = {}
+    html = output / "per_layer_metrics.html"
+    fig.write_html(html, include_plotlyjs=True)
+    written["html"] = html
+    png = output / "per_layer_metrics.png"
+    try:
+        fig.write_image(png)
+        written["png"] = png
+    except Exception as err:  # kaleido or Chromium missing: the HTML is enough
+        logger.debug("PNG export skipped: %s", err)
+        png.unlink(missing_ok=True)
+    return written
