@@ -35,6 +35,8 @@ __all__ = [
     "load_documents",
     "chunk_and_tokenize",
     "shuffle_documents",
+    "split_documents",
+    "HELD_OUT_FRACTION",
     "ChunkSampler",
 ]
 
@@ -222,6 +224,50 @@ def shuffle_documents(docs: Sequence[str], *, seed: int) -> list[str]:
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(docs), generator=gen).tolist()
     return [docs[i] for i in order]
+
+
+#: Fraction of the text :func:`split_documents` holds out for evaluation by default.
+HELD_OUT_FRACTION = 0.1
+
+
+def split_documents(
+    docs: Sequence[str], *, held_out: float = HELD_OUT_FRACTION
+) -> tuple[list[str], list[str]]:
+    """Split documents into a training part and a held-out part (empty documents dropped).
+
+    One document (a plain text file) is cut at a line break near ``1 - held_out`` of its length
+    (at the exact fraction when the last line break before it is in the first half); several
+    documents are split by count: the last ``ceil(held_out * n)`` of them, at least one, are
+    held out.
+
+    Args:
+        docs: The documents, in order.
+        held_out: The fraction to hold out, in ``(0, 1)``.
+
+    Returns:
+        ``(train, held_out)``: two non-empty lists of documents; for one document, its two
+        pieces, which concatenate to it.
+
+    Raises:
+        InvalidInputError: ``held_out`` is outside ``(0, 1)`` (a ``ValueError``).
+        NotEnoughDataError: no non-empty document, or one too short to cut in two.
+    """
+    if not 0.0 < held_out < 1.0:
+        raise InvalidInputError(f"held_out must be in (0, 1), got {held_out}", option="held_out")
+    kept = [doc for doc in docs if doc]
+    if not kept:
+        raise NotEnoughDataError("no non-empty documents to split")
+    if len(kept) > 1:
+        n_held_out = max(1, math.ceil(len(kept) * held_out))
+        return kept[:-n_held_out], kept[-n_held_out:]
+    text = kept[0]
+    cut = int(len(text) * (1.0 - held_out))
+    newline = text.rfind("\n", 0, cut)
+    if newline > cut // 2:  # a line boundary, when one is reasonably close
+        cut = newline + 1
+    if not 0 < cut < len(text):
+        raise NotEnoughDataError("the text is too short to hold some of it out for evaluation")
+    return [text[:cut]], [text[cut:]]
 
 
 # ----------------------------------------------------------------------------------------------
