@@ -1,113 +1,45 @@
-"""Loading the frozen model and setting up (optionally distributed) devices."""
+"""Setting up (optionally distributed) devices, and what the CLI asks to load.
+
+Models and tokenizers load through :mod:`tuned_lens.model_loading` (re-exported here under
+their earlier names), the Hub's offline switch is :func:`tuned_lens.hub.hub_offline`.
+"""
 
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
+from tuned_lens.errors import InvalidInputError
+from tuned_lens.hub import hub_offline
+from tuned_lens.model_loading import PRECISIONS, load_model, load_tokenizer, resolve_dtype
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from tuned_lens.data import PackedChunks
+
+__all__ = [
+    "PRECISIONS",
+    "DataSpec",
+    "DistContext",
+    "ModelSpec",
+    "decoder_blocks",
+    "hub_offline",
+    "init_distributed",
+    "load_model",
+    "load_tokenizer",
+    "resolve_dtype",
+    "shard_model_fsdp",
+    "tune_cpu_allocator",
+]
+
 logger = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
-
-
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) asks for cache-only loading."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return True
-    return False
-
-
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | str:
-    """Map a ``--precision`` value to the dtype the model is loaded in.
-
-    ``auto`` means float32 on the CPU (half-precision matmuls are slow there) and the
-    checkpoint's own dtype (``"auto"`` for transformers) on accelerators. ``int8`` loads float16
-    weights that bitsandbytes then quantises.
-    """
-    precision = precision.lower()
-    if precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        return torch.float32 if device.type == "cpu" else "auto"
-    if precision == "int8":
-        return torch.float16
-    return getattr(torch, precision)
-
-
-def load_tokenizer(
-    name: str,
-    *,
-    revision: str | None = None,
-    tokenizer: str | None = None,
-    slow_tokenizer: bool = False,
-) -> Any:
-    """Load the tokenizer of ``name`` (or the ``tokenizer`` override), cache-only when offline."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(
-        tokenizer or name,
-        revision=revision,
-        use_fast=not slow_tokenizer,
-        local_files_only=hub_offline(),
-    )
-
-
-def load_model(
-    name: str,
-    *,
-    device: torch.device,
-    precision: str = "auto",
-    revision: str | None = None,
-    place_on_device: bool = True,
-) -> torch.nn.Module:
-    """Load a frozen causal LM in eval mode.
-
-    Args:
-        name: a local folder or a Hugging Face model id.
-        device: where the model runs.
-        precision: one of :data:`PRECISIONS`.
-        revision: model revision.
-        place_on_device: move the weights to ``device`` (off when FSDP will shard them).
-
-    Raises:
-        ImportError: ``int8`` without bitsandbytes installed.
-        ValueError: an unknown precision, or ``int8`` on the CPU.
-    """
-    from transformers import AutoModelForCausalLM
-
-    dtype = resolve_dtype(precision, device)
-    kwargs: dict[str, Any] = {
-        "dtype": dtype,
-        "revision": revision,
-        "local_files_only": hub_offline(),
-        "low_cpu_mem_usage": True,
-    }
-    if precision.lower() == "int8":
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise ImportError(
-                "--precision int8 needs bitsandbytes: pip install 'tuned-lens-rs[8bit]'"
-            )
-        if device.type != "cuda":
-            raise ValueError("--precision int8 needs a CUDA device (bitsandbytes)")
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        kwargs["device_map"] = {"": device}
-    model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
-    if place_on_device and "device_map" not in kwargs:
-        model = model.to(device)
-    model.eval()
-    model.requires_grad_(False)
-    return model
-
 
 # ----------------------------------------------------------------------------------------------
 # Distributed set-up
@@ -209,7 +141,9 @@ def shard_model_fsdp(model: torch.nn.Module, *, cpu_offload: bool = False) -> to
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
     if not dist.is_initialized():
-        raise ValueError("--fsdp needs a distributed launch (torchrun --nproc-per-node N ...)")
+        raise InvalidInputError(
+            "fsdp needs a distributed launch (torchrun --nproc-per-node N ...)", option="fsdp"
+        )
     policy: OffloadPolicy = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
     layers = decoder_blocks(model)
     for block in layers:
@@ -243,7 +177,8 @@ class ModelSpec:
 
     def load(
         self, device: torch.device, *, place_on_device: bool = True
-    ) -> tuple[torch.nn.Module, Any]:
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """Load the frozen model (eval mode) and its tokenizer, cache-only when offline."""
         name = self.resolved_name()
         tokenizer = load_tokenizer(
             name,
@@ -273,12 +208,8 @@ class DataSpec:
     dataset_shuffle: bool = False
     dataset_shuffle_seed: int = 42
 
-    def load(self, tokenizer: Any):
-        """Read, optionally shuffle, tokenise and pack the documents.
-
-        Returns:
-            :class:`tuned_lens.data.PackedChunks`.
-        """
+    def load(self, tokenizer: PreTrainedTokenizerBase) -> PackedChunks:
+        """Read, optionally shuffle, tokenise and pack the documents."""
         from tuned_lens.data import chunk_and_tokenize, load_documents, shuffle_documents
 
         docs = load_documents(
