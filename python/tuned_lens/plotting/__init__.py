@@ -10,14 +10,13 @@
 * :func:`write_html`, :func:`write_image`: saving figures.
 """
 
-from ._statistics import MissingTargetsError
+from ..errors import MissingTargetsError, TrajectoryShapeError
 from .compact_trajectory import CompactTrajectory, PairwiseCells
 from .export import ExportDependencyError, write_html, write_image
 from .prediction_trajectory import PredictionTrajectory, ResidualComponent
 from .token_formatter import TokenFormatter
 from .trajectory_plotting import (
     TrajectoryLabels,
-    TrajectoryShapeError,
     TrajectoryStatistic,
     trunc_string_left,
 )

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import InvalidInputError, MissingTargetsError
 from . import _labels
 from .token_formatter import TokenFormatter
 from .trajectory_plotting import TrajectoryLabels, TrajectoryStatistic
@@ -30,10 +31,6 @@ _TV_DEFINITIONS: dict[str, tuple[PairwiseKind, str]] = {
     "half-l1": ("tv", "TV(Self | Other)"),
     "original": ("max_abs_diff", "Max |Δp|(Self | Other)"),
 }
-
-
-class MissingTargetsError(ValueError):
-    """A statistic needs ``targets`` (or ``anti_targets``) that the trajectory lacks."""
 
 
 class TrajectoryStatisticsMixin:
@@ -466,8 +463,9 @@ class TrajectoryStatisticsMixin:
             "JS(Self | Other)" in "nats", min 0, max ln 2 (or the symmetrised KL).
         """
         if definition not in _JS_DEFINITIONS:
-            raise ValueError(
-                f"definition must be one of {sorted(_JS_DEFINITIONS)}, got {definition!r}"
+            raise InvalidInputError(
+                f"definition must be one of {sorted(_JS_DEFINITIONS)}, got {definition!r}",
+                option="definition",
             )
         kind, name, upper = _JS_DEFINITIONS[definition]
         cells = self._cell_pairwise(other, kind)
@@ -493,8 +491,9 @@ class TrajectoryStatisticsMixin:
             "TV(Self | Other)" in "probs", min 0, max 1.
         """
         if definition not in _TV_DEFINITIONS:
-            raise ValueError(
-                f"definition must be one of {sorted(_TV_DEFINITIONS)}, got {definition!r}"
+            raise InvalidInputError(
+                f"definition must be one of {sorted(_TV_DEFINITIONS)}, got {definition!r}",
+                option="definition",
             )
         kind, name = _TV_DEFINITIONS[definition]
         cells = self._cell_pairwise(other, kind)

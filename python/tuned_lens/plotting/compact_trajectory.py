@@ -14,26 +14,39 @@ torch twin for CUDA tensors) and keeps only what the plots need, per cell:
 * with ``other_lens``: KL, Jensen–Shannon, symmetrised KL, total variation and max |Δp|
   against the other lens, and the top-k tokens by probability change.
 
-The statistic methods are the same as the full path's and return the same
+That list is one table, :data:`tuned_lens.plotting._cells.CELL_STATISTICS`; the rows come from
+:class:`tuned_lens.decoding.LayerDecoder` (the one layer-decoding loop), filled by
+:mod:`tuned_lens.plotting._compact_builder`. The statistic methods are the same as the full path's and return the same
 :class:`~tuned_lens.plotting.TrajectoryStatistic` (averaged over prompts).
 """
 
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .. import lens_stats
+from ..decoding import model_device
+from ..errors import InvalidInputError, MissingTargetsError, TrajectoryShapeError
+from ..types import BoolArray, CausalLM, F32Array, IdArray, TokenIds, Tokenizer
 from . import _model_inputs
+from ._cells import CELL_STATISTICS, POSITION_FIELDS
 from ._statistics import PairwiseKind, TrajectoryStatisticsMixin
-from .trajectory_plotting import TrajectoryShapeError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+    from ..nn.lenses import Lens
+
+_T = TypeVar("_T")
+
+PromptSelection: TypeAlias = int | slice | Sequence[int] | IdArray | BoolArray
+"""Which prompts to keep: one index, a slice, an index array or a boolean mask over ``N``."""
 
 __all__ = ["CompactTrajectory", "PairwiseCells"]
 
@@ -56,15 +69,15 @@ class PairwiseCells:
         deltas: ``(N, L+1, T, k)`` their signed ``p_other − p_self``.
     """
 
-    kl: NDArray[np.float32]
-    js: NDArray[np.float32]
-    symmetric_kl: NDArray[np.float32]
-    tv: NDArray[np.float32]
-    max_abs_diff: NDArray[np.float32]
-    delta_ids: NDArray[np.int64]
-    deltas: NDArray[np.float32]
+    kl: F32Array
+    js: F32Array
+    symmetric_kl: F32Array
+    tv: F32Array
+    max_abs_diff: F32Array
+    delta_ids: IdArray
+    deltas: F32Array
 
-    def map(self, fn: Any) -> PairwiseCells:
+    def map(self, fn: Callable[[NDArray[Any]], NDArray[Any]]) -> PairwiseCells:
         """Apply ``fn`` to every array (e.g. a slice)."""
         return PairwiseCells(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
@@ -96,20 +109,20 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
         vocab_size: The vocabulary size of the model.
     """
 
-    input_ids: NDArray[np.int64]
-    entropy_cells: NDArray[np.float32]
-    forward_kl_cells: NDArray[np.float32]
-    top_k_ids: NDArray[np.int64]
-    top_k_probs: NDArray[np.float32]
-    targets: NDArray[np.int64] | None = None
-    anti_targets: NDArray[np.int64] | None = None
-    tokenizer: Any = None
-    attention_mask: NDArray[np.bool_] | None = None
-    target_log_prob_cells: NDArray[np.float32] | None = None
-    target_rank_cells: NDArray[np.int64] | None = None
-    anti_target_log_prob_cells: NDArray[np.float32] | None = None
-    tracked_ids: NDArray[np.int64] | None = None
-    tracked_log_probs: NDArray[np.float32] | None = None
+    input_ids: IdArray
+    entropy_cells: F32Array
+    forward_kl_cells: F32Array
+    top_k_ids: IdArray
+    top_k_probs: F32Array
+    targets: IdArray | None = None
+    anti_targets: IdArray | None = None
+    tokenizer: Tokenizer | None = None
+    attention_mask: BoolArray | None = None
+    target_log_prob_cells: F32Array | None = None
+    target_rank_cells: IdArray | None = None
+    anti_target_log_prob_cells: F32Array | None = None
+    tracked_ids: IdArray | None = None
+    tracked_log_probs: F32Array | None = None
     comparison: PairwiseCells | None = None
     vocab_size: int | None = None
 
@@ -177,26 +190,26 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
         return total
 
     # ------------------------------------------------------------------ views
-    def _map_cells(self, cut_ids: Any, cut_cells: Any) -> CompactTrajectory:
-        def maybe(fn: Any, value: Any) -> Any:
+    def _map_cells(
+        self,
+        cut_positions: Callable[[NDArray[Any]], NDArray[Any]],
+        cut_cells: Callable[[NDArray[Any]], NDArray[Any]],
+    ) -> CompactTrajectory:
+        """A copy with ``cut_positions`` applied to every ``(N, T)`` array and ``cut_cells``
+        to every ``(N, L+1, T, ...)`` array (the cell table's)."""
+
+        def maybe(fn: Callable[[NDArray[Any]], NDArray[Any]], value: Any) -> Any:
             return None if value is None else fn(value)
 
-        return replace(
-            self,
-            input_ids=cut_ids(self.input_ids),
-            targets=maybe(cut_ids, self.targets),
-            anti_targets=maybe(cut_ids, self.anti_targets),
-            attention_mask=maybe(cut_ids, self.attention_mask),
-            entropy_cells=cut_cells(self.entropy_cells),
-            forward_kl_cells=cut_cells(self.forward_kl_cells),
-            top_k_ids=cut_cells(self.top_k_ids),
-            top_k_probs=cut_cells(self.top_k_probs),
-            target_log_prob_cells=maybe(cut_cells, self.target_log_prob_cells),
-            target_rank_cells=maybe(cut_cells, self.target_rank_cells),
-            anti_target_log_prob_cells=maybe(cut_cells, self.anti_target_log_prob_cells),
-            tracked_log_probs=maybe(cut_cells, self.tracked_log_probs),
-            comparison=maybe(lambda c: c.map(cut_cells), self.comparison),
-        )
+        changes: dict[str, Any] = {
+            name: maybe(cut_positions, getattr(self, name)) for name in POSITION_FIELDS
+        }
+        for statistic in CELL_STATISTICS:
+            if statistic.applies != "other_lens":
+                changes[statistic.name] = maybe(cut_cells, getattr(self, statistic.name))
+        comparison = self.comparison
+        changes["comparison"] = None if comparison is None else comparison.map(cut_cells)
+        return replace(self, **changes)
 
     def slice_sequence(self, slice: builtins.slice | int) -> CompactTrajectory:  # noqa: A002
         """Restrict every array to some positions (an int keeps one, with its axis).
@@ -211,12 +224,14 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
             index = int(slice) % self.num_tokens
             slice = builtins.slice(index, index + 1)
 
+        cut = slice
+
         def cut_cells(a: NDArray[Any]) -> NDArray[Any]:
-            return a[:, :, slice]
+            return a[:, :, cut]
 
-        return self._map_cells(lambda a: a[:, slice], cut_cells)
+        return self._map_cells(lambda a: a[:, cut], cut_cells)
 
-    def select_prompts(self, prompts: Any) -> CompactTrajectory:
+    def select_prompts(self, prompts: PromptSelection) -> CompactTrajectory:
         """Keep some prompts (an index array, a slice or a boolean mask over ``N``).
 
         Args:
@@ -225,14 +240,16 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
         Returns:
             A new compact trajectory.
         """
-        if isinstance(prompts, (int, np.integer)):
-            prompts = [int(prompts)]
-        return self._map_cells(lambda a: a[prompts], lambda a: a[prompts])
+        keep = [int(prompts)] if isinstance(prompts, (int, np.integer)) else prompts
+        return self._map_cells(lambda a: a[keep], lambda a: a[keep])
 
     # ------------------------------------------------------------------ cell hooks
-    def _stored(self, value: Any, what: str, how: str) -> Any:
+    def _stored(self, value: _T | None, what: str, how: str) -> _T:
         if value is None:
-            raise ValueError(f"this compact trajectory has no {what}; build it with {how}")
+            message = f"this compact trajectory has no {what}; build it with {how}"
+            if what in ("targets", "anti_targets"):
+                raise MissingTargetsError(message)
+            raise InvalidInputError(message, option=how.split("=")[0])
         return value
 
     def _cell_entropy(self) -> NDArray[np.float32]:
@@ -247,12 +264,14 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
 
     def _cell_token_log_prob(self, token_id: int) -> NDArray[np.float32]:
         tracked = self._stored(self.tracked_ids, "tracked tokens", "track=[ids]")
+        log_probs = self._stored(self.tracked_log_probs, "tracked tokens", "track=[ids]")
         where = np.flatnonzero(tracked == token_id)
         if where.size == 0:
-            raise ValueError(
-                f"token {token_id} was not tracked; tracked ids are {tracked.tolist()}"
+            raise InvalidInputError(
+                f"token {token_id} was not tracked; tracked ids are {tracked.tolist()}",
+                option="track",
             )
-        return self.tracked_log_probs[..., int(where[0])]
+        return log_probs[..., int(where[0])]
 
     def _cell_target_rank(self) -> NDArray[np.int64]:
         return self._stored(self.target_rank_cells, "targets", "targets=")
@@ -265,27 +284,30 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
 
     def _cell_top_k(self, k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         if not 1 <= k <= self.topk:
-            raise ValueError(f"topk must be in [1, {self.topk}] (as built), got {k}")
+            raise InvalidInputError(
+                f"topk must be in [1, {self.topk}] (as built), got {k}", option="topk"
+            )
         return self.top_k_ids[..., :k], self.top_k_probs[..., :k]
 
-    def _comparison(self, other: Any) -> PairwiseCells:
+    def _comparison(self, other: object) -> PairwiseCells:
         if other is not None and other is not self:
-            raise ValueError(
+            raise InvalidInputError(
                 "a compact trajectory compares only with the other_lens it was built with; "
-                "call the method without `other`"
+                "call the method without `other`",
+                option="other",
             )
         return self._stored(self.comparison, "comparison", "other_lens=")
 
-    def _cell_pairwise(self, other: Any, kind: PairwiseKind) -> NDArray[np.float32]:
-        return getattr(self._comparison(other), kind)
+    def _cell_pairwise(self, other: object, kind: PairwiseKind) -> F32Array:
+        cells: F32Array = getattr(self._comparison(other), kind)
+        return cells
 
-    def _cell_top_k_delta(
-        self, other: Any, k: int
-    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    def _cell_top_k_delta(self, other: object, k: int) -> tuple[IdArray, F32Array]:
         comparison = self._comparison(other)
         if not 1 <= k <= comparison.delta_ids.shape[-1]:
-            raise ValueError(
-                f"topk must be in [1, {comparison.delta_ids.shape[-1]}] (as built), got {k}"
+            raise InvalidInputError(
+                f"topk must be in [1, {comparison.delta_ids.shape[-1]}] (as built), got {k}",
+                option="topk",
             )
         return comparison.delta_ids[..., :k], comparison.deltas[..., :k]
 
@@ -293,20 +315,20 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
     @classmethod
     def from_lens_and_model(
         cls,
-        lens: Any,
-        model: Any,
-        input_ids: Any,
+        lens: Lens,
+        model: CausalLM,
+        input_ids: TokenIds,
         *,
-        tokenizer: Any = None,
-        targets: Any = None,
-        anti_targets: Any = None,
-        attention_mask: Any = None,
+        tokenizer: Tokenizer | None = None,
+        targets: TokenIds | Literal["next"] | None = None,
+        anti_targets: TokenIds | None = None,
+        attention_mask: TokenIds | BoolArray | None = None,
         batch_size: int = 8,
         topk: int = 10,
-        track: Any = None,
-        other_lens: Any = None,
+        track: Sequence[int] | IdArray | None = None,
+        other_lens: Lens | None = None,
         mask_input: bool = False,
-        device: Any = None,
+        device: torch.device | str | None = None,
         chunk_rows: int = _DEFAULT_CHUNK_ROWS,
         progress: bool = True,
     ) -> CompactTrajectory:
@@ -323,7 +345,7 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
             anti_targets: Like ``input_ids``.
             attention_mask: ``(N, T)`` 1 at real tokens, 0 at padding (left or right).
             batch_size: Prompts per model call.
-            topk: Top tokens kept per cell (at most 64).
+            topk: Top tokens kept per cell (at most :data:`tuned_lens.lens_stats.MAX_K`).
             track: Token ids whose log-probability is kept at every cell.
             other_lens: A second lens for the same model to compare against.
             mask_input: Give log-prob ``−inf`` in the lens rows to every token id occurring
@@ -335,25 +357,34 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
 
         Returns:
             The compact trajectory, with arrays of shape ``(N, L+1, T, ...)``.
+
+        Raises:
+            InvalidInputError: For a non-positive ``batch_size`` or ``chunk_rows``, or a
+                ``topk`` outside ``[1, MAX_K]``.
+            TargetIndexError: For tracked ids outside the vocabulary.
         """
-        if batch_size < 1 or chunk_rows < 1:
-            raise ValueError(
-                f"batch_size and chunk_rows must be positive, got {batch_size}, {chunk_rows}"
-            )
-        if not 1 <= topk <= 64:
-            raise ValueError(f"topk must be in [1, 64], got {topk}")
+        from ._compact_builder import CompactBuilder, next_token_targets
+
+        for option, value in (("batch_size", batch_size), ("chunk_rows", chunk_rows)):
+            if value < 1:
+                raise InvalidInputError(f"{option} must be positive, got {value}", option=option)
+        max_k = getattr(lens_stats, "MAX_K", 64)  # transitional: until lens_stats exports it
+        if not 1 <= topk <= max_k:
+            raise InvalidInputError(f"topk must be in [1, {max_k}], got {topk}", option="topk")
         pad_id = getattr(tokenizer, "pad_token_id", None) or 0
         batch = _model_inputs.token_batch(
             input_ids, attention_mask=attention_mask, pad_token_id=pad_id
         )
         if isinstance(targets, str):
             if targets != "next":
-                raise ValueError(f'targets must be ids or "next", got {targets!r}')
-            targets = _next_token_targets(batch, getattr(tokenizer, "eos_token_id", None))
+                raise InvalidInputError(
+                    f'targets must be ids or "next", got {targets!r}', option="targets"
+                )
+            targets = next_token_targets(batch, getattr(tokenizer, "eos_token_id", None))
         targets_np = _model_inputs.aligned_ids(targets, batch, "targets")
         anti_np = _model_inputs.aligned_ids(anti_targets, batch, "anti_targets")
         track_np = None if track is None else np.asarray(track, dtype=np.int64).reshape(-1)
-        builder = _CompactBuilder(
+        builder = CompactBuilder(
             lens=lens,
             other_lens=other_lens,
             model=model,
@@ -363,272 +394,24 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
             track=track_np,
             topk=topk,
             mask_input=mask_input,
-            device=_model_inputs.model_device(model, device),
+            device=model_device(model, device),
             chunk_rows=chunk_rows,
         )
-        builder.run(batch_size, progress)
-        return builder.result(cls, tokenizer)
-
-
-def _next_token_targets(batch: _model_inputs.TokenBatch, eos_id: int | None) -> NDArray[np.int64]:
-    ids = batch.ids
-    targets = np.empty_like(ids)
-    targets[:, :-1] = ids[:, 1:]
-    targets[:, -1] = eos_id if eos_id is not None else 0
-    if batch.mask is not None:
-        # The last real token of a right-padded row predicts eos, not padding.
-        lengths = batch.mask.sum(axis=1)
-        rows = np.flatnonzero((lengths > 0) & (lengths < ids.shape[1]))
-        targets[rows, lengths[rows] - 1] = eos_id if eos_id is not None else 0
-    return targets if not batch.single else targets[0]
-
-
-class _CompactBuilder:
-    """Runs the model batch by batch and fills the per-cell arrays of a CompactTrajectory."""
-
-    def __init__(
-        self,
-        *,
-        lens: Any,
-        other_lens: Any,
-        model: Any,
-        batch: _model_inputs.TokenBatch,
-        targets: NDArray[np.int64] | None,
-        anti_targets: NDArray[np.int64] | None,
-        track: NDArray[np.int64] | None,
-        topk: int,
-        mask_input: bool,
-        device: Any,
-        chunk_rows: int,
-    ) -> None:
-        self.lens = lens
-        self.other_lens = other_lens
-        self.model = model
-        self.batch = batch
-        self.targets = targets
-        self.anti_targets = anti_targets
-        self.track = track
-        self.topk = topk
-        self.mask_input = mask_input
-        self.device = device
-        self.chunk_rows = chunk_rows
-        self.arrays: dict[str, NDArray[Any]] = {}
-        self.vocab_size: int | None = None
-        self._buffers: dict[str, NDArray[np.float32]] = {}
-
-    # -------------------------------------------------------------- storage
-    def _allocate(self, n_rows: int, vocab: int) -> None:
-        n, t = self.batch.ids.shape
-        k = self.topk
-        cells = (n, n_rows, t)
-
-        def floats(shape: tuple[int, ...]) -> NDArray[np.float32]:
-            return np.full(shape, np.nan, dtype=np.float32)
-
-        a = self.arrays
-        a["entropy"] = floats(cells)
-        a["forward_kl"] = floats(cells)
-        a["top_k_ids"] = np.zeros(cells + (k,), dtype=np.int64)
-        a["top_k_probs"] = floats(cells + (k,))
-        if self.targets is not None:
-            a["target_log_prob"] = floats(cells)
-            a["target_rank"] = np.zeros(cells, dtype=np.int64)
-        if self.anti_targets is not None:
-            a["anti_target_log_prob"] = floats(cells)
-        if self.track is not None:
-            bad = self.track[(self.track < 0) | (self.track >= vocab)]
-            if bad.size:
-                raise IndexError(f"tracked ids {bad.tolist()} are outside [0, {vocab})")
-            a["tracked"] = floats(cells + (len(self.track),))
-        if self.other_lens is not None:
-            for name in ("kl", "js", "symmetric_kl", "tv", "max_abs_diff"):
-                a["cmp_" + name] = floats(cells)
-            a["cmp_delta_ids"] = np.zeros(cells + (k,), dtype=np.int64)
-            a["cmp_deltas"] = floats(cells + (k,))
-        self.vocab_size = vocab
-
-    def result(self, cls: type[CompactTrajectory], tokenizer: Any) -> CompactTrajectory:
-        a = self.arrays
+        arrays = builder.run(batch_size, progress)
+        cells = {s.name: arrays[s.name] for s in builder.statistics if s.applies != "other_lens"}
         comparison = None
-        if self.other_lens is not None:
+        if other_lens is not None:
             comparison = PairwiseCells(
-                kl=a["cmp_kl"],
-                js=a["cmp_js"],
-                symmetric_kl=a["cmp_symmetric_kl"],
-                tv=a["cmp_tv"],
-                max_abs_diff=a["cmp_max_abs_diff"],
-                delta_ids=a["cmp_delta_ids"],
-                deltas=a["cmp_deltas"],
+                **{s.name: arrays[s.name] for s in builder.statistics if s.applies == "other_lens"}
             )
         return cls(
-            input_ids=self.batch.ids,
-            entropy_cells=a["entropy"],
-            forward_kl_cells=a["forward_kl"],
-            top_k_ids=a["top_k_ids"],
-            top_k_probs=a["top_k_probs"],
-            targets=self.targets if self.targets is None else np.atleast_2d(self.targets),
-            anti_targets=None if self.anti_targets is None else np.atleast_2d(self.anti_targets),
+            input_ids=batch.ids,
+            targets=builder.targets,
+            anti_targets=builder.anti_targets,
             tokenizer=tokenizer,
-            attention_mask=self.batch.mask,
-            target_log_prob_cells=a.get("target_log_prob"),
-            target_rank_cells=a.get("target_rank"),
-            anti_target_log_prob_cells=a.get("anti_target_log_prob"),
-            tracked_ids=self.track,
-            tracked_log_probs=a.get("tracked"),
+            attention_mask=batch.mask,
+            tracked_ids=track_np,
             comparison=comparison,
-            vocab_size=self.vocab_size,
+            vocab_size=builder.vocab_size,
+            **cells,
         )
-
-    # -------------------------------------------------------------- main loop
-    def run(self, batch_size: int, progress: bool) -> None:
-        from tqdm.auto import tqdm
-
-        n = self.batch.ids.shape[0]
-        with tqdm(total=n, unit="prompt", desc="lens trajectory", disable=not progress) as bar:
-            for start in range(0, n, batch_size):
-                stop = min(start + batch_size, n)
-                self._run_batch(start, stop)
-                bar.update(stop - start)
-
-    def _run_batch(self, start: int, stop: int) -> None:
-        import torch
-
-        ids = self.batch.ids[start:stop]
-        mask = None if self.batch.mask is None else self.batch.mask[start:stop]
-        width = _used_width(ids, mask)
-        if width == 0:
-            return
-        ids, mask = ids[:, :width], None if mask is None else mask[:, :width]
-        hidden_states, model_logits = _model_inputs.run_model(self.model, ids, mask, self.device)
-        n_layers = _model_inputs.check_lens_matches(self.lens, len(hidden_states))
-        vocab = int(model_logits.shape[-1])
-        if not self.arrays:
-            self._allocate(n_layers + 1, vocab)
-        elif self.arrays["entropy"].shape[1] != n_layers + 1:
-            raise ValueError("the model's number of layers changed between batches")
-
-        # Only real tokens are decoded: (prompt, position) of each kept row.
-        flat_valid = np.ones(ids.size, bool) if mask is None else mask.reshape(-1)
-        rows = np.flatnonzero(flat_valid)
-        prompt_of_row, pos_of_row = np.divmod(rows, width)
-        rows_t = torch.as_tensor(rows, device=model_logits.device)
-        hidden_flat = [h.reshape(-1, h.shape[-1]) for h in hidden_states[:-1]]
-        logits_flat = model_logits.reshape(-1, vocab)
-        vocab_mask = None
-        if self.mask_input:
-            vocab_mask = torch.as_tensor(
-                _model_inputs.input_vocab_mask(ids, mask, vocab), device=model_logits.device
-            )
-
-        with torch.no_grad():
-            for lo in range(0, len(rows), self.chunk_rows):
-                hi = min(lo + self.chunk_rows, len(rows))
-                chunk = rows_t[lo:hi]
-                where = (start + prompt_of_row[lo:hi], pos_of_row[lo:hi])
-                row_prompts = torch.as_tensor(prompt_of_row[lo:hi], device=chunk.device)
-                model_lp = self._log_softmax(logits_flat.index_select(0, chunk), "model")
-                # The model row compared with itself (as in two full trajectories of one model).
-                model_other = model_lp if self.other_lens is not None else None
-                self._store_row(n_layers, where, model_lp, model_lp, model_other)
-                for layer in range(n_layers):
-                    h = hidden_flat[layer].index_select(0, chunk)
-                    lp = self._decode(self.lens, h, layer, vocab_mask, row_prompts, "lens")
-                    other_lp = None
-                    if self.other_lens is not None:
-                        other_lp = self._decode(
-                            self.other_lens, h, layer, vocab_mask, row_prompts, "other"
-                        )
-                    self._store_row(layer, where, lp, model_lp, other_lp)
-                    del lp, other_lp
-
-    # -------------------------------------------------------------- per chunk
-    def _decode(
-        self,
-        lens: Any,
-        hidden: torch.Tensor,
-        layer: int,
-        vocab_mask: torch.Tensor | None,
-        row_prompts: torch.Tensor,
-        buffer: str,
-    ) -> Any:
-        logits = lens(hidden[None], layer)[0]
-        if vocab_mask is not None:
-            logits = logits.masked_fill(vocab_mask.index_select(0, row_prompts), float("-inf"))
-        return self._log_softmax(logits, buffer)
-
-    def _log_softmax(self, logits: torch.Tensor, buffer: str) -> Any:
-        """Log-probabilities of ``(rows, V)`` logits, in the form the statistics read.
-
-        float32 CPU logits are normalised by the Rust kernel into a reused buffer (no fresh
-        pages per layer); half-precision and CUDA logits stay torch tensors in their own
-        dtype, and the statistics read them without widening.
-        """
-        import torch
-
-        logits = logits.detach()
-        if logits.device.type == "cpu" and logits.dtype == torch.float32:
-            rows, vocab = logits.shape
-            buf = self._buffers.get(buffer)
-            if buf is None or buf.shape[0] < rows or buf.shape[1] != vocab:
-                buf = np.empty((max(rows, self.chunk_rows), vocab), dtype=np.float32)
-                self._buffers[buffer] = buf
-            out = buf[:rows]
-            lens_stats.log_softmax(logits.contiguous(), out=out)
-            return out
-        return torch.log_softmax(logits, dim=-1)
-
-    def _store_row(
-        self,
-        row: int,
-        where: tuple[NDArray[np.int64], NDArray[np.int64]],
-        lp: Any,
-        model_lp: Any,
-        other_lp: Any,
-    ) -> None:
-        a = self.arrays
-        prompts, positions = where
-        index = (prompts, row, positions)
-        a["entropy"][index] = lens_stats.entropy(lp)
-        a["forward_kl"][index] = lens_stats.kl_divergence(model_lp, lp)
-        ids, probs = lens_stats.top_k(lp, self.topk)
-        a["top_k_ids"][index] = ids
-        a["top_k_probs"][index] = probs
-        if self.targets is not None:
-            targets = np.atleast_2d(self.targets)[prompts, positions]
-            a["target_log_prob"][index] = lens_stats.target_log_prob(lp, targets)
-            a["target_rank"][index] = lens_stats.target_rank(lp, targets)
-        if self.anti_targets is not None:
-            anti = np.atleast_2d(self.anti_targets)[prompts, positions]
-            a["anti_target_log_prob"][index] = lens_stats.target_log_prob(lp, anti)
-        if self.track is not None:
-            a["tracked"][index] = _gather_columns(lp, self.track)
-        if other_lp is not None:
-            a["cmp_kl"][index] = lens_stats.kl_divergence(lp, other_lp)
-            a["cmp_js"][index] = lens_stats.js_divergence(lp, other_lp)
-            a["cmp_symmetric_kl"][index] = lens_stats.symmetric_kl(lp, other_lp)
-            a["cmp_tv"][index] = lens_stats.total_variation(lp, other_lp)
-            a["cmp_max_abs_diff"][index] = lens_stats.max_abs_diff(lp, other_lp)
-            delta_ids, deltas = lens_stats.top_k_delta(lp, other_lp, self.topk)
-            a["cmp_delta_ids"][index] = delta_ids
-            a["cmp_deltas"][index] = deltas
-
-
-def _used_width(ids: NDArray[np.int64], mask: NDArray[np.bool_] | None) -> int:
-    """Columns up to the last real token of any prompt in the batch.
-
-    Trailing columns padded in every prompt of a batch are not run through the model at all.
-    """
-    if mask is None:
-        return int(ids.shape[1])
-    used = np.flatnonzero(mask.any(axis=0))
-    return int(used.max()) + 1 if used.size else 0
-
-
-def _gather_columns(lp: Any, columns: NDArray[np.int64]) -> NDArray[np.float32]:
-    """``lp[:, columns]`` as float32 numpy, for numpy arrays or (CPU/CUDA) torch tensors."""
-    if isinstance(lp, np.ndarray):
-        return lp[:, columns].astype(np.float32, copy=False)
-    import torch
-
-    picked = lp.index_select(1, torch.as_tensor(columns, device=lp.device))
-    return picked.float().cpu().numpy()

@@ -10,23 +10,31 @@ prompts, :class:`~tuned_lens.plotting.CompactTrajectory` keeps only the per-cell
 from __future__ import annotations
 
 import builtins
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, Union
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .. import lens_stats
+from ..decoding import LayerDecoder, model_device
+from ..errors import DTypeError, InvalidInputError, TargetIndexError, TrajectoryShapeError
+from ..types import BoolArray, CausalLM, F32Array, IdArray, TokenIds, Tokenizer
 from . import _model_inputs
 from ._statistics import PairwiseKind, TrajectoryStatisticsMixin
-from .trajectory_plotting import TrajectoryShapeError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from ..nn.lenses import Lens
+
 __all__ = ["PredictionTrajectory", "ResidualComponent"]
 
 ResidualComponent = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
+
+TrajectoryArray: TypeAlias = Union[NDArray[np.floating[Any]], "torch.Tensor"]
+"""``(*B, L+1, T, V)`` log-probabilities: a float numpy array or a torch tensor."""
 
 _PAIRWISE_KERNELS = {
     "kl": "kl_divergence",
@@ -37,18 +45,18 @@ _PAIRWISE_KERNELS = {
 }
 
 
-def _is_torch(value: Any) -> bool:
+def _is_torch(value: object) -> bool:
     return type(value).__module__.startswith("torch")
 
 
-def _as_int_array(value: Any, name: str) -> NDArray[np.int64] | None:
+def _as_int_array(value: TokenIds | None, name: str) -> IdArray | None:
     if value is None:
         return None
     if _is_torch(value):
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu().numpy()  # type: ignore[union-attr]
     array = np.asarray(value)
     if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"{name} must hold integer token ids, got dtype {array.dtype}")
+        raise DTypeError(f"{name} must hold integer token ids, got dtype {array.dtype}")
     return array.astype(np.int64, copy=False)
 
 
@@ -76,12 +84,12 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
             left out of batch averages and labels. ``None``: nothing is padded.
     """
 
-    log_probs: Any
-    input_ids: NDArray[np.int64]
-    targets: NDArray[np.int64] | None = None
-    anti_targets: NDArray[np.int64] | None = None
-    tokenizer: Any = None
-    attention_mask: NDArray[np.bool_] | None = None
+    log_probs: TrajectoryArray
+    input_ids: IdArray
+    targets: IdArray | None = None
+    anti_targets: IdArray | None = None
+    tokenizer: Tokenizer | None = None
+    attention_mask: BoolArray | None = None
     _top_k_cache: dict[str, Any] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -92,7 +100,10 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
             raise TrajectoryShapeError(
                 f"log_probs must be (*batch, layers + 1, T, V), got shape {shape}"
             )
-        self.input_ids = _as_int_array(self.input_ids, "input_ids")
+        input_ids = _as_int_array(self.input_ids, "input_ids")
+        if input_ids is None:
+            raise InvalidInputError("input_ids is required", option="input_ids")
+        self.input_ids = input_ids
         self.targets = _as_int_array(self.targets, "targets")
         self.anti_targets = _as_int_array(self.anti_targets, "anti_targets")
         expected = shape[:-3] + shape[-2:-1]
@@ -147,12 +158,12 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
         return int(self.log_probs.shape[-1])
 
     @property
-    def model_log_probs(self) -> Any:
+    def model_log_probs(self) -> TrajectoryArray:
         """``(*B, T, V)`` the model's own log-probabilities (a view of the last row)."""
         return self.log_probs[..., -1, :, :]
 
     @property
-    def probs(self) -> Any:
+    def probs(self) -> TrajectoryArray:
         """``(*B, L+1, T, V)`` probabilities.
 
         This allocates a new array as large as ``log_probs`` on every access; the statistic
@@ -166,16 +177,16 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
     @classmethod
     def from_lens_and_model(
         cls,
-        lens: Any,
-        model: Any,
-        input_ids: Any,
-        tokenizer: Any = None,
-        targets: Any = None,
-        anti_targets: Any = None,
+        lens: Lens,
+        model: CausalLM,
+        input_ids: TokenIds,
+        tokenizer: Tokenizer | None = None,
+        targets: TokenIds | None = None,
+        anti_targets: TokenIds | None = None,
         mask_input: bool = False,
         *,
-        attention_mask: Any = None,
-        device: Any = None,
+        attention_mask: TokenIds | BoolArray | None = None,
+        device: torch.device | str | None = None,
     ) -> PredictionTrajectory:
         """Run a Hugging Face causal LM and decode every hidden state with a lens.
 
@@ -202,27 +213,16 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
         )
         targets_np = _model_inputs.aligned_ids(targets, batch, "targets")
         anti_np = _model_inputs.aligned_ids(anti_targets, batch, "anti_targets")
-        run_device = _model_inputs.model_device(model, device)
-        hidden_states, model_logits = _model_inputs.run_model(
-            model, batch.ids, batch.mask, run_device
+        decoder = LayerDecoder.from_model(
+            (lens,),
+            model,
+            batch.ids,
+            batch.mask,
+            model_device(model, device),
+            mask_input=mask_input,
         )
-        n_layers = _model_inputs.check_lens_matches(lens, len(hidden_states))
-        n_batch, n_tokens = batch.ids.shape
-        vocab = int(model_logits.shape[-1])
-        log_probs = np.empty((n_batch, n_layers + 1, n_tokens, vocab), dtype=np.float32)
-        vocab_mask = (
-            _model_inputs.input_vocab_mask(batch.ids, batch.mask, vocab) if mask_input else None
-        )
-        import torch
-
-        with torch.no_grad():
-            for layer in range(n_layers):
-                logits = lens(hidden_states[layer], layer)
-                _write_log_softmax(logits, log_probs[:, layer], vocab_mask)
-                del logits
-            _write_log_softmax(model_logits, log_probs[:, n_layers], None)
         return cls(
-            log_probs=batch.unbatch(log_probs),
+            log_probs=batch.unbatch(_full_log_probs(decoder)),
             input_ids=batch.unbatch(batch.ids),
             targets=batch.unbatch(targets_np),
             anti_targets=batch.unbatch(anti_np),
@@ -233,16 +233,16 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
     @classmethod
     def from_lens_and_cache(
         cls,
-        lens: Any,
-        input_ids: Any,
-        cache: Any,
-        model_logits: Any,
-        targets: Any = None,
-        anti_targets: Any = None,
+        lens: Lens,
+        input_ids: TokenIds,
+        cache: Mapping[tuple[str, int], torch.Tensor],
+        model_logits: torch.Tensor | NDArray[np.floating[Any]],
+        targets: TokenIds | None = None,
+        anti_targets: TokenIds | None = None,
         residual_component: ResidualComponent = "resid_pre",
         mask_input: bool = False,
         *,
-        tokenizer: Any = None,
+        tokenizer: Tokenizer | None = None,
     ) -> PredictionTrajectory:
         """Build a trajectory from a TransformerLens ``ActivationCache``.
 
@@ -252,7 +252,8 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
         Args:
             lens: A lens with one layer per transformer block.
             input_ids: ``(T,)`` or ``(B, T)`` ids that were fed to the model.
-            cache: The ``ActivationCache`` from ``run_with_cache``.
+            cache: The ``ActivationCache`` from ``run_with_cache`` (or any mapping from
+                ``(component, layer)`` to ``(B, T, d)`` tensors).
             model_logits: ``(B, T, V)`` (or ``(T, V)``) the model's output logits.
             targets: Like ``input_ids``: what each position should predict.
             anti_targets: Like ``input_ids``: what each position should not predict.
@@ -271,33 +272,31 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
         anti_np = _model_inputs.aligned_ids(anti_targets, batch, "anti_targets")
         if tokenizer is None:
             tokenizer = getattr(getattr(cache, "model", None), "tokenizer", None)
-        model_logits = torch.as_tensor(model_logits)
-        if model_logits.ndim == 2:
-            model_logits = model_logits[None]
+        logits = torch.as_tensor(model_logits)
+        if logits.ndim == 2:
+            logits = logits[None]
         n_batch, n_tokens = batch.ids.shape
-        if tuple(model_logits.shape[:2]) != (n_batch, n_tokens):
-            raise ValueError(
-                f"model_logits has shape {tuple(model_logits.shape)}, expected "
+        if tuple(logits.shape[:2]) != (n_batch, n_tokens):
+            raise TrajectoryShapeError(
+                f"model_logits has shape {tuple(logits.shape)}, expected "
                 f"({n_batch}, {n_tokens}, V) to match input_ids"
             )
-        n_layers = _cache_layers(lens, cache)
-        vocab = int(model_logits.shape[-1])
-        log_probs = np.empty((n_batch, n_layers + 1, n_tokens, vocab), dtype=np.float32)
-        vocab_mask = _model_inputs.input_vocab_mask(batch.ids, None, vocab) if mask_input else None
-        with torch.no_grad():
-            for layer in range(n_layers):
-                hidden = cache[residual_component, layer]
-                if hidden.ndim == 2:
-                    hidden = hidden[None]
-                if hidden.shape[-2] != n_tokens or hidden.shape[0] != n_batch:
-                    raise ValueError(
-                        f"input_ids has shape {batch.ids.shape} but the cached "
-                        f"{residual_component} of layer {layer} has {tuple(hidden.shape)}"
-                    )
-                _write_log_softmax(lens(hidden, layer), log_probs[:, layer], vocab_mask)
-            _write_log_softmax(model_logits, log_probs[:, n_layers], None)
+        hidden_states = []
+        for layer in range(_cache_layers(lens, cache)):
+            hidden = cache[residual_component, layer]
+            if hidden.ndim == 2:
+                hidden = hidden[None]
+            if hidden.shape[-2] != n_tokens or hidden.shape[0] != n_batch:
+                raise TrajectoryShapeError(
+                    f"input_ids has shape {batch.ids.shape} but the cached "
+                    f"{residual_component} of layer {layer} has {tuple(hidden.shape)}"
+                )
+            hidden_states.append(hidden)
+        decoder = LayerDecoder(
+            (lens,), hidden_states, logits, mask_input_ids=batch.ids if mask_input else None
+        )
         return cls(
-            log_probs=batch.unbatch(log_probs),
+            log_probs=batch.unbatch(_full_log_probs(decoder)),
             input_ids=batch.unbatch(batch.ids),
             targets=batch.unbatch(targets_np),
             anti_targets=batch.unbatch(anti_np),
@@ -321,12 +320,12 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
         if not isinstance(slice, builtins.slice):
             raise TypeError(f"slice_sequence takes a slice or an int, got {type(slice)}")
 
-        def cut(value: Any) -> Any:
+        def cut(value: NDArray[Any] | None) -> NDArray[Any] | None:
             return None if value is None else value[..., slice]
 
         sliced = PredictionTrajectory(
             log_probs=self.log_probs[..., slice, :],
-            input_ids=cut(self.input_ids),
+            input_ids=self.input_ids[..., slice],
             targets=cut(self.targets),
             anti_targets=cut(self.anti_targets),
             tokenizer=self.tokenizer,
@@ -357,7 +356,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
 
     def _cell_token_log_prob(self, token_id: int) -> NDArray[np.float32]:
         if not 0 <= token_id < self.vocab_size:
-            raise IndexError(
+            raise TargetIndexError(
                 f"token_id {token_id} is outside the vocabulary [0, {self.vocab_size})"
             )
         targets = np.full(self.log_probs.shape[:-1], token_id, dtype=np.int64)
@@ -384,7 +383,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
 
     def _cell_top_k(self, k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         if k < 1:
-            raise ValueError(f"topk must be positive, got {k}")
+            raise InvalidInputError(f"topk must be positive, got {k}", option="topk")
         cached = self._cached_top_k()
         if cached is None or cached["k"] < k:
             ids, probs = lens_stats.top_k(self.log_probs, k)
@@ -393,7 +392,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
             cached = self._top_k_cache
         return cached["ids"][..., :k], cached["probs"][..., :k]
 
-    def _check_other(self, other: Any) -> PredictionTrajectory:
+    def _check_other(self, other: object) -> PredictionTrajectory:
         if not isinstance(other, PredictionTrajectory):
             raise TypeError(f"other must be a PredictionTrajectory, got {type(other).__name__}")
         if tuple(other.log_probs.shape) != tuple(self.log_probs.shape):
@@ -403,52 +402,47 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
             )
         return other
 
-    def _cell_pairwise(self, other: Any, kind: PairwiseKind) -> NDArray[np.float32]:
+    def _cell_pairwise(self, other: object, kind: PairwiseKind) -> NDArray[np.float32]:
         other = self._check_other(other)
         kernel = getattr(lens_stats, _PAIRWISE_KERNELS[kind])
         return kernel(self.log_probs, other.log_probs)
 
     def _cell_top_k_delta(
-        self, other: Any, k: int
+        self, other: object, k: int
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         other = self._check_other(other)
         return lens_stats.top_k_delta(self.log_probs, other.log_probs, k)
 
 
-def _cache_layers(lens: Any, cache: Any) -> int:
+def _cache_layers(lens: Lens, cache: Mapping[tuple[str, int], torch.Tensor]) -> int:
     """Layers to decode from a TransformerLens cache: the lens's, else the model's."""
     try:
-        return len(lens)
+        return len(lens)  # type: ignore[arg-type]
     except TypeError:
         pass
     cfg = getattr(getattr(cache, "model", None), "cfg", None)
     if cfg is None:
-        raise ValueError(
+        raise InvalidInputError(
             "cannot tell the number of layers: the lens has no len() and the "
-            "cache no model.cfg.n_layers"
+            "cache no model.cfg.n_layers",
+            option="cache",
         )
     return int(cfg.n_layers)
 
 
-def _write_log_softmax(
-    logits: torch.Tensor, out: NDArray[np.float32], vocab_mask: NDArray[np.bool_] | None
-) -> None:
-    """Normalise ``(b, T, V)`` logits into the float32 array ``out`` (``(b, T, V)``).
+def _full_log_probs(decoder: LayerDecoder) -> F32Array:
+    """``(b, L+1, T, V)`` float32: every row of the decoder written in place.
 
-    Masked vocabulary entries (``vocab_mask`` ``(b, V)``) get logit ``−inf`` first. On the
-    CPU the Rust kernel reads the logits in their own dtype and writes float32 directly into
-    ``out``; CUDA logits are normalised there and copied back.
+    Decoded one sequence at a time, each row straight into its ``(T, V)`` slice of the result
+    (under :mod:`tuned_lens.decoding`'s policy for a float32 host destination).
     """
-    import torch
+    n_batch, n_tokens = decoder.batch_shape
+    shape = (n_batch, decoder.num_layers + 1, n_tokens, decoder.vocab_size)
+    log_probs = np.empty(shape, dtype=np.float32)
 
-    logits = logits.detach()
-    if vocab_mask is not None:
-        mask = torch.as_tensor(vocab_mask, device=logits.device)[:, None, :]
-        logits = logits.masked_fill(mask, float("-inf"))
-    if logits.device.type != "cpu":
-        out[...] = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
-        return
-    if not logits.is_contiguous():
-        logits = logits.contiguous()
-    for row in range(logits.shape[0]):
-        lens_stats.log_softmax(logits[row], out=out[row])
+    def destination(row: int, positions: IdArray) -> F32Array:
+        return log_probs[int(positions[0]) // n_tokens, row]
+
+    for _ in decoder.rows(chunk_rows=n_tokens, destination=destination):
+        pass
+    return log_probs

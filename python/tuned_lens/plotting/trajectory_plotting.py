@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import InvalidInputError, TrajectoryShapeError
+
 if TYPE_CHECKING:  # pragma: no cover
     from plotly import graph_objects as go
 
@@ -27,13 +29,6 @@ __all__ = [
 
 # Appended i times to the i-th x label so that Plotly does not merge equal token labels.
 _ZERO_WIDTH_NON_JOINER = "\u200c"
-
-
-class TrajectoryShapeError(ValueError, AssertionError):
-    """Arrays of a trajectory statistic or its labels have inconsistent shapes.
-
-    It is also an ``AssertionError`` because the original library asserted these invariants.
-    """
 
 
 def trunc_string_left(string: str, new_len: int) -> str:
@@ -70,7 +65,7 @@ def _stride_keep_last(x: Any, stride: int) -> Any:
         The selected rows, as an array.
     """
     if stride < 1:
-        raise ValueError(f"stride must be a positive integer, got {stride}")
+        raise InvalidInputError(f"stride must be a positive integer, got {stride}", option="stride")
     x = np.asarray(x)
     return np.concatenate([x[:-1:stride], x[-1:]])
 
@@ -137,9 +132,13 @@ class TrajectoryLabels:
             ``(n_layers, seq_len, rows * cols)``.
         """
         if self.hover_over_entries is None:
-            raise ValueError("these labels have no hover_over_entries to build a template from")
+            raise InvalidInputError(
+                "these labels have no hover_over_entries to build a template from"
+            )
         if col_width_limit < 1:
-            raise ValueError(f"col_width_limit must be positive, got {col_width_limit}")
+            raise InvalidInputError(
+                f"col_width_limit must be positive, got {col_width_limit}", option="col_width_limit"
+            )
         entries = np.asarray(self.hover_over_entries).astype(np.str_)
         n_layers, seq_len, n_rows, n_cols = entries.shape
         columns = entries.reshape(-1, n_cols)
@@ -233,7 +232,7 @@ class TrajectoryStatistic:
             A new TrajectoryStatistic with the given min and max.
         """
         if not min < max:
-            raise ValueError(f"clip needs min < max, got min={min}, max={max}")
+            raise InvalidInputError(f"clip needs min < max, got min={min}, max={max}", option="min")
         return replace(self, stats=np.clip(self.stats, min, max), max=max, min=min)
 
     def stride(self, stride: int) -> TrajectoryStatistic:
