@@ -1,0 +1,5 @@
+"""``python -m tuned_lens.demo``: the same as ``tuned-lens demo``."""
+
+from tuned_lens.demo.cli import main
+
+raise SystemExit(main())
