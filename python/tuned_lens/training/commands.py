@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from tuned_lens._atomic import write_json_atomically
+from tuned_lens.errors import InvalidInputError
 from tuned_lens.training.eval_loop import EvalConfig, EvalResult, evaluate_lenses, write_outputs
 from tuned_lens.training.ingredients import (
     DataSpec,
@@ -16,7 +17,12 @@ from tuned_lens.training.ingredients import (
     init_distributed,
     shard_model_fsdp,
 )
-from tuned_lens.training.train_loop import TrainConfig, TrainResult, train_lens
+from tuned_lens.training.train_loop import TrainConfig, TrainResult, require_wandb, train_lens
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from tuned_lens.nn.lenses import Lens
 
 logger = logging.getLogger(__name__)
 
@@ -32,28 +38,33 @@ class DistSpec:
 
     def __post_init__(self) -> None:
         if self.cpu_offload and not self.fsdp:
-            raise ValueError("--cpu_offload needs --fsdp")
+            raise InvalidInputError("cpu_offload needs FSDP sharding", option="cpu_offload")
 
 
-def _load(model_spec: ModelSpec, dist_spec: DistSpec, ctx: DistContext):
+def _load(
+    model_spec: ModelSpec, dist_spec: DistSpec, ctx: DistContext
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the model and tokenizer (the primary process first, so it fills the cache).
+
+    Raises:
+        InvalidInputError: int8 with FSDP, or a model name that cannot be loaded.
+    """
     if dist_spec.fsdp and model_spec.precision.lower() == "int8":
-        raise ValueError("--precision int8 cannot be combined with --fsdp")
+        raise InvalidInputError(
+            "precision int8 cannot be combined with FSDP sharding", option="precision"
+        )
     # The primary process may convert/download first; the others then read the cache.
     if not ctx.primary:
         ctx.barrier()
-    model, tokenizer = model_spec.load(ctx.device, place_on_device=not dist_spec.fsdp)
+    try:
+        model, tokenizer = model_spec.load(ctx.device, place_on_device=not dist_spec.fsdp)
+    except OSError as err:  # transformers: not a folder, not cached, not on the Hub
+        raise InvalidInputError(
+            f"cannot load model_name {model_spec.name!r}: {err}", option="model_name"
+        ) from err
     if ctx.primary:
         ctx.barrier()
     return model, tokenizer
-
-
-def _check_wandb(name: str | None) -> None:
-    if name is None:
-        return
-    import importlib.util
-
-    if importlib.util.find_spec("wandb") is None:
-        raise ImportError("--wandb needs the wandb package: pip install 'tuned-lens-rs[wandb]'")
 
 
 def run_train(
@@ -73,7 +84,8 @@ def run_train(
     from tuned_lens.nn import TunedLens
 
     dist_spec = dist_spec or DistSpec()
-    _check_wandb(config.wandb)
+    if config.wandb is not None:
+        require_wandb()
     ctx = init_distributed(device=dist_spec.device, timeout_s=dist_spec.nccl_timeout)
     try:
         if config.checkpoint_dir is None and config.checkpoint_freq is not None:
@@ -104,9 +116,7 @@ def run_train(
                 "num_steps": config.num_steps,
                 "nats_to_bpb": chunks.nats_to_bpb,
             }
-            (output / "training_summary.json").write_text(
-                json.dumps(summary, indent=2) + "\n", encoding="utf-8"
-            )
+            write_json_atomically(output / "training_summary.json", summary)
             logger.info("saved the lens to %s", output)
         ctx.barrier()
         return result
@@ -128,13 +138,16 @@ def run_eval(
     from tuned_lens.nn import LogitLens, TunedLens
 
     if lens_name is None and not logit:
-        raise ValueError("nothing to evaluate: pass a tuned lens with -l/--lens_name or --logit")
+        raise InvalidInputError(
+            "nothing to evaluate: pass a tuned lens (lens_name) or ask for the logit lens",
+            option="lens_name",
+        )
     dist_spec = dist_spec or DistSpec()
     ctx = init_distributed(device=dist_spec.device, timeout_s=dist_spec.nccl_timeout)
     try:
         model, tokenizer = _load(model_spec, dist_spec, ctx)
         chunks = data_spec.load(tokenizer)
-        lenses: dict[str, Any] = {}
+        lenses: dict[str, Lens] = {}
         if logit:
             lenses["logit"] = LogitLens.from_model(model)
         if lens_name is not None:

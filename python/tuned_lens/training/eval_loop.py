@@ -11,20 +11,28 @@ twin for CUDA tensors).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from tuned_lens.data import ChunkSampler, NotEnoughDataError, PackedChunks
+from tuned_lens import lens_stats
+from tuned_lens._atomic import atomic_path, write_json_atomically, write_text_atomically
+from tuned_lens.data import ChunkSampler, PackedChunks
+from tuned_lens.errors import InvalidInputError, NotEnoughDataError
+from tuned_lens.stats import LogitStats
 from tuned_lens.training.ingredients import DistContext
 from tuned_lens.training.train_loop import _autocast, _model_dtype
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tuned_lens.nn.lenses import Lens
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +65,16 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.tokens is not None and self.tokens < 1:
-            raise ValueError(f"--tokens must be >= 1, got {self.tokens}")
+            raise InvalidInputError(f"tokens must be >= 1, got {self.tokens}", option="tokens")
         if self.per_gpu_batch_size < 1:
-            raise ValueError(f"--per_gpu_batch_size must be >= 1, got {self.per_gpu_batch_size}")
+            raise InvalidInputError(
+                f"per_gpu_batch_size must be >= 1, got {self.per_gpu_batch_size}",
+                option="per_gpu_batch_size",
+            )
         if self.token_shift < 0:
-            raise ValueError(f"--token_shift must be >= 0, got {self.token_shift}")
+            raise InvalidInputError(
+                f"token_shift must be >= 0, got {self.token_shift}", option="token_shift"
+            )
 
 
 @dataclass
@@ -96,14 +109,14 @@ def count_batches(num_chunks: int, chunk_len: int, config: EvalConfig, world_siz
         if config.tokens > held:
             raise NotEnoughDataError(
                 f"Requested to evaluate on {config.tokens} tokens, but the data set holds only "
-                f"{held} tokens ({num_chunks} chunks of {chunk_len}); lower --tokens or use more "
-                "data."
+                f"{held} tokens ({num_chunks} chunks of {chunk_len}); evaluate fewer tokens or "
+                "use more data."
             )
         batches = config.tokens // (per_batch * chunk_len)
     if batches < 1:
         raise NotEnoughDataError(
             f"one evaluation batch needs {per_batch * chunk_len} tokens ({per_batch} chunks of "
-            f"{chunk_len}); the request covers fewer (data: {held} tokens, --tokens "
+            f"{chunk_len}); the request covers fewer (data: {held} tokens, asked for "
             f"{config.tokens})"
         )
     return batches
@@ -113,7 +126,10 @@ def _mean(values: np.ndarray) -> float:
     return float(np.mean(values, dtype=np.float64))
 
 
-def _lens_log_probs(lens: Any, hidden: torch.Tensor, idx: int, autocast) -> torch.Tensor:
+def _lens_log_probs(
+    lens: Lens, hidden: torch.Tensor, idx: int, autocast: contextlib.AbstractContextManager
+) -> torch.Tensor:
+    """``(B, T, V)`` float32 log-probabilities of lens ``idx`` on ``hidden`` ``(B, T, d)``."""
     with autocast:
         logits = lens(hidden, idx=idx)
     return torch.log_softmax(logits.float(), dim=-1)
@@ -123,10 +139,157 @@ def _as_stats_input(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().contiguous()
 
 
+@dataclass
+class _Batch:
+    """One batch's inputs to the statistics: the model's log-probs and the CE labels."""
+
+    final_lp: torch.Tensor  # (B, T, V) float32, the model's own log-probabilities
+    labels: torch.Tensor  # (B, T - shift) token ids
+    keep: int  # T - shift: positions that have a label
+
+
+@dataclass
+class _Plan:
+    """What :func:`evaluate_lenses` runs: batches, their sampler, the precision context."""
+
+    ctx: DistContext
+    num_batches: int
+    per_batch_global: int
+    sampler: ChunkSampler
+    autocast: contextlib.AbstractContextManager
+    progress: Any = None
+
+
+def _plan(
+    model: torch.nn.Module,
+    lenses: Mapping[str, Lens],
+    chunks: PackedChunks,
+    config: EvalConfig,
+    ctx: DistContext,
+) -> _Plan:
+    """Check the settings against the data, move the lenses, set up the sampler.
+
+    Raises:
+        InvalidInputError: no lens, or ``token_shift`` not below the chunk length.
+        NotEnoughDataError: the data holds fewer tokens than asked for.
+    """
+    if not lenses:
+        raise InvalidInputError("nothing to evaluate: pass a tuned lens and/or the logit lens")
+    chunk_len = chunks.chunk_len
+    shift = config.token_shift
+    if shift >= chunk_len:
+        raise InvalidInputError(
+            f"token_shift {shift} must be smaller than the chunk length {chunk_len}",
+            option="token_shift",
+        )
+    num_batches = count_batches(len(chunks), chunk_len, config, ctx.world_size)
+    sampler = ChunkSampler(
+        len(chunks),
+        micro_batch_size=config.per_gpu_batch_size,
+        world_size=ctx.world_size,
+        rank=ctx.rank,
+        seed=config.seed,
+        shuffle=config.dataloader_shuffle,
+    )
+    for lens in lenses.values():
+        lens.to(ctx.device)
+        lens.eval()
+    progress = None
+    if config.progress and ctx.primary:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=num_batches, desc="Evaluating", unit="batch")
+    return _Plan(
+        ctx=ctx,
+        num_batches=num_batches,
+        per_batch_global=ctx.world_size * config.per_gpu_batch_size,
+        sampler=sampler,
+        autocast=_autocast(ctx.device, _model_dtype(model)),
+        progress=progress,
+    )
+
+
+def _baseline_metrics(batch: _Batch) -> dict[str, dict[str, float]]:
+    """The model's own cross-entropy and entropy (nats) on one batch."""
+    final = _as_stats_input(batch.final_lp)
+    ce = lens_stats.cross_entropy(_as_stats_input(batch.final_lp[:, : batch.keep]), batch.labels)
+    return {"ce": {"final": _mean(ce)}, "entropy": {"final": _mean(lens_stats.entropy(final))}}
+
+
+def _lens_metrics(
+    name: str,
+    lens: Lens,
+    hidden_states: tuple[torch.Tensor, ...],
+    batch: _Batch,
+    config: EvalConfig,
+    plan: _Plan,
+    marginals: dict[str, dict[str, LogitStats]],
+) -> dict[str, Any]:
+    """Per-layer CE, entropy and KL(model ‖ lens) of one lens on one batch (nats).
+
+    With ``record_logit_stats`` the layers' log-probabilities are added to ``marginals``.
+    """
+    final = _as_stats_input(batch.final_lp)
+    transfer = config.layer_transfer and name != "logit"
+    metrics: dict[str, Any] = {m: {} for m in METRICS}
+    layer_lps: list[torch.Tensor] = []
+    for j in range(len(hidden_states) - 1):
+        lp = _lens_log_probs(lens, hidden_states[j], j, plan.autocast)
+        key = f"layer_{j}"
+        ce = lens_stats.cross_entropy(_as_stats_input(lp[:, : batch.keep]), batch.labels)
+        metrics["ce"][key] = _mean(ce)
+        lp_stats = _as_stats_input(lp)
+        metrics["entropy"][key] = _mean(lens_stats.entropy(lp_stats))
+        metrics["kl"][key] = _mean(lens_stats.kl_divergence(final, lp_stats))
+        if config.record_logit_stats:
+            _record_marginal(marginals, name, key, lp)
+        if transfer:
+            layer_lps.append(lp)
+    if transfer:
+        metrics["layer_transfer"] = _layer_transfer(
+            lens, hidden_states, layer_lps, batch.labels, batch.keep, plan.autocast
+        )
+    return metrics
+
+
+def _record_marginal(
+    marginals: dict[str, dict[str, LogitStats]], name: str, key: str, log_probs: torch.Tensor
+) -> None:
+    """Add ``(B, T, V)`` log-probabilities to the running marginal of ``name``/``key``."""
+    stats = marginals.setdefault(name, {}).setdefault(key, LogitStats())
+    stats.update(_as_stats_input(log_probs), assume_normalized=True)
+
+
+def _evaluate_batch(
+    model: torch.nn.Module,
+    lenses: Mapping[str, Lens],
+    input_ids: torch.Tensor,
+    config: EvalConfig,
+    plan: _Plan,
+    marginals: dict[str, dict[str, LogitStats]],
+) -> tuple[dict[str, Any], int]:
+    """Every metric of one batch ``(B, T)``; also the number of lens layers."""
+    output = model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
+    shift = config.token_shift
+    batch = _Batch(
+        final_lp=torch.log_softmax(output.logits.float(), dim=-1),
+        labels=_as_stats_input(input_ids[:, shift:]),
+        keep=input_ids.shape[1] - shift,
+    )
+    record: dict[str, Any] = {"baseline": _baseline_metrics(batch)}
+    if config.record_logit_stats:
+        _record_marginal(marginals, "baseline", "final", batch.final_lp)
+    for name, lens in lenses.items():
+        record[name] = _lens_metrics(
+            name, lens, output.hidden_states, batch, config, plan, marginals
+        )
+    return record, len(output.hidden_states) - 1
+
+
 @torch.no_grad()
 def evaluate_lenses(
     model: torch.nn.Module,
-    lenses: Mapping[str, Any],
+    lenses: Mapping[str, Lens],
     chunks: PackedChunks,
     config: EvalConfig,
     *,
@@ -137,114 +300,38 @@ def evaluate_lenses(
     Args:
         model: the frozen causal LM on ``ctx.device``.
         lenses: ``{"logit": LogitLens, "tuned": TunedLens}`` (either may be missing).
-        chunks: packed evaluation data (identical on every process).
+        chunks: packed evaluation data (identical on every process), ``(N, chunk_len)`` ids.
         config: evaluation settings.
         ctx: distributed context (default: one process on the model's device).
 
     Returns:
         Aggregated and per-batch metrics in nats.
-    """
-    from tuned_lens import lens_stats
 
-    if not lenses:
-        raise ValueError("nothing to evaluate: pass a tuned lens (-l) and/or --logit")
+    Raises:
+        InvalidInputError: no lens, or a bad ``token_shift``.
+        NotEnoughDataError: the data holds fewer tokens than ``config.tokens``.
+    """
     if ctx is None:
         ctx = DistContext(device=next(model.parameters()).device)
-    device = ctx.device
-    chunk_len = chunks.chunk_len
-    shift = config.token_shift
-    if shift >= chunk_len:
-        raise ValueError(f"--token_shift {shift} must be smaller than the chunk length {chunk_len}")
-    num_batches = count_batches(len(chunks), chunk_len, config, ctx.world_size)
-    sampler = ChunkSampler(
-        len(chunks),
-        micro_batch_size=config.per_gpu_batch_size,
-        world_size=ctx.world_size,
-        rank=ctx.rank,
-        seed=config.seed,
-        shuffle=config.dataloader_shuffle,
-    )
-    per_batch_global = ctx.world_size * config.per_gpu_batch_size
-    for lens in lenses.values():
-        lens.to(device)
-        lens.eval()
-    autocast = _autocast(device, _model_dtype(model))
-    keep = chunk_len - shift
-    marginals: dict[str, dict[str, list]] = {}
-
-    def add_marginal(lens_name: str, key: str, log_probs: torch.Tensor) -> None:
-        sums, _, rows = lens_stats.marginal_sums(_as_stats_input(log_probs))
-        slot = marginals.setdefault(lens_name, {})
-        if key in slot:
-            slot[key][0] += sums
-            slot[key][1] += rows
-        else:
-            slot[key] = [np.asarray(sums, dtype=np.float64).copy(), rows]
-
-    progress = None
-    if config.progress and ctx.primary:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=num_batches, desc="Evaluating", unit="batch")
+    plan = _plan(model, lenses, chunks, config, ctx)
+    marginals: dict[str, dict[str, LogitStats]] = {}
     batches: list[dict[str, Any]] = []
     num_layers = 0
-    for batch_idx in range(num_batches):
-        (indices,) = sampler.step_indices(batch_idx, per_batch_global)
-        input_ids = chunks.input_ids[indices].to(device)
-        output = model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
-        final_lp = torch.log_softmax(output.logits.float(), dim=-1)
-        labels = _as_stats_input(input_ids[:, shift:])
-        final_stats = _as_stats_input(final_lp)
-        record: dict[str, Any] = {
-            "baseline": {
-                "ce": {
-                    "final": _mean(
-                        lens_stats.cross_entropy(_as_stats_input(final_lp[:, :keep]), labels)
-                    )
-                },
-                "entropy": {"final": _mean(lens_stats.entropy(final_stats))},
-            }
-        }
-        if config.record_logit_stats:
-            add_marginal("baseline", "final", final_lp)
-        for name, lens in lenses.items():
-            num_layers = len(output.hidden_states) - 1
-            metrics: dict[str, dict[str, Any]] = {m: {} for m in METRICS}
-            layer_lps: list[torch.Tensor] = []
-            for j in range(num_layers):
-                lp = _lens_log_probs(lens, output.hidden_states[j], j, autocast)
-                key = f"layer_{j}"
-                metrics["ce"][key] = _mean(
-                    lens_stats.cross_entropy(_as_stats_input(lp[:, :keep]), labels)
-                )
-                lp_stats = _as_stats_input(lp)
-                metrics["entropy"][key] = _mean(lens_stats.entropy(lp_stats))
-                metrics["kl"][key] = _mean(lens_stats.kl_divergence(final_stats, lp_stats))
-                if config.record_logit_stats:
-                    add_marginal(name, key, lp)
-                if config.layer_transfer and name != "logit":
-                    layer_lps.append(lp)
-            if config.layer_transfer and name != "logit":
-                metrics["layer_transfer"] = _layer_transfer(
-                    lens, output.hidden_states, layer_lps, labels, keep, autocast, lens_stats
-                )
-            record[name] = metrics
+    for batch_idx in range(plan.num_batches):
+        (indices,) = plan.sampler.step_indices(batch_idx, plan.per_batch_global)
+        input_ids = chunks.input_ids[indices].to(ctx.device)
+        record, num_layers = _evaluate_batch(model, lenses, input_ids, config, plan, marginals)
         batches.append(record)
-        del output
-        if progress is not None:
-            progress.update(1)
-    if progress is not None:
-        progress.close()
-
-    aggregate = _mean_of_trees(batches)
-    aggregate = _average_tree_over_ranks(aggregate, ctx)
-    all_batches = _gather_batches(batches, ctx)
-    logit_stats = _finish_marginals(marginals, ctx) if config.record_logit_stats else None
+        if plan.progress is not None:
+            plan.progress.update(1)
+    if plan.progress is not None:
+        plan.progress.close()
+    logit_stats = _finish_marginals(marginals) if config.record_logit_stats else None
     return EvalResult(
-        aggregate=aggregate,
-        batches=all_batches,
+        aggregate=_average_tree_over_ranks(_mean_of_trees(batches), ctx),
+        batches=_gather_batches(batches, ctx),
         nats_to_bpb=chunks.nats_to_bpb,
-        tokens=num_batches * per_batch_global * chunk_len,
+        tokens=plan.num_batches * plan.per_batch_global * chunks.chunk_len,
         logit_stats=logit_stats,
         num_layers=num_layers,
         lens_names=list(lenses),
@@ -252,13 +339,12 @@ def evaluate_lenses(
 
 
 def _layer_transfer(
-    lens: Any,
+    lens: Lens,
     hidden_states: tuple[torch.Tensor, ...],
     own_lps: list[torch.Tensor],
     labels: torch.Tensor,
     keep: int,
-    autocast,
-    lens_stats,
+    autocast: contextlib.AbstractContextManager,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """CE and KL when translator ``i`` reads layer ``j``'s hidden state.
 
@@ -333,17 +419,15 @@ def _gather_batches(batches: list[dict[str, Any]], ctx: DistContext) -> list[dic
 
 
 def _finish_marginals(
-    marginals: dict[str, dict[str, list]], ctx: DistContext
+    marginals: dict[str, dict[str, LogitStats]],
 ) -> dict[str, dict[str, np.ndarray]]:
+    """Mean predicted distribution ``(V,)`` float64 per lens and layer, over all processes."""
     out: dict[str, dict[str, np.ndarray]] = {}
     for name, per_key in marginals.items():
         out[name] = {}
-        for key, (sums, rows) in per_key.items():
-            total = torch.from_numpy(sums).to(ctx.device)
-            count = torch.tensor([float(rows)], dtype=torch.float64, device=ctx.device)
-            ctx.all_reduce_sum_(total)
-            ctx.all_reduce_sum_(count)
-            out[name][key] = (total / count).cpu().numpy()
+        for key, stats in per_key.items():
+            stats.all_reduce_()
+            out[name][key] = stats.marginal_probs.cpu().numpy()
     return out
 
 
@@ -371,11 +455,11 @@ def write_outputs(result: EvalResult, output: Path) -> dict[str, Path]:
         "num_batches": len(result.batches),
     }
     path = output / "aggregate_metrics.json"
-    path.write_text(json.dumps(aggregate, indent=2) + "\n", encoding="utf-8")
+    write_json_atomically(path, aggregate)
     written["aggregate"] = path
 
     path = output / "batches.jsonl"
-    with path.open("w", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
         for index, record in enumerate(result.batches):
             handle.write(json.dumps({"batch": index, "units": "nats", **record}) + "\n")
     written["batches"] = path
@@ -385,7 +469,7 @@ def write_outputs(result: EvalResult, output: Path) -> dict[str, Path]:
         for name, per_key in result.logit_stats.items():
             stats[name] = {"logit_stats": {k: v.tolist() for k, v in per_key.items()}}
         path = output / "logit_stats.json"
-        path.write_text(json.dumps(stats) + "\n", encoding="utf-8")
+        write_text_atomically(path, json.dumps(stats) + "\n")
         written["logit_stats"] = path
 
     written.update(write_plots(result, output))
@@ -396,6 +480,8 @@ def write_plots(result: EvalResult, output: Path) -> dict[str, Path]:
     """Per-layer curves of KL, CE and entropy: HTML always, PNG when kaleido can render."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+
+    from tuned_lens.plotting.export import write_html, write_png
 
     titles = {"kl": "KL(model ‖ lens)", "ce": "cross-entropy", "entropy": "entropy"}
     fig = make_subplots(rows=1, cols=3, subplot_titles=[titles[m] for m in ("kl", "ce", "entropy")])
@@ -432,15 +518,11 @@ def write_plots(result: EvalResult, output: Path) -> dict[str, Path]:
     fig.update_layout(
         title="Lens quality per layer (mean over tokens, nats)", width=1200, height=420
     )
-    written: dict[str, Path] = {}
-    html = output / "per_layer_metrics.html"
-    fig.write_html(html, include_plotlyjs=True)
-    written["html"] = html
+    written: dict[str, Path] = {"html": write_html(fig, output / "per_layer_metrics.html")}
     png = output / "per_layer_metrics.png"
     try:
-        fig.write_image(png)
-        written["png"] = png
-    except Exception as err:  # kaleido or Chromium missing: the HTML is enough
+        written["png"] = write_png(fig, png)
+    except Exception as err:  # no Chromium, or it failed: the HTML is enough
         logger.debug("PNG export skipped: %s", err)
         png.unlink(missing_ok=True)
     return written

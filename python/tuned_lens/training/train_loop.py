@@ -15,18 +15,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
-from tuned_lens.data import ChunkSampler, NotEnoughDataError, PackedChunks
+from tuned_lens.data import ChunkSampler, PackedChunks
+from tuned_lens.errors import InvalidInputError, MissingDependencyError, NotEnoughDataError
 from tuned_lens.training.checkpoint import latest_checkpoint, save_checkpoint
 from tuned_lens.training.ingredients import DistContext
 from tuned_lens.training.optim import LinearWarmupDecay, OptimizerConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tuned_lens.nn.lenses import Lens
 
 logger = logging.getLogger(__name__)
 
@@ -71,17 +76,22 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.loss = self.loss.upper()
         if self.loss not in LOSSES:
-            raise ValueError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.num_steps < 1:
-            raise ValueError(f"--num_steps must be >= 1, got {self.num_steps}")
-        if self.tokens_per_step < 1:
-            raise ValueError(f"--tokens_per_step must be >= 1, got {self.tokens_per_step}")
-        if self.per_gpu_batch_size < 1:
-            raise ValueError(f"--per_gpu_batch_size must be >= 1, got {self.per_gpu_batch_size}")
-        if self.checkpoint_freq is not None and self.checkpoint_freq < 1:
-            raise ValueError(f"--checkpoint_freq must be >= 1, got {self.checkpoint_freq}")
+            raise InvalidInputError(
+                f"loss must be one of {LOSSES}, got {self.loss!r}", option="loss"
+            )
+        at_least_one = {
+            "num_steps": self.num_steps,
+            "tokens_per_step": self.tokens_per_step,
+            "per_gpu_batch_size": self.per_gpu_batch_size,
+            "checkpoint_freq": self.checkpoint_freq,
+        }
+        for option, value in at_least_one.items():
+            if value is not None and value < 1:
+                raise InvalidInputError(f"{option} must be >= 1, got {value}", option=option)
         if self.token_shift is not None and self.token_shift < 0:
-            raise ValueError(f"--token_shift must be >= 0, got {self.token_shift}")
+            raise InvalidInputError(
+                f"token_shift must be >= 0, got {self.token_shift}", option="token_shift"
+            )
 
     @property
     def resolved_token_shift(self) -> int:
@@ -110,7 +120,7 @@ class TrainResult:
     tokens_per_second: float = 0.0
 
 
-def trainable_translators(lens: Any) -> torch.nn.ModuleList:
+def trainable_translators(lens: Lens) -> torch.nn.ModuleList:
     """The lens's per-layer translators (the only trained parameters)."""
     translators = getattr(lens, "layer_translators", None)
     if not isinstance(translators, torch.nn.ModuleList):
@@ -118,7 +128,9 @@ def trainable_translators(lens: Any) -> torch.nn.ModuleList:
     return translators
 
 
-def prepare_lens_for_training(lens: Any, *, device: torch.device, bias_only: bool) -> list:
+def prepare_lens_for_training(
+    lens: Lens, *, device: torch.device, bias_only: bool
+) -> list[torch.nn.Parameter]:
     """Move the lens to ``device``, keep float32 master weights, freeze what is not trained.
 
     Returns:
@@ -135,7 +147,9 @@ def prepare_lens_for_training(lens: Any, *, device: torch.device, bias_only: boo
         param.requires_grad_(True)
         params.append(param)
     if not params:
-        raise ValueError("the lens has no trainable parameters (no biases with --bias_only?)")
+        raise InvalidInputError(
+            "the lens has no trainable parameters (no biases with bias_only?)", option="bias_only"
+        )
     return params
 
 
@@ -183,8 +197,9 @@ def layer_losses(
     """
     seq_len = model_logits.shape[1]
     if token_shift >= seq_len:
-        raise ValueError(
-            f"token_shift {token_shift} must be smaller than the chunk length {seq_len}"
+        raise InvalidInputError(
+            f"token_shift {token_shift} must be smaller than the chunk length {seq_len}",
+            option="token_shift",
         )
     keep = seq_len - token_shift
     if loss == "KL":
@@ -229,14 +244,16 @@ def plan_steps(
         The sampler and the chunks (samples) per optimiser step over all processes.
 
     Raises:
-        ValueError: ``tokens_per_step`` is not a multiple of the chunk length.
+        InvalidInputError: ``tokens_per_step`` is not a multiple of the chunk length.
         NotEnoughDataError: the data holds fewer chunks than ``num_steps`` steps need.
     """
     chunk_len = chunks.chunk_len
     if config.tokens_per_step % chunk_len:
-        raise ValueError(
-            f"--tokens_per_step {config.tokens_per_step} must be a multiple of the chunk length "
-            f"{chunk_len} (min of --max_seq_len and the tokenizer's model_max_length)"
+        raise InvalidInputError(
+            f"tokens_per_step {config.tokens_per_step} must be a multiple of the chunk length "
+            f"{chunk_len} (the smaller of the maximum sequence length and the tokenizer's "
+            "model_max_length)",
+            option="tokens_per_step",
         )
     samples_per_step = config.tokens_per_step // chunk_len
     sampler = ChunkSampler(
@@ -263,8 +280,9 @@ def plan_steps(
         raise NotEnoughDataError(
             f"Can only take {available} steps on this data set: it holds {len(chunks)} chunks of "
             f"{chunk_len} tokens ({len(chunks) * chunk_len} tokens) and each step uses "
-            f"{consumed} chunks, but --num_steps is {config.num_steps}. Lower --num_steps or "
-            "--tokens_per_step, or use more data."
+            f"{consumed} chunks, but num_steps is {config.num_steps}. Take fewer steps or fewer "
+            "tokens per step, or use more data.",
+            option="num_steps",
         )
     return sampler, samples_per_step
 
@@ -292,6 +310,21 @@ def _run_fingerprint(
     }
 
 
+WANDB_MISSING = "W&B logging needs the wandb package: pip install 'tuned-lens-rs[wandb]'"
+
+
+def require_wandb() -> None:
+    """Fail early, before any loading, when W&B logging is asked for but not installed.
+
+    Raises:
+        MissingDependencyError: ``wandb`` is not installed.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        raise MissingDependencyError(WANDB_MISSING)
+
+
 class _WandbLogger:
     """Optional Weights & Biases logging on the primary process (lazy import)."""
 
@@ -302,9 +335,7 @@ class _WandbLogger:
         try:
             import wandb
         except ImportError as err:
-            raise ImportError(
-                "--wandb needs the wandb package: pip install 'tuned-lens-rs[wandb]'"
-            ) from err
+            raise MissingDependencyError(WANDB_MISSING) from err
         self.run = wandb.init(name=name, id=resume_id, resume="allow", config=config)
 
     @property
@@ -320,9 +351,211 @@ class _WandbLogger:
             self.run.finish()
 
 
+@dataclass
+class _Run:
+    """Everything one training run works with, set up by :func:`_set_up_run`."""
+
+    model: torch.nn.Module
+    lens: Lens
+    chunks: PackedChunks
+    config: TrainConfig
+    ctx: DistContext
+    sampler: ChunkSampler
+    samples_per_step: int
+    fingerprint: dict[str, Any]
+    params: list[torch.nn.Parameter]
+    translators: torch.nn.ModuleList
+    optimizer: torch.optim.Optimizer
+    schedule: LinearWarmupDecay
+    model_dtype: torch.dtype
+
+    @property
+    def micro_batches(self) -> int:
+        return self.sampler.micro_batches_per_step(self.samples_per_step)
+
+    @property
+    def chunks_per_step(self) -> int:
+        return self.sampler.samples_consumed_per_step(self.samples_per_step)
+
+
+def _set_up_run(
+    model: torch.nn.Module, lens: Lens, chunks: PackedChunks, config: TrainConfig, ctx: DistContext
+) -> _Run:
+    """Check the data, prepare the lens, build the optimiser and the schedule."""
+    sampler, samples_per_step = plan_steps(chunks, config, ctx)
+    params = prepare_lens_for_training(lens, device=ctx.device, bias_only=config.bias_only)
+    return _Run(
+        model=model,
+        lens=lens,
+        chunks=chunks,
+        config=config,
+        ctx=ctx,
+        sampler=sampler,
+        samples_per_step=samples_per_step,
+        fingerprint=_run_fingerprint(chunks, config, sampler, samples_per_step),
+        params=params,
+        translators=trainable_translators(lens),
+        optimizer=config.optimizer.build(params),
+        schedule=LinearWarmupDecay(
+            config.num_steps, config.optimizer.resolved_warmup(config.num_steps)
+        ),
+        model_dtype=_model_dtype(model),
+    )
+
+
+def _resume(run: _Run) -> tuple[int, str | None]:
+    """Load the newest snapshot of ``config.checkpoint_dir`` into the lens and optimiser.
+
+    Returns:
+        The step to start from and the W&B run id to continue (0 and ``None`` without one).
+
+    Raises:
+        InvalidInputError: the snapshot comes from a run with other settings.
+    """
+    folder = run.config.checkpoint_dir
+    if folder is None:
+        return 0, None
+    snapshot = latest_checkpoint(folder)
+    if snapshot is None:
+        if run.ctx.primary:
+            logger.info("no checkpoint in %s; starting from step 0", folder)
+        return 0, None
+    saved = snapshot.extra.get("fingerprint", {})
+    diff = {k: (saved.get(k), v) for k, v in run.fingerprint.items() if saved.get(k) != v}
+    if diff:
+        raise InvalidInputError(
+            f"the checkpoints in {folder} come from a run with other settings (checkpoint vs "
+            f"now: {diff}); use another checkpoint_dir",
+            option="checkpoint_dir",
+        )
+    run.translators.load_state_dict(snapshot.lens_state)
+    run.optimizer.load_state_dict(snapshot.optimizer_state)
+    if run.ctx.primary:
+        logger.info("resumed from step %d in %s", snapshot.step, folder)
+    return snapshot.step, snapshot.extra.get("wandb_id")
+
+
+def _accumulate_step(run: _Run, step: int) -> torch.Tensor:
+    """Run every micro-batch of ``step``, back-propagating each layer's loss as it goes.
+
+    Returns:
+        The mean loss of each layer over the step's micro-batches, ``(num_layers,)`` float64
+        (this process's share; not yet averaged over processes).
+    """
+    device = run.ctx.device
+    num_layers = len(run.translators)
+    micro_batches = run.micro_batches
+    step_loss = torch.zeros(num_layers, dtype=torch.float64, device=device)
+    for indices in run.sampler.step_indices(step, run.samples_per_step):
+        input_ids = run.chunks.input_ids[indices].to(device)
+        with torch.no_grad():
+            output = run.model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
+        hidden = output.hidden_states
+
+        def lens_logits(layer: int, hidden: tuple[torch.Tensor, ...] = hidden) -> torch.Tensor:
+            with _autocast(device, run.model_dtype):
+                return run.lens(hidden[layer], idx=layer)
+
+        values = layer_losses(
+            output.logits,
+            input_ids,
+            lens_logits,
+            num_layers,
+            loss=run.config.loss,
+            token_shift=run.config.resolved_token_shift,
+            scale=1.0 / micro_batches,
+        )
+        for layer, value in enumerate(values):
+            step_loss[layer] += value.double() / micro_batches
+        del output, hidden
+    return step_loss
+
+
+def _optimizer_step(run: _Run, step: int) -> list[float]:
+    """One optimiser step: accumulate, average over processes, clip, step.
+
+    Returns:
+        Each layer's loss in nats at this step (averaged over processes).
+
+    Raises:
+        FloatingPointError: a layer's loss is not finite.
+    """
+    step_loss = _accumulate_step(run, step)
+    _average_gradients(run.params, run.ctx)
+    run.ctx.all_reduce_mean_(step_loss)
+    torch.nn.utils.clip_grad_norm_(run.params, GRAD_CLIP_NORM)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=False)
+    layer_values = step_loss.tolist()
+    if not all(math.isfinite(v) for v in layer_values):
+        raise FloatingPointError(f"non-finite lens loss at step {step}: {layer_values}")
+    return layer_values
+
+
+def _maybe_checkpoint(
+    run: _Run, done: int, layer_values: list[float], wandb_id: str | None
+) -> None:
+    """Write a snapshot after step ``done`` when ``checkpoint_freq`` says so (primary only)."""
+    config = run.config
+    if config.checkpoint_dir is None or config.checkpoint_freq is None:
+        return
+    if done % config.checkpoint_freq:
+        return
+    if run.ctx.primary:
+        save_checkpoint(
+            config.checkpoint_dir,
+            step=done,
+            lens_state=run.translators.state_dict(),
+            optimizer_state=run.optimizer.state_dict(),
+            extra={
+                "fingerprint": run.fingerprint,
+                "wandb_id": wandb_id,
+                "data_position": done * run.chunks_per_step,
+                "layer_losses": layer_values,
+            },
+        )
+    run.ctx.barrier()
+
+
+def _progress_bar(run: _Run, start_step: int) -> Any:
+    """A tqdm bar on the primary process when asked for and steps remain, else ``None``."""
+    config = run.config
+    if not (config.progress and run.ctx.primary and start_step < config.num_steps):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.num_steps, initial=start_step, desc="Training lens", unit="step")
+
+
+def _report(
+    progress: Any,
+    wandb_logger: _WandbLogger,
+    *,
+    step: int,
+    lr: float,
+    loss: str,
+    layer_values: list[float],
+    nats_to_bpb: float,
+) -> None:
+    """Show a finished step on the progress bar and log it to W&B (nats and bits per byte)."""
+    if progress is not None:
+        progress.update(1)
+        progress.set_postfix_str(
+            f"lr={lr:.3g} {loss.lower()}[nats]=" + " ".join(f"{v:.3f}" for v in layer_values)
+        )
+    wandb_logger.log(
+        {
+            "lr": lr,
+            **{f"loss/layer_{i}": v for i, v in enumerate(layer_values)},
+            **{f"loss_bpb/layer_{i}": v * nats_to_bpb for i, v in enumerate(layer_values)},
+        },
+        step=step,
+    )
+
+
 def train_lens(
     model: torch.nn.Module,
-    lens: Any,
+    lens: Lens,
     chunks: PackedChunks,
     config: TrainConfig,
     *,
@@ -336,150 +569,53 @@ def train_lens(
     Args:
         model: the frozen causal LM, already on ``ctx.device`` (or FSDP-sharded).
         lens: a :class:`tuned_lens.nn.TunedLens` built from ``model``.
-        chunks: packed training data (identical on every process).
+        chunks: packed training data (identical on every process), ``(N, chunk_len)`` ids.
         config: run settings.
         ctx: distributed context (default: one process on the model's device).
         nats_to_bpb: ratio for logging losses in bits per byte (default ``chunks.nats_to_bpb``).
 
     Returns:
         Losses and learning rates of the steps run.
+
+    Raises:
+        NotEnoughDataError: the data cannot feed ``num_steps`` steps (before any work).
+        InvalidInputError: bad settings, or checkpoints of a run with other settings.
     """
-    import time
-
     if ctx is None:
-        device = next(model.parameters()).device
-        ctx = DistContext(device=device)
-    device = ctx.device
+        ctx = DistContext(device=next(model.parameters()).device)
     ratio = chunks.nats_to_bpb if nats_to_bpb is None else nats_to_bpb
-    sampler, samples_per_step = plan_steps(chunks, config, ctx)
-    fingerprint = _run_fingerprint(chunks, config, sampler, samples_per_step)
-
-    params = prepare_lens_for_training(lens, device=device, bias_only=config.bias_only)
-    translators = trainable_translators(lens)
-    num_layers = len(translators)
-    optimizer = config.optimizer.build(params)
-    schedule = LinearWarmupDecay(
-        config.num_steps, config.optimizer.resolved_warmup(config.num_steps)
-    )
-    base_lr = config.optimizer.base_lr
-
-    start_step = 0
-    wandb_id = None
-    if config.checkpoint_dir is not None:
-        snapshot = latest_checkpoint(config.checkpoint_dir)
-        if snapshot is not None:
-            saved = snapshot.extra.get("fingerprint", {})
-            diff = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
-            if diff:
-                raise ValueError(
-                    f"the checkpoints in {config.checkpoint_dir} come from a run with other "
-                    f"settings (checkpoint vs now: {diff}); use another --checkpoint_dir"
-                )
-            translators.load_state_dict(snapshot.lens_state)
-            optimizer.load_state_dict(snapshot.optimizer_state)
-            start_step = snapshot.step
-            wandb_id = snapshot.extra.get("wandb_id")
-            if ctx.primary:
-                logger.info("resumed from step %d in %s", start_step, config.checkpoint_dir)
-        elif ctx.primary:
-            logger.info("no checkpoint in %s; starting from step 0", config.checkpoint_dir)
-
+    run = _set_up_run(model, lens, chunks, config, ctx)
+    start_step, wandb_id = _resume(run)
     wandb_logger = _WandbLogger(
         config.wandb if ctx.primary else None,
         resume_id=wandb_id,
-        config={**fingerprint, "tokens_per_step": config.tokens_per_step},
+        config={**run.fingerprint, "tokens_per_step": config.tokens_per_step},
     )
-    model_dtype = _model_dtype(model)
-    micro_batches = sampler.micro_batches_per_step(samples_per_step)
-    token_shift = config.resolved_token_shift
     losses: list[list[float]] = []
     lrs: list[float] = []
-
-    progress = None
-    if config.progress and ctx.primary and start_step < config.num_steps:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(
-            total=config.num_steps, initial=start_step, desc="Training lens", unit="step"
-        )
+    progress = _progress_bar(run, start_step)
     began = time.perf_counter()
     for step in range(start_step, config.num_steps):
-        lr = schedule.apply(optimizer, step=step, base_lr=base_lr)
-        step_loss = torch.zeros(num_layers, dtype=torch.float64, device=device)
-        for indices in sampler.step_indices(step, samples_per_step):
-            input_ids = chunks.input_ids[indices].to(device)
-            with torch.no_grad():
-                output = model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
-            hidden = output.hidden_states
-
-            def lens_logits(layer: int, hidden: tuple = hidden) -> torch.Tensor:
-                with _autocast(device, model_dtype):
-                    return lens(hidden[layer], idx=layer)
-
-            for layer, value in enumerate(
-                layer_losses(
-                    output.logits,
-                    input_ids,
-                    lens_logits,
-                    num_layers,
-                    loss=config.loss,
-                    token_shift=token_shift,
-                    scale=1.0 / micro_batches,
-                )
-            ):
-                step_loss[layer] += value.double() / micro_batches
-            del output, hidden
-        _average_gradients(params, ctx)
-        ctx.all_reduce_mean_(step_loss)
-        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP_NORM)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=False)
-
-        layer_values = step_loss.tolist()
-        if not all(math.isfinite(v) for v in layer_values):
-            raise FloatingPointError(f"non-finite lens loss at step {step}: {layer_values}")
+        lr = run.schedule.apply(run.optimizer, step=step, base_lr=config.optimizer.base_lr)
+        layer_values = _optimizer_step(run, step)
         losses.append(layer_values)
-        lrs.append(float(optimizer.param_groups[0]["lr"]))  # the rate the step really used
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix_str(
-                f"lr={lr:.3g} {config.loss.lower()}[nats]="
-                + " ".join(f"{v:.3f}" for v in layer_values)
-            )
-        wandb_logger.log(
-            {
-                "lr": lr,
-                **{f"loss/layer_{i}": v for i, v in enumerate(layer_values)},
-                **{f"loss_bpb/layer_{i}": v * ratio for i, v in enumerate(layer_values)},
-            },
+        lrs.append(float(run.optimizer.param_groups[0]["lr"]))  # the rate the step really used
+        _report(
+            progress,
+            wandb_logger,
             step=step,
+            lr=lr,
+            loss=config.loss,
+            layer_values=layer_values,
+            nats_to_bpb=ratio,
         )
-        done = step + 1
-        if (
-            config.checkpoint_dir is not None
-            and config.checkpoint_freq is not None
-            and done % config.checkpoint_freq == 0
-        ):
-            if ctx.primary:
-                save_checkpoint(
-                    config.checkpoint_dir,
-                    step=done,
-                    lens_state=translators.state_dict(),
-                    optimizer_state=optimizer.state_dict(),
-                    extra={
-                        "fingerprint": fingerprint,
-                        "wandb_id": wandb_logger.run_id,
-                        "data_position": done * sampler.samples_consumed_per_step(samples_per_step),
-                        "layer_losses": layer_values,
-                    },
-                )
-            ctx.barrier()
+        _maybe_checkpoint(run, step + 1, layer_values, wandb_logger.run_id)
     elapsed = max(time.perf_counter() - began, 1e-9)
     if progress is not None:
         progress.close()
     wandb_logger.finish()
     steps_run = config.num_steps - start_step
-    tokens = steps_run * sampler.samples_consumed_per_step(samples_per_step) * chunks.chunk_len
+    tokens = steps_run * run.chunks_per_step * chunks.chunk_len
     return TrainResult(
         losses=losses,
         learning_rates=lrs,
