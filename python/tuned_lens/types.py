@@ -57,9 +57,14 @@ LogProbs: TypeAlias = Union[F32Array, "torch.Tensor"]
 class Tokenizer(Protocol):
     """The part of a Hugging Face tokenizer that labels read.
 
-    ``pad_token_id``, ``eos_token_id`` and ``vocab_size`` are read with ``getattr`` where a
-    tokenizer may lack them; only :meth:`convert_ids_to_tokens` is required.
+    ``pad_token_id`` and ``eos_token_id`` are read with ``getattr`` (a tokenizer may lack
+    them); ``vocab_size`` is the upper bound of rank figures.
     """
+
+    @property
+    def vocab_size(self) -> int:
+        """The number of token ids."""
+        ...
 
     def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
         """The vocabulary strings of ``ids``."""

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError, LensFileError
 from .unembed import Unembed
 
 __all__ = ["Lens", "LogitLens", "TunedLens", "TunedLensConfig"]
@@ -93,13 +94,16 @@ class Lens(abc.ABC, nn.Module):
         if input_ids.dim() == 1:
             input_ids = input_ids.unsqueeze(0)
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-            raise ValueError(
-                f"input_ids must have shape (batch, prompt_len>0), got {tuple(input_ids.shape)}"
+            raise InvalidInputError(
+                f"input_ids must have shape (batch, prompt_len>0), got {tuple(input_ids.shape)}",
+                option="input_ids",
             )
         if do_sample and not temp > 0:
-            raise ValueError(f"temp must be > 0 when sampling, got {temp}")
+            raise InvalidInputError(f"temp must be > 0 when sampling, got {temp}", option="temp")
         if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+            raise InvalidInputError(
+                f"max_new_tokens must be >= 0, got {max_new_tokens}", option="max_new_tokens"
+            )
         layer = self._normalise_layer(layer)
 
         eos_ids = _eos_token_ids(model)
@@ -293,9 +297,10 @@ class TunedLens(Lens):
     def __init__(self, unembed: Unembed, config: TunedLensConfig):
         super().__init__(unembed)
         if config.d_model != unembed.d_model:
-            raise ValueError(
+            raise InvalidInputError(
                 f"config.d_model={config.d_model} does not match the model's hidden size "
-                f"{unembed.d_model}"
+                f"{unembed.d_model}",
+                option="config",
             )
         self.config = copy.copy(config)
         self.config.unembed_hash = unembed.unembedding_hash()
@@ -353,11 +358,14 @@ class TunedLens(Lens):
         if lens_resource_id is None:
             lens_resource_id = getattr(getattr(model, "config", None), "name_or_path", None)
             if not lens_resource_id:
-                raise ValueError("lens_resource_id is required: the model has no name_or_path")
+                raise InvalidInputError(
+                    "lens_resource_id is required: the model has no name_or_path",
+                    option="lens_resource_id",
+                )
         lens = cls.from_unembed_and_pretrained(Unembed(model), lens_resource_id, **kwargs)
         expected = _num_hidden_layers(model)
         if len(lens) != expected:
-            raise ValueError(
+            raise LensFileError(
                 f"lens {lens_resource_id!r} has {len(lens)} translators but the model has "
                 f"{expected} layers"
             )
@@ -404,7 +412,7 @@ class TunedLens(Lens):
         config = read_lens_config(config_path)
 
         if config.d_model != unembed.d_model:
-            raise ValueError(
+            raise LensFileError(
                 f"lens {lens_resource_id!r} has d_model={config.d_model} but the model's hidden "
                 f"size is {unembed.d_model}"
             )

@@ -6,11 +6,10 @@ Everything here works on small arrays: token ids of shape ``(*B, rows, T, k)`` w
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numpy.typing import NDArray
 
+from ..types import Tokenizer
 from .token_formatter import TokenFormatter
 
 # Shown in a cell whose batch elements disagree.
@@ -18,7 +17,7 @@ HETEROGENEOUS_LABEL = "*"
 
 
 def format_token_ids(
-    ids: NDArray[np.integer], tokenizer: Any, formatter: TokenFormatter
+    ids: NDArray[np.integer], tokenizer: Tokenizer, formatter: TokenFormatter
 ) -> NDArray[np.str_]:
     """Formatted token strings for an array of token ids (any shape).
 
@@ -57,18 +56,19 @@ def consolidate_over_batch(
         ``(first, uniform, present)``, each of shape ``rest``: the id shared by the valid
         elements, whether they all agree, and whether there was any valid element.
     """
-    ids = np.asarray(ids, dtype=np.int64)
+    ids64: NDArray[np.int64] = np.asarray(ids, dtype=np.int64)
     axes = tuple(range(n_batch_axes))
     if valid is None:
         if n_batch_axes == 0:
-            return ids, np.ones(ids.shape, bool), np.ones(ids.shape, bool)
-        low, high = ids.min(axis=axes), ids.max(axis=axes)
-        return low, low == high, np.ones(low.shape, bool)
-    valid = np.broadcast_to(valid, ids.shape)
+            return ids64, np.ones(ids64.shape, bool), np.ones(ids64.shape, bool)
+        low: NDArray[np.int64] = np.asarray(ids64.min(axis=axes))
+        high: NDArray[np.int64] = np.asarray(ids64.max(axis=axes))
+        return low, np.asarray(low == high), np.ones(low.shape, bool)
+    valid_all = np.broadcast_to(valid, ids64.shape)
     big = np.iinfo(np.int64).max
-    low = np.where(valid, ids, big).min(axis=axes)
-    high = np.where(valid, ids, -1).max(axis=axes)
-    present = valid.any(axis=axes) if n_batch_axes else valid
+    low = np.asarray(np.where(valid_all, ids64, big).min(axis=axes))
+    high = np.asarray(np.where(valid_all, ids64, -1).max(axis=axes))
+    present: NDArray[np.bool_] = np.asarray(valid_all.any(axis=axes) if n_batch_axes else valid_all)
     return np.where(present, low, 0), present & (low == high), present
 
 
@@ -76,7 +76,7 @@ def consolidated_labels(
     ids: NDArray[np.integer],
     n_batch_axes: int,
     valid: NDArray[np.bool_] | None,
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     formatter: TokenFormatter,
 ) -> NDArray[np.str_]:
     """One formatted token per cell: the batch's common token, ``"*"`` or ``""`` (all padded).

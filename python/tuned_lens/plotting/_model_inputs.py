@@ -7,7 +7,7 @@ are re-exported here under their earlier names.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import TypeVar, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,7 +45,14 @@ class TokenBatch:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.ids.shape  # type: ignore[return-value]
+        """``(B, T)``."""
+        return int(self.ids.shape[0]), int(self.ids.shape[1])
+
+    @overload
+    def unbatch(self, array: None) -> None: ...
+
+    @overload
+    def unbatch(self, array: _A) -> _A: ...
 
     def unbatch(self, array: _A | None) -> _A | None:
         """Drop the leading batch axis of a result when the input was a single sequence."""

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InvalidInputError, MissingTargetsError
+from ..types import Tokenizer
 from . import _labels
 from .token_formatter import TokenFormatter
 from .trajectory_plotting import TrajectoryLabels, TrajectoryStatistic
@@ -44,13 +45,24 @@ class TrajectoryStatisticsMixin:
     input_ids: NDArray[np.int64]
     targets: NDArray[np.int64] | None
     anti_targets: NDArray[np.int64] | None
-    tokenizer: Any
+    tokenizer: Tokenizer | None
     attention_mask: NDArray[np.bool_] | None
 
     # ------------------------------------------------------------------ hooks
-    n_batch_axis: int
-    num_layers: int
-    num_tokens: int
+    @property
+    def n_batch_axis(self) -> int:
+        """The number of batch axes before ``(rows, T)`` in the per-cell arrays."""
+        raise NotImplementedError
+
+    @property
+    def num_layers(self) -> int:
+        """The number of lens layers, not counting the model-output row."""
+        raise NotImplementedError
+
+    @property
+    def num_tokens(self) -> int:
+        """The number of positions ``T``."""
+        raise NotImplementedError
 
     def _cell_entropy(self) -> NDArray[np.float32]:
         raise NotImplementedError
@@ -75,11 +87,11 @@ class TrajectoryStatisticsMixin:
     def _cell_top_k(self, k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         raise NotImplementedError
 
-    def _cell_pairwise(self, other: Any, kind: PairwiseKind) -> NDArray[np.float32]:
+    def _cell_pairwise(self, other: object, kind: PairwiseKind) -> NDArray[np.float32]:
         raise NotImplementedError
 
     def _cell_top_k_delta(
-        self, other: Any, k: int
+        self, other: object, k: int
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         raise NotImplementedError
 
@@ -172,12 +184,14 @@ class TrajectoryStatisticsMixin:
         n_rows = ids.shape[-3]
         return TrajectoryLabels(
             label_strings=labels,
-            hover_over_entries=self._hover(ids, probs, formatter, n_rows, max_entries_to_show),
+            hover_over_entries=self._hover(
+                ids, probs, formatter, n_rows, max_entries_to_show, tokenizer=self.tokenizer
+            ),
         )
 
     def largest_delta_in_prob_labels(
         self,
-        other: Any = None,
+        other: object = None,
         formatter: TokenFormatter | None = None,
         min_prob_delta: float = 0.0,
         max_entries_to_show: int = 3,
@@ -214,7 +228,13 @@ class TrajectoryStatisticsMixin:
         return TrajectoryLabels(
             label_strings=labels,
             hover_over_entries=self._hover(
-                ids, deltas, formatter, n_rows, max_entries_to_show, prefix="Δ"
+                ids,
+                deltas,
+                formatter,
+                n_rows,
+                max_entries_to_show,
+                tokenizer=self.tokenizer,
+                prefix="Δ",
             ),
         )
 
@@ -230,6 +250,7 @@ class TrajectoryStatisticsMixin:
         n_rows: int,
         max_entries_to_show: int,
         *,
+        tokenizer: Tokenizer,
         prefix: str = "",
     ) -> NDArray[np.str_]:
         """The hover table; only the batch elements shown are formatted."""
@@ -238,7 +259,7 @@ class TrajectoryStatisticsMixin:
         flat_values = values.reshape((-1,) + values.shape[-3:])[:n_show]
         mask = self._position_mask()
         flat_mask = None if mask is None else mask.reshape(-1, mask.shape[-1])[:n_show]
-        tokens = _labels.format_token_ids(flat_ids, self.tokenizer, formatter)
+        tokens = _labels.format_token_ids(flat_ids, tokenizer, formatter)
         strings = _labels.percent_strings(flat_values, prefix=prefix)
         return _labels.hover_table(tokens, strings, n_rows, self.num_tokens, n_show, flat_mask)
 
@@ -428,7 +449,7 @@ class TrajectoryStatisticsMixin:
             max=0,
         )
 
-    def kl_divergence(self, other: Any = None, **kwargs: Any) -> TrajectoryStatistic:
+    def kl_divergence(self, other: object = None, **kwargs: Any) -> TrajectoryStatistic:
         """``KL(self ‖ other)`` in every cell, in nats.
 
         Args:
@@ -445,7 +466,7 @@ class TrajectoryStatisticsMixin:
         )
 
     def js_divergence(
-        self, other: Any = None, *, definition: JSDefinition = "jensen-shannon", **kwargs: Any
+        self, other: object = None, *, definition: JSDefinition = "jensen-shannon", **kwargs: Any
     ) -> TrajectoryStatistic:
         """The Jensen–Shannon divergence between ``self`` and ``other``, in nats.
 
@@ -475,7 +496,7 @@ class TrajectoryStatisticsMixin:
         )
 
     def total_variation(
-        self, other: Any = None, *, definition: TVDefinition = "half-l1", **kwargs: Any
+        self, other: object = None, *, definition: TVDefinition = "half-l1", **kwargs: Any
     ) -> TrajectoryStatistic:
         """The total variation distance ``½Σ|p − q|`` between ``self`` and ``other``.
 

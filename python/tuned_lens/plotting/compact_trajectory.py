@@ -368,9 +368,10 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
         for option, value in (("batch_size", batch_size), ("chunk_rows", chunk_rows)):
             if value < 1:
                 raise InvalidInputError(f"{option} must be positive, got {value}", option=option)
-        max_k = getattr(lens_stats, "MAX_K", 64)  # transitional: until lens_stats exports it
-        if not 1 <= topk <= max_k:
-            raise InvalidInputError(f"topk must be in [1, {max_k}], got {topk}", option="topk")
+        if not 1 <= topk <= lens_stats.MAX_K:
+            raise InvalidInputError(
+                f"topk must be in [1, {lens_stats.MAX_K}], got {topk}", option="topk"
+            )
         pad_id = getattr(tokenizer, "pad_token_id", None) or 0
         batch = _model_inputs.token_batch(
             input_ids, attention_mask=attention_mask, pad_token_id=pad_id

@@ -170,7 +170,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
         methods never use it.
         """
         if _is_torch(self.log_probs):
-            return self.log_probs.exp()
+            return self.log_probs.exp()  # type: ignore[union-attr]
         return np.exp(self.log_probs)
 
     # ------------------------------------------------------------------ constructors
