@@ -477,46 +477,19 @@ def write_outputs(result: EvalResult, output: Path) -> dict[str, Path]:
 
 
 def write_plots(result: EvalResult, output: Path) -> dict[str, Path]:
-    """Per-layer curves of KL, CE and entropy: HTML always, PNG when kaleido can render."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
+    """Per-layer curves of KL, CE and entropy: HTML always, PNG when a Chromium can render."""
     from tuned_lens.plotting.export import write_html, write_png
+    from tuned_lens.plotting.per_layer import per_layer_figure, per_layer_from_aggregate
 
-    titles = {"kl": "KL(model ‖ lens)", "ce": "cross-entropy", "entropy": "entropy"}
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[titles[m] for m in ("kl", "ce", "entropy")])
-    colours = {"logit": "#1f77b4", "tuned": "#d62728"}
-    for col, metric in enumerate(("kl", "ce", "entropy"), start=1):
-        for name in result.lens_names:
-            per_layer = result.aggregate.get(name, {}).get(metric, {})
-            layers = sorted(per_layer, key=lambda k: int(k.split("_")[1]))
-            fig.add_trace(
-                go.Scatter(
-                    x=[int(k.split("_")[1]) for k in layers],
-                    y=[per_layer[k] for k in layers],
-                    mode="lines+markers",
-                    name=f"{name} lens",
-                    legendgroup=name,
-                    showlegend=col == 1,
-                    line={"color": colours.get(name)},
-                ),
-                row=1,
-                col=col,
-            )
-        baseline = result.aggregate.get("baseline", {}).get(metric, {}).get("final")
-        if baseline is not None:
-            fig.add_hline(
-                y=baseline,
-                line_dash="dash",
-                line_color="grey",
-                row=1,
-                col=col,
-                annotation_text="model",
-            )
-        fig.update_xaxes(title_text="layer", row=1, col=col)
-        fig.update_yaxes(title_text="nats", row=1, col=col)
-    fig.update_layout(
-        title="Lens quality per layer (mean over tokens, nats)", width=1200, height=420
+    metrics = ("kl", "ce", "entropy")
+    values, baseline = per_layer_from_aggregate(result.aggregate, result.lens_names, metrics)
+    fig = per_layer_figure(
+        values,
+        metrics=metrics,
+        baseline=baseline,
+        title="Lens quality per layer (mean over tokens, nats)",
+        width=1200,
+        height=420,
     )
     written: dict[str, Path] = {"html": write_html(fig, output / "per_layer_metrics.html")}
     png = output / "per_layer_metrics.png"
