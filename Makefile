@@ -10,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: setup build test test-rust test-python demo bench lint wheel clean
+.PHONY: setup build stubs stubs-check test test-rust test-python demo bench lint wheel clean
 
 setup: $(STAMP)
 
@@ -19,9 +19,18 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup.sh
 	touch $(STAMP)
 
-# Compile the Rust extension (release, runtime SIMD dispatch) into the source tree, editable.
+# Compile the Rust extension tuned_lens.lens_stats._native (release, runtime SIMD dispatch) into
+# the source tree, editable.
 build: setup
 	VIRTUAL_ENV=$(abspath $(VENV)) $(PY) -m maturin develop --release --quiet
+
+# The type stub of the compiled module is generated from it: regenerate after changing a binding;
+# stubs-check fails (with a diff) when the committed stub is stale.
+stubs: build
+	$(PY) scripts/gen_stubs.py
+
+stubs-check: build
+	$(PY) scripts/gen_stubs.py --check
 
 test-rust:
 	cargo test --workspace --release
@@ -50,4 +59,4 @@ wheel: setup
 	$(PY) -m maturin build --release --out dist
 
 clean:
-	rm -rf target dist $(VENV) python/tuned_lens/*.so
+	rm -rf target dist $(VENV) python/tuned_lens/*.so python/tuned_lens/lens_stats/*.so

@@ -1,7 +1,7 @@
 """Contract checks shared by test_oracle.py (the Rust core) and test_torch_twin.py (the twin).
 
 Every ``case_*`` function takes the statistics module under test (``tuned_lens.lens_stats``, or
-an adapter around ``tuned_lens._torch_stats`` that speaks numpy) and compares it with the float64
+an adapter around the torch twin ``tuned_lens.lens_stats._torch`` that speaks numpy) and compares it with the float64
 numpy oracle: 1e-5 relative or 1e-6 absolute; ids and ranks exactly (up to near-ties, see
 ``_stats_inputs.assert_top_k``). The test files hold the parametrisations.
 """

@@ -219,24 +219,39 @@ def test_forked_child_builds_its_own_pool() -> None:
 
 
 def test_stub_matches_the_compiled_module() -> None:
+    """The generated stub lists every compiled function with its parameters (drift is also
+    caught by ``scripts/gen_stubs.py --check``)."""
     import ast
     import inspect
     from pathlib import Path
 
-    from tuned_lens import _lens_stats
+    from tuned_lens.lens_stats import _native
 
-    stub = Path(_lens_stats.__file__).with_name("_lens_stats.pyi")
+    stub = Path(_native.__file__).with_name("_native.pyi")
     tree = ast.parse(stub.read_text())
     stubbed = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     compiled = {
         name
-        for name, obj in vars(_lens_stats).items()
+        for name, obj in vars(_native).items()
         if callable(obj) and not isinstance(obj, type) and not name.startswith("_")
     }
     assert set(stubbed) == compiled
     for name, node in stubbed.items():
         params = [a.arg for a in node.args.args] + [a.arg for a in node.args.kwonlyargs]
-        assert list(inspect.signature(getattr(_lens_stats, name)).parameters) == params, name
-    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
-    assert classes == {"LensStatsError", "ShapeError", "DTypeError", "TargetIndexError"}
+        assert list(inspect.signature(getattr(_native, name)).parameters) == params, name
+    classes = {"LensStatsError", "ShapeError", "DTypeError", "TargetIndexError"}
     assert set(ls.__all__) >= classes | compiled
+    assert set(ls.STATISTICS) == compiled - {"set_num_threads", "get_num_threads", "simd_level"}
+
+
+def test_limits_agree_with_the_compiled_core() -> None:
+    from tuned_lens.lens_stats import _native, limits
+
+    assert ls.MAX_K == limits.MAX_K == _native.MAX_K == 64
+
+
+def test_old_private_module_names_still_import() -> None:
+    from tuned_lens import _lens_stats, _torch_stats
+    from tuned_lens.lens_stats import _native, _torch
+
+    assert _lens_stats is _native and _torch_stats is _torch

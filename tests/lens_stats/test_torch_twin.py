@@ -1,4 +1,4 @@
-"""The pure-torch twin ``tuned_lens._torch_stats`` against the float64 oracle and the Rust core.
+"""The pure-torch twin ``tuned_lens.lens_stats._torch`` against the float64 oracle and the Rust core.
 
 The twin speaks torch; ``NumpyTwin`` wraps it so that the shared contract checks (written for the
 numpy-speaking ``lens_stats``) run on it unchanged, on the CPU and, when one is present, on CUDA.
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 from _stats_inputs import assert_close, make_inputs
-from tuned_lens import _torch_stats
+from tuned_lens.lens_stats import _torch as _torch_stats
+from tuned_lens.lens_stats import errors
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -42,7 +43,7 @@ class NumpyTwin:
     def __init__(self, device: str) -> None:
         self.device = device
         for name in ("LensStatsError", "ShapeError", "DTypeError", "TargetIndexError"):
-            setattr(self, name, type(_torch_stats._error(name, "")))
+            setattr(self, name, getattr(errors, name))
 
     def __getattr__(self, name: str) -> Any:
         fn = getattr(_torch_stats, name)

@@ -65,11 +65,12 @@ def test_wheel_is_abi3_and_ships_types(wheel: Path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in (
         "tuned_lens/py.typed",
-        "tuned_lens/_lens_stats.pyi",
-        "tuned_lens/lens_stats.py",
+        "tuned_lens/lens_stats/_native.pyi",
+        "tuned_lens/lens_stats/__init__.py",
+        "tuned_lens/lens_stats/errors.py",
     ):
         assert expected in names, f"{expected} missing from {wheel.name}"
-    assert any(n.startswith("tuned_lens/_lens_stats.") and n.endswith(".so") for n in names)
+    assert any(n.startswith("tuned_lens/lens_stats/_native.") and n.endswith(".so") for n in names)
 
 
 @pytest.mark.slow

@@ -98,6 +98,12 @@ def test_torch_path_matches_rust_path():
     sum_probs, sum_log_probs = _torch_marginal_sums(logits, assume_normalized=False)
     torch.testing.assert_close(sum_probs, rust.sum_probs, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(sum_log_probs, rust.sum_log_probs, rtol=1e-5, atol=1e-4)
+    # What a CUDA batch runs: the torch twin, here on the CPU.
+    from tuned_lens.lens_stats import _torch as twin
+
+    twin_probs, twin_log_probs, _ = twin.marginal_sums(twin.log_softmax(logits))
+    torch.testing.assert_close(twin_probs, rust.sum_probs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(twin_log_probs, rust.sum_log_probs, rtol=1e-5, atol=1e-4)
 
 
 def test_merging_partial_statistics_equals_one_pass():

@@ -201,7 +201,7 @@ pub fn divergence(
     with_elem_pair!(log_p, log_q, "log_q", p, q, E => {
         let op = PairOp::<E> { p, q, vocab: dims.vocab, kind };
         exec.run_rows(&op, &mut out, 1, 2 * dims.vocab)
-    });
+    })?;
     Ok(PerRow {
         data: out,
         shape: dims.out_shape(None),

@@ -70,7 +70,7 @@ fn run(
     with_elem!(x, s, E => {
         let op = EntropyOp::<E> { x: s, vocab: dims.vocab, from_logits };
         exec.run_rows(&op, &mut out, 1, dims.vocab)
-    });
+    })?;
     Ok(PerRow {
         data: out,
         shape: dims.out_shape(None),

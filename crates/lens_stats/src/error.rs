@@ -1,5 +1,5 @@
 //! The crate's one error type. Pure Rust: the Python binding maps each variant to an exception
-//! class exactly once (`impl From<StatsError> for PyErr` in `python.rs`).
+//! class exactly once (`impl From<StatsError> for PyErr` in `src/python/errors.rs`).
 
 use std::fmt;
 
@@ -19,6 +19,9 @@ pub enum StatsError {
     /// Any other bad value: `k` out of range, an `out=` array that cannot be written, a bad
     /// thread count.
     Value { arg: &'static str, message: String },
+    /// The interrupt poll of the executor asked the call to stop (Ctrl-C from Python); no
+    /// result was produced.
+    Interrupted,
 }
 
 impl StatsError {
@@ -55,6 +58,7 @@ impl fmt::Display for StatsError {
                 "{arg}: token id {value} is out of range for a vocabulary of size {vocab} \
                  (valid ids are 0..{vocab})"
             ),
+            Self::Interrupted => write!(f, "interrupted"),
         }
     }
 }

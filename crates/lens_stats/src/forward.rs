@@ -107,7 +107,7 @@ pub fn forward_kl(
         with_elem_pair!(log_probs, reference, "reference", x, r, E => {
             let op = ForwardOp::<E> { log_probs: x, reference: r, dims: &dims };
             exec.run_rows(&op, &mut by_position, dims.layers, dims.layers * dims.vocab)
-        });
+        })?;
     }
     let mut out = vec![0.0f32; by_position.len()];
     for b in 0..dims.outer {

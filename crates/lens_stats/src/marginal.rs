@@ -68,7 +68,7 @@ pub fn marginal_sums(exec: &Exec, log_probs: Values<'_>, shape: &[usize]) -> Res
     with_elem!(log_probs, s, E => {
         let op = MarginalOp::<E> { x: s, rows: dims.rows, vocab: dims.vocab };
         exec.run_rows(&op, &mut pairs, COLUMNS, COLUMNS * dims.rows)
-    });
+    })?;
     let (sum_probs, sum_log_probs) = pairs.into_iter().unzip();
     Ok(Marginals {
         sum_probs,

@@ -51,7 +51,7 @@ pub fn max_probability(
     with_elem!(x, s, E => {
         let op = MaxProbOp::<E> { x: s, vocab: dims.vocab, from_logits };
         exec.run_rows(&op, &mut pairs, 1, dims.vocab)
-    });
+    })?;
     let (probs, ids) = pairs.into_iter().unzip();
     let shape = dims.out_shape(None);
     Ok((

@@ -11,7 +11,9 @@
 //! cores. Results never depend on the size: each row is computed by one thread, in a fixed lane
 //! order, whichever thread that is.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
@@ -23,6 +25,16 @@ const SEQUENTIAL_BELOW: usize = 1 << 15;
 /// A thread claims at least this many elements' worth of rows at a time (claims shrink
 /// towards this as the work runs out, so a busy core does not halve the throughput).
 const BLOCK_ELEMS: usize = 1 << 16;
+/// With an interrupt poll, a claim holds at most this many elements' worth of rows (16 MiB of
+/// float32, a few milliseconds of reading), so every worker reaches its next claim soon after a
+/// stop; the one lock a claim costs is negligible beside that much reading.
+const INTERRUPTIBLE_CLAIM_ELEMS: usize = 1 << 22;
+/// The calling thread polls for an interrupt at most this often, between its claims.
+const POLL_EVERY: Duration = Duration::from_millis(25);
+
+/// Asks, on the calling thread, whether the call should stop (e.g. a pending Ctrl-C). It may
+/// re-acquire the GIL briefly; it is called between claimed runs, never per row.
+pub type InterruptPoll = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The pool and the id of the process that built it: a forked child (e.g. a data-loader
 /// worker) inherits the pool object but not its threads, so it builds its own.
@@ -113,6 +125,7 @@ pub fn get_num_threads() -> usize {
 pub struct Exec {
     pub isa: IsaKind,
     pool: Arc<Workers>,
+    interrupt: Option<InterruptPoll>,
 }
 
 impl Exec {
@@ -121,6 +134,7 @@ impl Exec {
         Ok(Self {
             isa: IsaKind::detect(),
             pool: shared_pool()?,
+            interrupt: None,
         })
     }
 
@@ -136,7 +150,18 @@ impl Exec {
         Ok(Self {
             isa,
             pool: build_pool(threads.max(1))?,
+            interrupt: None,
         })
+    }
+
+    /// The same executor, polling `poll` on the calling thread every ~25 ms of a long call; when
+    /// it answers `true`, every worker stops at its next claim and the call returns
+    /// [`StatsError::Interrupted`].
+    pub fn interruptible(self, poll: InterruptPoll) -> Self {
+        Self {
+            interrupt: Some(poll),
+            ..self
+        }
     }
 
     pub fn threads(&self) -> usize {
@@ -145,24 +170,27 @@ impl Exec {
 
     /// Fill `out` (chunks of `per_row` per row; the last may be shorter) by running `op` on every
     /// row; `work_per_row` (elements read) sizes the blocks and the sequential threshold.
+    ///
+    /// Fails only with [`StatsError::Interrupted`], when the interrupt poll asked to stop (the
+    /// contents of `out` are then unspecified).
     pub(crate) fn run_rows<K: RowOp>(
         &self,
         op: &K,
         out: &mut [K::Out],
         per_row: usize,
         work_per_row: usize,
-    ) {
+    ) -> Result<()> {
         let per_row = per_row.max(1);
         let rows = out.len().div_ceil(per_row);
         let work = work_per_row.max(1);
         let isa = self.isa;
-        let helpers = match &self.pool.helpers {
-            Some(helpers) if rows >= 2 && rows.saturating_mul(work) >= SEQUENTIAL_BELOW => helpers,
-            _ => {
-                run_block(isa, op, 0, out, per_row);
-                return;
-            }
-        };
+        let poll = self.interrupt.as_deref();
+        let small = rows < 2 || rows.saturating_mul(work) < SEQUENTIAL_BELOW;
+        // One thread and nothing to poll: no claims at all.
+        if small || (self.pool.helpers.is_none() && poll.is_none()) {
+            run_block(isa, op, 0, out, per_row);
+            return Ok(());
+        }
         // Guided self-scheduling: each claim takes the next run of contiguous rows, half of an
         // even share of what is left (at least `min_rows`), so the work starts in long runs
         // (the hardware and software prefetchers stream across row boundaries) and ends in
@@ -170,15 +198,23 @@ impl Exec {
         // Fixed one-row blocks handed out in turn ran bf16 entropy ~20% slower.
         let threads = self.threads();
         let min_rows = (BLOCK_ELEMS / work).max(1);
+        let max_rows = match poll {
+            Some(_) => (INTERRUPTIBLE_CLAIM_ELEMS / work).max(min_rows),
+            None => usize::MAX,
+        };
+        let stopped = AtomicBool::new(false);
         let queue: Mutex<(usize, &mut [K::Out])> = Mutex::new((0, out));
         let claim = || {
+            if stopped.load(Ordering::Relaxed) {
+                return None;
+            }
             let mut guard = queue.lock().unwrap_or_else(PoisonError::into_inner);
             let (first, rest) = &mut *guard;
             let left = rest.len().div_ceil(per_row);
             if left == 0 {
                 return None;
             }
-            let take = (left / (2 * threads)).max(min_rows).min(left);
+            let take = (left / (2 * threads)).max(min_rows).min(max_rows).min(left);
             let len = (take * per_row).min(rest.len());
             let (mine, remaining) = std::mem::take(rest).split_at_mut(len);
             let start = *first;
@@ -191,16 +227,39 @@ impl Exec {
                 run_block(isa, op, first, chunk, per_row);
             }
         };
-        // The calling thread is one of the workers and wakes `threads - 1` helpers. Handing
-        // everything to a pool of `threads` and blocking the caller (`install`) let the
-        // scheduler wake both workers onto the caller's core now and then (measured: a third
-        // of the calls after 50 ms of Python work ran ~40% slower until one migrated).
-        let woken = threads - 1;
-        helpers.in_place_scope(|scope| {
-            for _ in 0..woken {
-                scope.spawn(|_| drain());
+        // Only the calling thread polls: the poll may take the GIL, which it gave up.
+        let drain_and_poll = || {
+            let Some(poll) = poll else {
+                return drain();
+            };
+            let mut polled = Instant::now();
+            while let Some((first, chunk)) = claim() {
+                run_block(isa, op, first, chunk, per_row);
+                if polled.elapsed() >= POLL_EVERY {
+                    if poll() {
+                        stopped.store(true, Ordering::Relaxed);
+                    }
+                    polled = Instant::now();
+                }
             }
-            drain();
-        });
+        };
+        match &self.pool.helpers {
+            // The calling thread is one of the workers and wakes `threads - 1` helpers. Handing
+            // everything to a pool of `threads` and blocking the caller (`install`) let the
+            // scheduler wake both workers onto the caller's core now and then (measured: a
+            // third of the calls after 50 ms of Python work ran ~40% slower until one
+            // migrated).
+            Some(helpers) => helpers.in_place_scope(|scope| {
+                for _ in 0..threads - 1 {
+                    scope.spawn(|_| drain());
+                }
+                drain_and_poll();
+            }),
+            None => drain_and_poll(),
+        }
+        if stopped.into_inner() {
+            return Err(StatsError::Interrupted);
+        }
+        Ok(())
     }
 }

@@ -79,7 +79,7 @@ pub fn logsumexp(exec: &Exec, x: Values<'_>, shape: &[usize]) -> Result<PerRow<f
     let mut out = vec![0.0f32; dims.rows];
     with_elem!(x, s, E => {
         exec.run_rows(&LogSumExpOp::<E> { x: s, vocab: dims.vocab }, &mut out, 1, dims.vocab)
-    });
+    })?;
     Ok(PerRow {
         data: out,
         shape: dims.out_shape(None),
@@ -99,6 +99,6 @@ pub fn log_softmax_into(
     check_out("out", &[out.len()], &[x.len()])?;
     with_elem!(x, s, E => {
         exec.run_rows(&LogSoftmaxOp::<E> { x: s, vocab: dims.vocab }, out, dims.vocab, dims.vocab)
-    });
+    })?;
     Ok(())
 }

@@ -113,7 +113,7 @@ pub fn target_rank(
     with_elem!(log_probs, s, E => {
         let op = RankOp::<E> { x: s, vocab: dims.vocab, targets };
         exec.run_rows(&op, &mut out, 1, dims.vocab)
-    });
+    })?;
     Ok(PerRow {
         data: out,
         shape: dims.out_shape(None),

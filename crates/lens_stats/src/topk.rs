@@ -249,7 +249,7 @@ pub fn top_k(
     let mut pairs = vec![(0i64, 0.0f32); dims.rows * k];
     with_elem!(log_probs, s, E => {
         exec.run_rows(&TopKOp::<E> { x: s, vocab: dims.vocab, k }, &mut pairs, k, dims.vocab)
-    });
+    })?;
     Ok(split(pairs, dims.out_shape(Some(k))))
 }
 
@@ -268,6 +268,6 @@ pub fn top_k_delta(
     with_elem_pair!(log_p, log_q, "log_q", p, q, E => {
         let op = TopKDeltaOp::<E> { p, q, vocab: dims.vocab, k };
         exec.run_rows(&op, &mut pairs, k, 2 * dims.vocab)
-    });
+    })?;
     Ok(split(pairs, dims.out_shape(Some(k))))
 }

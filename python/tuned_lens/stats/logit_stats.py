@@ -346,15 +346,16 @@ class LogitStats:
 def _torch_marginal_sums(logits: Tensor, assume_normalized: bool) -> tuple[Tensor, Tensor]:
     """Column sums of p and log p on the tensor's own device (accelerator path).
 
-    Uses the torch twin of the Rust core, which reduces in row blocks so that no full-size
-    ``exp`` copy of the batch is materialised.
+    ``lens_stats`` with ``keep_device=True`` computes CUDA tensors with the torch twin, which
+    reduces in row blocks so that no full-size ``exp`` copy of the batch is materialised, and
+    leaves the sums on the device.
     """
-    from tuned_lens import _torch_stats
+    from tuned_lens import lens_stats
 
     log_probs = logits.detach()
     if not assume_normalized:
-        log_probs = _torch_stats.log_softmax(log_probs)
-    sum_probs, sum_log_probs, _ = _torch_stats.marginal_sums(log_probs)
+        log_probs = lens_stats.log_softmax(log_probs, keep_device=True)
+    sum_probs, sum_log_probs, _ = lens_stats.marginal_sums(log_probs, keep_device=True)
     return sum_probs, sum_log_probs
 
 

@@ -6,6 +6,8 @@ use numpy::{
     IntoPyArray, PyArrayDescrMethods, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArray,
     PyUntypedArrayMethods,
 };
+use std::sync::{Arc, Mutex, PoisonError};
+
 use pyo3::prelude::*;
 
 use super::errors::LensStatsError;
@@ -16,12 +18,35 @@ use crate::pool::Exec;
 use crate::PerRow;
 
 /// Release the GIL, run `work`, map its error: the one way every function runs a kernel.
+///
+/// A long call stays interruptible: every ~25 ms the calling thread takes the GIL back for a
+/// moment and runs the pending signal handlers (`check_signals`). When one raises (Ctrl-C gives
+/// `KeyboardInterrupt`), the workers stop at their next claim and that exception is what the
+/// call raises.
 pub(super) fn detached<T: Send>(
     py: Python<'_>,
     work: impl FnOnce(&Exec) -> Result<T, StatsError> + Send,
 ) -> PyResult<T> {
-    let exec = Exec::current()?;
-    Ok(py.detach(|| work(&exec))?)
+    let raised: Arc<Mutex<Option<PyErr>>> = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&raised);
+    let poll = move || {
+        Python::attach(|py| match py.check_signals() {
+            Ok(()) => false,
+            Err(err) => {
+                *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(err);
+                true
+            }
+        })
+    };
+    let exec = Exec::current()?.interruptible(Arc::new(poll));
+    match py.detach(|| work(&exec)) {
+        Ok(value) => Ok(value),
+        Err(StatsError::Interrupted) => {
+            let pending = raised.lock().unwrap_or_else(PoisonError::into_inner).take();
+            Err(pending.unwrap_or_else(|| StatsError::Interrupted.into()))
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// A float input, borrowed when C-contiguous, else copied once.
@@ -160,6 +185,23 @@ pub(super) fn ids(
             .into())
         }
     }
+}
+
+/// An integer argument (`k`): anything with `__index__`, saturated to the i64 range (the range
+/// check then names the bad value); anything else is a dtype error.
+pub(super) fn integer(arg: &'static str, obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if let Ok(value) = obj.extract::<i64>() {
+        return Ok(value);
+    }
+    let type_name = obj
+        .get_type()
+        .name()
+        .map_or_else(|_| "?".to_string(), |n| n.to_string());
+    let index = obj
+        .call_method0("__index__")
+        .map_err(|_| StatsError::dtype(arg, format!("must be an integer, got {type_name}")))?;
+    let negative = index.lt(0)?;
+    Ok(if negative { i64::MIN } else { i64::MAX })
 }
 
 /// The row shape of `input` (validated), for broadcasting ids.

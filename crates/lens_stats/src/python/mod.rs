@@ -1,13 +1,16 @@
-//! The `tuned_lens._lens_stats` extension module: borrow numpy arrays, release the GIL, run a
-//! kernel, map errors, build numpy outputs. No statistics live here.
+//! The `tuned_lens.lens_stats._native` extension module: borrow numpy arrays, release the GIL,
+//! run a kernel, map errors, build numpy outputs. No statistics live here.
 //!
 //! Every function goes through [`detached`] (GIL released for the whole computation, errors
 //! mapped once by `impl From<StatsError> for PyErr`). Inputs are borrowed zero-copy when
 //! C-contiguous; other layouts are copied once into a contiguous buffer (one extra input-sized
 //! allocation: pass contiguous arrays on hot paths).
 //!
-//! `errors` holds the exception classes and the error mapping, `convert` the borrowing, dtype
-//! dispatch and output conversion; this file only lists the functions.
+//! `errors` holds the error mapping (the classes are Python's, from
+//! `tuned_lens.lens_stats.errors`), `convert` the borrowing, dtype dispatch, output conversion and
+//! the interruptible GIL release; this file only lists the functions. The type stub
+//! `python/tuned_lens/lens_stats/_native.pyi` is generated from this module's signatures and
+//! docstrings by `scripts/gen_stubs.py`.
 
 mod convert;
 mod errors;
@@ -19,23 +22,18 @@ use pyo3::prelude::*;
 use crate::dims::Dims;
 use crate::error::StatsError;
 use crate::PerRow;
-use convert::{detached, ids, lead_of, to_numpy, Input, Pair};
-use errors::{dtype_error, target_index_error, LensStatsError, ShapeError};
+use convert::{detached, ids, integer, lead_of, to_numpy, Input, Pair};
 
 #[pymodule]
-mod _lens_stats {
-    #[pymodule_export]
-    use super::{LensStatsError, ShapeError};
-
+mod _native {
     use super::*;
     use crate::divergence::{divergence, Divergence};
     use crate::{entropy as ent, forward, marginal, maxprob, softmax, target, topk};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        let py = m.py();
-        m.add("DTypeError", dtype_error(py)?)?;
-        m.add("TargetIndexError", target_index_error(py)?)?;
+        // The limits the kernels validate against, for Python to compare with its own.
+        m.add("MAX_K", crate::dims::MAX_K)?;
         Ok(())
     }
 
@@ -58,7 +56,7 @@ mod _lens_stats {
         };
         let array = target
             .cast::<PyArrayDyn<f32>>()
-            .map_err(|_| StatsError::dtype("out", "must be a float32 numpy array"))?;
+            .map_err(|_| StatsError::dtype("out", "must be a float32 array"))?;
         let mut writer: PyReadwriteArrayDyn<'_, f32> = array.try_readwrite().map_err(|e| {
             StatsError::value(
                 "out",
@@ -268,10 +266,11 @@ mod _lens_stats {
     fn top_k<'py>(
         py: Python<'py>,
         log_probs: &Bound<'py, PyAny>,
-        k: i64,
+        k: &Bound<'py, PyAny>,
     ) -> PyResult<Pair<'py, i64, f32>> {
         let x = Input::new("log_probs", log_probs)?;
         let (xv, xs) = x.parts();
+        let k = integer("k", k)?;
         let (i, p) = detached(py, |e| topk::top_k(e, xv, xs, k))?;
         Ok((to_numpy(py, i)?, to_numpy(py, p)?))
     }
@@ -282,12 +281,13 @@ mod _lens_stats {
         py: Python<'py>,
         log_p: &Bound<'py, PyAny>,
         log_q: &Bound<'py, PyAny>,
-        k: i64,
+        k: &Bound<'py, PyAny>,
     ) -> PyResult<Pair<'py, i64, f32>> {
         let p = Input::new("log_p", log_p)?;
         let (pv, ps) = p.parts();
         let q = Input::new("log_q", log_q)?;
         let (qv, qs) = q.parts();
+        let k = integer("k", k)?;
         let (i, d) = detached(py, |e| topk::top_k_delta(e, pv, ps, qv, qs, k))?;
         Ok((to_numpy(py, i)?, to_numpy(py, d)?))
     }
