@@ -4,16 +4,27 @@ The flag names are the original tuned-lens CLI's, so existing scripts keep worki
 (``--model.name``, ``--data.name``, ``--per_gpu_batch_size``, ``--loss KL``, ``--optimizer SGD``…).
 Enum values are accepted in any case; boolean options take ``--flag``, ``--flag true|false`` or
 ``--noflag``.
+
+``train`` and ``eval`` run through :func:`tuned_lens.cli.run_command`: a user error prints one
+line naming the flag as typed here (``--num_steps``) and exits 2; a bug keeps its traceback.
+Logging goes through :func:`tuned_lens.cli.configure_logging` (our records only).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tuned_lens.cli import configure_logging, run_command
+from tuned_lens.errors import InvalidInputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tuned_lens.training.commands import DistSpec
+    from tuned_lens.training.ingredients import DataSpec, ModelSpec
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -28,8 +39,14 @@ def _parse_bool(text: str) -> bool:
 
 
 def _add_bool(
-    parser: argparse.ArgumentParser, name: str, *, default: bool, help: str, dest: str | None = None
+    parser: argparse._ActionsContainer,
+    name: str,
+    *,
+    default: bool,
+    help: str,
+    dest: str | None = None,
 ) -> None:
+    """Add ``--name [true|false]`` and its negation ``--noname`` to a parser or argument group."""
     dest = dest or name.lstrip("-").replace(".", "_")
     parser.add_argument(
         name,
@@ -45,7 +62,7 @@ def _add_bool(
     parser.add_argument(f"--no{bare}", dest=dest, action="store_false", help=argparse.SUPPRESS)
 
 
-def _choice(choices: Sequence[str]):
+def _choice(choices: Sequence[str]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().upper()
         if value not in choices:
@@ -202,15 +219,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bool(e, "--progress", default=True, help="show a progress bar")
 
     sub.add_parser("demo", help="run the demo (options: tuned-lens demo --help)", add_help=False)
+    for command in (train, ev):
+        command.set_defaults(flags=flag_spellings(command))
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    rank = os.environ.get("LOCAL_RANK")
-    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    if rank is not None:
-        fmt = f"[rank {rank}] " + fmt
-    logging.basicConfig(level=getattr(logging, level), format=fmt, force=True)
+def flag_spellings(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Python option name -> the flag that sets it in ``parser`` (``model_name`` ->
+    ``--model.name``), for :func:`tuned_lens.cli.run_command`'s messages.
+
+    The library names options by the Python names the parser stores them under, so each
+    destination maps to its first long flag.
+    """
+    flags: dict[str, str] = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--") and o != "--help"]
+        if longs and action.dest not in flags and action.dest != "help":
+            flags[action.dest] = longs[0]
+    if "eval_batch_alias" in flags:  # eval: both flags set the one per_gpu_batch_size
+        flags["per_gpu_batch_size"] = f"{flags['per_gpu_batch_size']}/--per_gpu_batch_size"
+    return flags
 
 
 def _run_demo(argv: list[str]) -> int:
@@ -223,7 +251,7 @@ def _run_demo(argv: list[str]) -> int:
     return int(result) if isinstance(result, int) else 0
 
 
-def _specs(args: argparse.Namespace):
+def _specs(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, DistSpec]:
     from tuned_lens.training.commands import DistSpec
     from tuned_lens.training.ingredients import DataSpec, ModelSpec
 
@@ -301,7 +329,7 @@ def _eval(args: argparse.Namespace) -> int:
     model_spec, data_spec, dist_spec = _specs(args)
     a, b = args.per_gpu_batch_size, args.eval_batch_alias
     if a is not None and b is not None and a != b:
-        raise ValueError(
+        raise InvalidInputError(
             f"--per_gpu_batch_size {b} and --dist.per_gpu_batch_size {a} disagree; they are the "
             "same setting, pass one"
         )
@@ -334,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments without the program name (default ``sys.argv[1:]``).
 
     Returns:
-        The process exit status.
+        The process exit status (2 after a user error).
     """
     as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -345,29 +373,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if all(a.startswith("--log_level") or a.upper() in LOG_LEVELS for a in head):
             parser = build_parser()
             top = parser.parse_args([*head, "demo"])
-            _configure_logging(top.log_level)
+            configure_logging(top.log_level)
             return _run_demo(argv[at + 1 :])
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level)
     if as_program:
         # Process-wide allocator tuning (faster CPU steps); not when called from other code.
         from tuned_lens.training.ingredients import tune_cpu_allocator
 
         tune_cpu_allocator()
-    try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "eval":
-            return _eval(args)
-    except (ValueError, ImportError, OSError) as err:
-        # Bad input (not enough data, unknown model, missing extra): one clear line, no
-        # traceback, unless --log_level DEBUG asks for it.
-        if args.log_level == "DEBUG":
-            raise
-        print(f"tuned-lens {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    return _run_demo([])  # pragma: no cover - handled above
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {"train": _train, "eval": _eval}
+    if args.command not in commands:  # pragma: no cover - "demo" is handled above
+        return _run_demo([])
+    return run_command(
+        args.command,
+        lambda: commands[args.command](args),
+        flags=args.flags,
+        debug=args.log_level == "DEBUG",
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from tuned_lens.errors import InvalidInputError, NotEnoughDataError
+from tuned_lens.errors import InvalidInputError, MissingDependencyError, NotEnoughDataError
 from tuned_lens.hub import hub_offline
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def _read_hf(
     try:
         import datasets
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
+        raise MissingDependencyError(
             f"--data.name {' '.join(name)!r} is not a local file or folder, and reading Hugging "
             "Face datasets needs the `datasets` package: pip install 'tuned-lens-rs[datasets]'"
         ) from err

@@ -133,3 +133,28 @@ def test_unknown_hub_dataset_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
         load_documents(["no-such-org/no-such-dataset-xyz"], split="train")
+
+
+def test_user_errors_name_the_flag_as_typed_without_a_traceback(tmp_path, capsys):
+    code = main(["train", "--model.name", "m", "-o", str(tmp_path / "o"), "--num_steps", "0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "tuned-lens train: error: --num_steps must be >= 1, got 0" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_an_unloadable_model_is_a_user_error(tmp_path, capsys):
+    missing = tmp_path / "no-such-model"
+    missing.mkdir()
+    code = main(["eval", "--model.name", str(missing), "-o", str(tmp_path / "o"), "--noprogress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--model.name" in err and "Traceback" not in err
+
+
+def test_flag_spellings_map_python_names_to_the_flags():
+    parser = build_parser()
+    train = parser.parse_args(["train", "--model.name", "m", "-o", "o"]).flags
+    assert train["model_name"] == "--model.name" and train["num_steps"] == "--num_steps"
+    assert train["text_column"] == "--text_column" and train["progress"] == "--progress"
+    ev = parser.parse_args(["eval", "--model.name", "m", "-o", "o"]).flags
+    assert ev["per_gpu_batch_size"].startswith("--dist.per_gpu_batch_size")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuned_lens._atomic import write_json_atomically
-from tuned_lens.errors import InvalidInputError
+from tuned_lens.errors import InvalidInputError, TunedLensError
 from tuned_lens.training.eval_loop import EvalConfig, EvalResult, evaluate_lenses, write_outputs
 from tuned_lens.training.ingredients import (
     DataSpec,
@@ -58,7 +58,9 @@ def _load(
         ctx.barrier()
     try:
         model, tokenizer = model_spec.load(ctx.device, place_on_device=not dist_spec.fsdp)
-    except OSError as err:  # transformers: not a folder, not cached, not on the Hub
+    except TunedLensError:
+        raise
+    except (OSError, ValueError) as err:  # transformers: not found, not cached, unknown type
         raise InvalidInputError(
             f"cannot load model_name {model_spec.name!r}: {err}", option="model_name"
         ) from err

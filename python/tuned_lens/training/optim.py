@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tuned_lens.errors import InvalidInputError
+
 OPTIMIZERS = ("SGD", "ADAM")
 
 
@@ -33,14 +35,22 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         name = self.optimizer.upper()
         if name not in OPTIMIZERS:
-            raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise InvalidInputError(
+                f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}", option="optimizer"
+            )
         object.__setattr__(self, "optimizer", name)
         if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+            raise InvalidInputError(
+                f"momentum must be in [0, 1), got {self.momentum}", option="momentum"
+            )
         if self.lr_scale <= 0:
-            raise ValueError(f"--lr_scale must be positive, got {self.lr_scale}")
+            raise InvalidInputError(
+                f"lr_scale must be positive, got {self.lr_scale}", option="lr_scale"
+            )
         if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ValueError(f"--warmup_steps must be >= 0, got {self.warmup_steps}")
+            raise InvalidInputError(
+                f"warmup_steps must be >= 0, got {self.warmup_steps}", option="warmup_steps"
+            )
 
     @property
     def base_lr(self) -> float:
@@ -58,7 +68,7 @@ class OptimizerConfig:
     def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         params = list(params)
         if not params:
-            raise ValueError("no trainable lens parameters")
+            raise InvalidInputError("no trainable lens parameters")
         if self.optimizer == "SGD":
             return torch.optim.SGD(
                 params,
@@ -93,9 +103,14 @@ class LinearWarmupDecay:
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+            raise InvalidInputError(
+                f"num_steps must be >= 1, got {self.num_steps}", option="num_steps"
+            )
         if not 0 <= self.warmup < self.num_steps:
-            raise ValueError(f"warm-up {self.warmup} must be in [0, num_steps={self.num_steps})")
+            raise InvalidInputError(
+                f"warm-up {self.warmup} must be in [0, num_steps={self.num_steps})",
+                option="warmup_steps",
+            )
 
     def factor(self, step: int) -> float:
         if step < self.warmup:
