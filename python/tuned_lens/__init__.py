@@ -28,7 +28,7 @@ _LAZY = {
     "Lens": "tuned_lens.nn.lenses",
     "LogitLens": "tuned_lens.nn.lenses",
     "TunedLens": "tuned_lens.nn.lenses",
-    "TunedLensConfig": "tuned_lens.nn.lenses",
+    "TunedLensConfig": "tuned_lens.lens_io",
     "Unembed": "tuned_lens.nn.unembed",
     "InversionOutput": "tuned_lens.nn.unembed",
     "PredictionTrajectory": "tuned_lens.plotting",
@@ -39,8 +39,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .lens_io import TunedLensConfig
     from .load_artifacts import available_lens_artifacts, load_lens_artifacts
-    from .nn.lenses import Lens, LogitLens, TunedLens, TunedLensConfig
+    from .nn.lenses import Lens, LogitLens, TunedLens
     from .nn.unembed import InversionOutput, Unembed
     from .plotting import CompactTrajectory, PredictionTrajectory, TrajectoryStatistic
 

@@ -1,6 +1,6 @@
 """Reading and writing lens files safely.
 
-A lens folder holds ``config.json`` (a :class:`~tuned_lens.nn.lenses.TunedLensConfig`) and the
+A lens folder holds ``config.json`` (a :class:`TunedLensConfig`, defined here) and the
 translators' parameters with keys ``"{i}.weight"`` (shape ``(d, d)``) and ``"{i}.bias"`` (shape
 ``(d,)``) for ``i`` in ``0 .. L-1``. We write ``params.safetensors``; we read that and the
 original library's ``params.pt``.
@@ -15,27 +15,29 @@ refused with :class:`UnsafeLensFileError` before it could be called: no pickled 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import io
 import json
 import math
 import pickle
+import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from tuned_lens._atomic import atomic_path
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .nn.lenses import TunedLensConfig
+from tuned_lens.errors import InvalidInputError, LensFileError, UnsafeLensFileError
 
 __all__ = [
     "LensFileError",
     "UnsafeLensFileError",
+    "TunedLensConfig",
     "read_lens_config",
     "write_lens_config",
     "read_lens_params",
@@ -50,12 +52,78 @@ _MAX_CONFIG_BYTES = 1 << 20
 _SAFE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-class LensFileError(ValueError):
-    """A lens file is missing, malformed, or does not fit the model."""
+@dataclass
+class TunedLensConfig:
+    """Metadata of a tuned lens, stored as ``config.json`` next to its parameters.
 
+    Attributes:
+        base_model_name_or_path: Name or path of the model the lens was trained on.
+        d_model: Width of the residual stream.
+        num_hidden_layers: Number of translators (= the model's number of blocks).
+        bias: Whether the translators have a bias.
+        base_model_revision: Git revision of the base model, if known.
+        unembed_hash: Fingerprint of the unembedding (see ``Unembed.unembedding_hash``).
+        lens_type: Kind of lens; only ``"linear_tuned_lens"`` exists.
+    """
 
-class UnsafeLensFileError(LensFileError):
-    """A pickle lens file references something other than plain tensors; it was not loaded."""
+    base_model_name_or_path: str
+    d_model: int
+    num_hidden_layers: int
+    bias: bool = True
+    base_model_revision: str | None = None
+    unembed_hash: str | None = None
+    lens_type: str = "linear_tuned_lens"
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "num_hidden_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InvalidInputError(
+                    f"{name} must be a positive integer, got {value!r}", option=name
+                )
+        if not isinstance(self.bias, bool):
+            raise TypeError(f"bias must be a bool, got {self.bias!r}")
+        if self.lens_type != "linear_tuned_lens":
+            raise InvalidInputError(f"unsupported lens_type {self.lens_type!r}", option="lens_type")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-serialisable dict (field order = JSON key order)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any]) -> TunedLensConfig:
+        """Build a config from a dict, dropping unknown keys with a warning.
+
+        The misspelt ``unemebd_hash`` of configs written by early versions of the original is
+        read as ``unembed_hash``; a missing hash is fine.
+
+        Raises:
+            TypeError: If ``config_dict`` is not a dict or a required key is missing.
+        """
+        if not isinstance(config_dict, dict):
+            raise TypeError(
+                f"a lens config must be a JSON object, got {type(config_dict).__name__}"
+            )
+        data = copy.deepcopy(config_dict)
+        if "unemebd_hash" in data:
+            legacy = data.pop("unemebd_hash")
+            data.setdefault("unembed_hash", legacy)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            warnings.warn(
+                f"ignoring unknown keys in lens config: {unknown}", UserWarning, stacklevel=2
+            )
+            for key in unknown:
+                del data[key]
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.name not in data
+        ]
+        if required:
+            raise TypeError(f"lens config is missing required keys: {required}")
+        return cls(**data)
 
 
 # -- config.json ---------------------------------------------------------------------------------
@@ -70,8 +138,6 @@ def read_lens_config(path: str | Path) -> TunedLensConfig:
     Raises:
         LensFileError: If the file is missing, too large, not JSON, or not a valid config.
     """
-    from .nn.lenses import TunedLensConfig
-
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -105,13 +171,14 @@ def write_lens_params(path: str | Path, state_dict: Mapping[str, torch.Tensor]) 
     """Write translator parameters as safetensors (contiguous CPU copies, dtype kept).
 
     Raises:
-        ValueError: If ``path`` does not end in ``.safetensors`` (we never write pickles).
+        InvalidInputError: If ``path`` does not end in ``.safetensors`` (we never write
+            pickles).
     """
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(
+        raise InvalidInputError(
             f"lens parameters are written as safetensors; use a '.safetensors' file name, "
             f"not {path.name!r}"
         )

@@ -352,3 +352,14 @@ def test_saved_lens_files_get_ordinary_permissions(tmp_path):
     for name in ("config.json", "params.safetensors"):
         mode = stat.S_IMODE((tmp_path / "lens" / name).stat().st_mode)
         assert mode == 0o666 & ~umask, (name, oct(mode))
+
+
+def test_tuned_lens_config_lives_with_the_lens_files_and_is_re_exported():
+    import tuned_lens
+    import tuned_lens.errors as errors
+    import tuned_lens.lens_io as lens_io
+    import tuned_lens.nn.lenses as lenses
+
+    assert lens_io.TunedLensConfig is lenses.TunedLensConfig is tuned_lens.TunedLensConfig
+    assert lens_io.LensFileError is errors.LensFileError
+    assert lens_io.UnsafeLensFileError is errors.UnsafeLensFileError

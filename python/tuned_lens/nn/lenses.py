@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import abc
 import copy
-import dataclasses
 import inspect
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError, LensFileError
+from ..lens_io import TunedLensConfig
 from .unembed import Unembed
 
 __all__ = ["Lens", "LogitLens", "TunedLens", "TunedLensConfig"]
@@ -205,78 +204,6 @@ class LogitLens(Lens):
     def forward(self, h: torch.Tensor, idx: int) -> torch.Tensor:
         """Decode hidden states ``(..., d_model)`` into logits ``(..., vocab)``."""
         return self.unembed(h)
-
-
-@dataclass
-class TunedLensConfig:
-    """Metadata of a tuned lens, stored as ``config.json`` next to its parameters.
-
-    Attributes:
-        base_model_name_or_path: Name or path of the model the lens was trained on.
-        d_model: Width of the residual stream.
-        num_hidden_layers: Number of translators (= the model's number of blocks).
-        bias: Whether the translators have a bias.
-        base_model_revision: Git revision of the base model, if known.
-        unembed_hash: Fingerprint of the unembedding (see ``Unembed.unembedding_hash``).
-        lens_type: Kind of lens; only ``"linear_tuned_lens"`` exists.
-    """
-
-    base_model_name_or_path: str
-    d_model: int
-    num_hidden_layers: int
-    bias: bool = True
-    base_model_revision: str | None = None
-    unembed_hash: str | None = None
-    lens_type: str = "linear_tuned_lens"
-
-    def __post_init__(self) -> None:
-        for name in ("d_model", "num_hidden_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.bias, bool):
-            raise TypeError(f"bias must be a bool, got {self.bias!r}")
-        if self.lens_type != "linear_tuned_lens":
-            raise ValueError(f"unsupported lens_type {self.lens_type!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a JSON-serialisable dict (field order = JSON key order)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, config_dict: dict[str, Any]) -> TunedLensConfig:
-        """Build a config from a dict, dropping unknown keys with a warning.
-
-        The misspelt ``unemebd_hash`` of configs written by early versions of the original is
-        read as ``unembed_hash``; a missing hash is fine.
-
-        Raises:
-            TypeError: If ``config_dict`` is not a dict or a required key is missing.
-        """
-        if not isinstance(config_dict, dict):
-            raise TypeError(
-                f"a lens config must be a JSON object, got {type(config_dict).__name__}"
-            )
-        data = copy.deepcopy(config_dict)
-        if "unemebd_hash" in data:
-            legacy = data.pop("unemebd_hash")
-            data.setdefault("unembed_hash", legacy)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            warnings.warn(
-                f"ignoring unknown keys in lens config: {unknown}", UserWarning, stacklevel=2
-            )
-            for key in unknown:
-                del data[key]
-        required = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.name not in data
-        ]
-        if required:
-            raise TypeError(f"lens config is missing required keys: {required}")
-        return cls(**data)
 
 
 class TunedLens(Lens):
