@@ -109,8 +109,15 @@ class CompactBuilder:
             self.arrays[statistic.name] = statistic.allocate((n, n_rows, t), self.topk, n_tracked)
         self.vocab_size = vocab
 
-    def run(self, batch_size: int, progress: bool) -> dict[str, NDArray[Any]]:
-        """Fill every array; returns them by :class:`CellStatistic` name."""
+    def run(
+        self, batch_size: int, progress: bool
+    ) -> tuple[dict[str, NDArray[Any]], dict[str, NDArray[Any]] | None]:
+        """Fill every array.
+
+        Returns:
+            ``(cells, comparison)``: the arrays by :class:`CellStatistic` name, those of the
+            comparison lens apart (None without one).
+        """
         from tqdm.auto import tqdm
 
         n = self.batch.ids.shape[0]
@@ -121,7 +128,12 @@ class CompactBuilder:
                 bar.update(stop - start)
         if not self.arrays:
             raise InvalidInputError("every prompt is empty (all padding)", option="input_ids")
-        return self.arrays
+        cells: dict[str, NDArray[Any]] = {}
+        compared: dict[str, NDArray[Any]] = {}
+        for statistic in self.statistics:
+            into = compared if statistic.applies == "other_lens" else cells
+            into[statistic.name] = self.arrays[statistic.name]
+        return cells, (compared if len(self.lenses) > 1 else None)
 
     def _run_batch(self, start: int, stop: int) -> None:
         ids = self.batch.ids[start:stop]

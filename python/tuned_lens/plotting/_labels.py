@@ -150,3 +150,53 @@ def hover_table(
     table[..., 0::2] = np.moveaxis(tokens, 0, -1)
     table[..., 1::2] = np.moveaxis(values, 0, -1)
     return table
+
+
+def batch_hover_table(
+    ids: NDArray[np.int64],
+    values: NDArray[np.floating],
+    tokenizer: Tokenizer,
+    formatter: TokenFormatter,
+    n_rows: int,
+    max_entries_to_show: int,
+    position_mask: NDArray[np.bool_] | None,
+    *,
+    prefix: str = "",
+) -> NDArray[np.str_]:
+    """The hover table of top-k cells; only the batch elements shown are formatted.
+
+    Args:
+        ids: ``(*B, n_rows, T, k)`` token ids.
+        values: ``(*B, n_rows, T, k)`` their probabilities (or probability changes).
+        tokenizer: For the token strings.
+        formatter: How tokens are shown.
+        n_rows: Rows of the heat map.
+        max_entries_to_show: Batch elements shown.
+        position_mask: ``(*B, T)`` True at real tokens, or None.
+        prefix: Put before each percentage (``"Δ"`` for changes).
+
+    Returns:
+        See :func:`hover_table`.
+    """
+    n_show = max(int(max_entries_to_show), 0)
+    n_positions = int(ids.shape[-2])
+    flat_ids = ids.reshape((-1,) + ids.shape[-3:])[:n_show]
+    flat_values = values.reshape((-1,) + values.shape[-3:])[:n_show]
+    flat_mask = None
+    if position_mask is not None:
+        flat_mask = position_mask.reshape(-1, position_mask.shape[-1])[:n_show]
+    tokens = format_token_ids(flat_ids, tokenizer, formatter)
+    strings = percent_strings(flat_values, prefix=prefix)
+    return hover_table(tokens, strings, n_rows, n_positions, n_show, flat_mask)
+
+
+def rank_strings(ranks: NDArray[np.floating] | NDArray[np.integer]) -> NDArray[np.str_]:
+    """``"%d"`` for whole ranks, ``"%.1f"`` for fractional batch means, ``""`` for NaN."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    out = np.full(ranks.shape, "", dtype=object)
+    finite = np.isfinite(ranks)
+    whole = finite & (ranks == np.round(ranks))
+    out[whole] = np.char.mod("%d", ranks[whole].astype(np.int64))
+    frac = finite & ~whole
+    out[frac] = np.char.mod("%.1f", ranks[frac])
+    return out.astype(np.str_)

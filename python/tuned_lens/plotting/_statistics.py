@@ -184,8 +184,14 @@ class TrajectoryStatisticsMixin:
         n_rows = ids.shape[-3]
         return TrajectoryLabels(
             label_strings=labels,
-            hover_over_entries=self._hover(
-                ids, probs, formatter, n_rows, max_entries_to_show, tokenizer=self.tokenizer
+            hover_over_entries=_labels.batch_hover_table(
+                ids,
+                probs,
+                self.tokenizer,
+                formatter,
+                n_rows,
+                max_entries_to_show,
+                self._position_mask(),
             ),
         )
 
@@ -227,13 +233,14 @@ class TrajectoryStatisticsMixin:
         n_rows = ids.shape[-3]
         return TrajectoryLabels(
             label_strings=labels,
-            hover_over_entries=self._hover(
+            hover_over_entries=_labels.batch_hover_table(
                 ids,
                 deltas,
+                self.tokenizer,
                 formatter,
                 n_rows,
                 max_entries_to_show,
-                tokenizer=self.tokenizer,
+                self._position_mask(),
                 prefix="Δ",
             ),
         )
@@ -241,27 +248,6 @@ class TrajectoryStatisticsMixin:
     # The original library's private names.
     _largest_prob_labels = largest_prob_labels
     _largest_delta_in_prob_labels = largest_delta_in_prob_labels
-
-    def _hover(
-        self,
-        ids: NDArray[np.int64],
-        values: NDArray[np.floating],
-        formatter: TokenFormatter,
-        n_rows: int,
-        max_entries_to_show: int,
-        *,
-        tokenizer: Tokenizer,
-        prefix: str = "",
-    ) -> NDArray[np.str_]:
-        """The hover table; only the batch elements shown are formatted."""
-        n_show = max(int(max_entries_to_show), 0)
-        flat_ids = ids.reshape((-1,) + ids.shape[-3:])[:n_show]
-        flat_values = values.reshape((-1,) + values.shape[-3:])[:n_show]
-        mask = self._position_mask()
-        flat_mask = None if mask is None else mask.reshape(-1, mask.shape[-1])[:n_show]
-        tokens = _labels.format_token_ids(flat_ids, tokenizer, formatter)
-        strings = _labels.percent_strings(flat_values, prefix=prefix)
-        return _labels.hover_table(tokens, strings, n_rows, self.num_tokens, n_show, flat_mask)
 
     def _statistic(
         self,
@@ -334,7 +320,7 @@ class TrajectoryStatisticsMixin:
         )
         if show_ranks:
             statistic.trajectory_labels = TrajectoryLabels(
-                label_strings=_rank_strings(statistic.stats),
+                label_strings=_labels.rank_strings(statistic.stats),
                 hover_over_entries=None if labels is None else labels.hover_over_entries,
             )
         return statistic
@@ -522,15 +508,3 @@ class TrajectoryStatisticsMixin:
         return self._statistic(
             name, "probs", cells, labels, formatter=kwargs.get("formatter"), min=0, max=1
         )
-
-
-def _rank_strings(ranks: NDArray[Any]) -> NDArray[np.str_]:
-    """``"%d"`` for whole ranks, ``"%.1f"`` for fractional batch means, ``""`` for NaN."""
-    ranks = np.asarray(ranks, dtype=np.float64)
-    out = np.full(ranks.shape, "", dtype=object)
-    finite = np.isfinite(ranks)
-    whole = finite & (ranks == np.round(ranks))
-    out[whole] = np.char.mod("%d", ranks[whole].astype(np.int64))
-    frac = finite & ~whole
-    out[frac] = np.char.mod("%.1f", ranks[frac])
-    return out.astype(np.str_)

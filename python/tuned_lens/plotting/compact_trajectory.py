@@ -365,13 +365,7 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
         """
         from ._compact_builder import CompactBuilder, next_token_targets
 
-        for option, value in (("batch_size", batch_size), ("chunk_rows", chunk_rows)):
-            if value < 1:
-                raise InvalidInputError(f"{option} must be positive, got {value}", option=option)
-        if not 1 <= topk <= lens_stats.MAX_K:
-            raise InvalidInputError(
-                f"topk must be in [1, {lens_stats.MAX_K}], got {topk}", option="topk"
-            )
+        _check_build_options(batch_size, chunk_rows, topk)
         pad_id = getattr(tokenizer, "pad_token_id", None) or 0
         batch = _model_inputs.token_batch(
             input_ids, attention_mask=attention_mask, pad_token_id=pad_id
@@ -398,13 +392,7 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
             device=model_device(model, device),
             chunk_rows=chunk_rows,
         )
-        arrays = builder.run(batch_size, progress)
-        cells = {s.name: arrays[s.name] for s in builder.statistics if s.applies != "other_lens"}
-        comparison = None
-        if other_lens is not None:
-            comparison = PairwiseCells(
-                **{s.name: arrays[s.name] for s in builder.statistics if s.applies == "other_lens"}
-            )
+        cells, compared = builder.run(batch_size, progress)
         return cls(
             input_ids=batch.ids,
             targets=builder.targets,
@@ -412,7 +400,17 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
             tokenizer=tokenizer,
             attention_mask=batch.mask,
             tracked_ids=track_np,
-            comparison=comparison,
+            comparison=None if compared is None else PairwiseCells(**compared),
             vocab_size=builder.vocab_size,
             **cells,
+        )
+
+
+def _check_build_options(batch_size: int, chunk_rows: int, topk: int) -> None:
+    for option, value in (("batch_size", batch_size), ("chunk_rows", chunk_rows)):
+        if value < 1:
+            raise InvalidInputError(f"{option} must be positive, got {value}", option=option)
+    if not 1 <= topk <= lens_stats.MAX_K:
+        raise InvalidInputError(
+            f"topk must be in [1, {lens_stats.MAX_K}], got {topk}", option="topk"
         )
