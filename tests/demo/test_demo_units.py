@@ -216,3 +216,52 @@ def test_unusable_device_is_rejected_before_loading(capsys):
         with pytest.raises(SystemExit):
             demo.main(["--device", "cuda", "--output", "unused"])
         assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_drawn_figures_record_names_files_relative_to_the_output(tmp_path):
+    from tuned_lens.demo.figures import DrawnFigures, TrajectoryPage
+
+    pages = (
+        TrajectoryPage("Hi.", tmp_path / "trajectories" / "sentence_1.html", ("entropy",)),
+        TrajectoryPage(
+            "Yo.",
+            tmp_path / "trajectories" / "sentence_2.html",
+            ("entropy", "forward_kl"),
+            png=tmp_path / "trajectories" / "sentence_2_entropy.png",
+        ),
+    )
+    drawn = DrawnFigures(tmp_path, tmp_path / "kl_per_layer.html", None, pages)
+    assert drawn.to_json() == {
+        "kl_per_layer_html": "kl_per_layer.html",
+        "trajectories": [
+            {"sentence": "Hi.", "html": "trajectories/sentence_1.html", "statistics": ["entropy"]},
+            {
+                "sentence": "Yo.",
+                "html": "trajectories/sentence_2.html",
+                "statistics": ["entropy", "forward_kl"],
+                "png": "trajectories/sentence_2_entropy.png",
+            },
+        ],
+    }
+
+
+def test_library_errors_name_options_as_the_demo_spells_them():
+    from tuned_lens.cli import user_message
+    from tuned_lens.errors import InvalidInputError
+
+    err = InvalidInputError("text_column 'body' is missing from record 3", option="text_column")
+    assert user_message(err, demo.FLAGS) == "--text-column 'body' is missing from record 3"
+    err = InvalidInputError("num_steps must be >= 1", option="num_steps")
+    assert user_message(err, demo.FLAGS) == "--steps must be >= 1"
+
+
+def test_main_leaves_the_process_logging_as_it_was(tmp_path, capsys):
+    import logging
+
+    ours = logging.getLogger("tuned_lens")
+    before = (list(ours.handlers), ours.level, ours.propagate, logging.getLogger().level)
+    code = demo.main(["--quick", "--output", str(tmp_path / "o"), "--data", str(tmp_path / "x")])
+    assert code == 2
+    after = (list(ours.handlers), ours.level, ours.propagate, logging.getLogger().level)
+    assert after == before
+    assert capsys.readouterr().err.count("error:") == 1
