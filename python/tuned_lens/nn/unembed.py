@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..architectures import resolve_architecture
+from ..errors import InvalidInputError
 from ..utils import tensor_hash_of
 
 __all__ = ["InversionOutput", "Unembed"]
@@ -113,7 +114,7 @@ class Unembed(nn.Module):
             Logits of shape ``(..., vocab_size)``.
         """
         if h.shape[-1] != self.d_model:
-            raise ValueError(
+            raise InvalidInputError(
                 f"h must have last dimension d_model={self.d_model}, got shape {tuple(h.shape)}"
             )
         return self.logit_transform(self.unembedding(self.pre_unembed(self.final_norm(h))))
@@ -185,80 +186,28 @@ class Unembed(nn.Module):
             An :class:`InversionOutput`; ``preimage`` is the state after the final norm.
 
         Raises:
-            ValueError: On shape mismatches or an unknown optimizer.
+            InvalidInputError: On shape mismatches or an unknown optimizer (a ``ValueError``).
             RuntimeError: If the objective becomes non-finite.
         """
-        if logits.shape[-1] != self.vocab_size:
-            raise ValueError(
-                f"logits must have last dimension vocab_size={self.vocab_size}, "
-                f"got shape {tuple(logits.shape)}"
-            )
-        if optimizer not in ("lbfgs", "sgd"):
-            raise ValueError(f"optimizer must be 'lbfgs' or 'sgd', got {optimizer!r}")
-        if max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-        leading = logits.shape[:-1]
-        if h0 is None:
-            h0 = self._least_squares_start(logits)
-        elif h0.shape != (*leading, self.d_model):
-            raise ValueError(
-                f"h0 must have shape {(*leading, self.d_model)}, got {tuple(h0.shape)}"
-            )
-        if weight is not None and weight.shape != logits.shape:
-            raise ValueError(
-                f"weight must have the shape of logits {tuple(logits.shape)}, "
-                f"got {tuple(weight.shape)}"
-            )
-
+        h0 = self._check_inversion_inputs(logits, h0, optimizer, max_iter, weight)
         dtype = self.unembedding.weight.dtype
-        target_log_p = logits.detach().float().log_softmax(dim=-1)
-        p = target_log_p.exp()
-        if weight is not None:
-            p = p * weight.float()
-        p_log_p = torch.xlogy(p, p)  # 0 · log 0 = 0
         # Optimise in float32 whatever the model's dtype; cast for the forward pass only.
         device = self.unembedding.weight.device
         h = nn.Parameter(h0.detach().to(device=device, dtype=torch.float32).clone())
-
-        if optimizer == "lbfgs":
-            opt: torch.optim.Optimizer = torch.optim.LBFGS(
-                [h],
-                lr=step_size,
-                max_iter=max_iter,
-                tolerance_change=tol,
-                line_search_fn="strong_wolfe",
-            )
-        else:
-            opt = torch.optim.SGD([h], lr=step_size)
-
-        nfev = 0
-        state: dict[str, torch.Tensor] = {}
-
-        def closure() -> torch.Tensor:
-            nonlocal nfev
-            nfev += 1
-            opt.zero_grad(set_to_none=False)
-            log_q = self(h.to(dtype)).float().log_softmax(dim=-1)
-            kl = (p_log_p - p * log_q).sum(dim=-1).nanmean()
-            loss = kl
-            if prior is not None and prior_weight > 0:
-                post_norm = self.final_norm(h.to(dtype)).float()
-                loss = loss - prior_weight * prior.log_prob(post_norm).mean()
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"inversion objective became non-finite ({loss.item()})")
-            loss.backward()
-            state["kl"], state["loss"] = kl.detach(), loss.detach()
-            return loss
-
+        opt = _inversion_optimizer(h, optimizer, step_size=step_size, max_iter=max_iter, tol=tol)
+        objective = _InversionObjective(
+            self, h, opt, _target_probs(logits, weight), dtype, prior, prior_weight
+        )
         with torch.enable_grad():
             grad_norm = torch.tensor(math.inf)
-            while nfev < max_iter:
-                opt.step(closure)
+            while objective.nfev < max_iter:
+                opt.step(objective)
                 grad_norm = h.grad.detach().norm() if h.grad is not None else grad_norm
-                if grad_norm < tol or state["loss"] < tol:
+                if grad_norm < tol or objective.loss < tol:
                     break
             # Report the objective at the final point (L-BFGS may have moved after its last call).
-            closure()
+            objective()
+            assert h.grad is not None  # the objective just back-propagated into h
             grad_norm = h.grad.detach().norm()
 
         with torch.no_grad():
@@ -266,7 +215,104 @@ class Unembed(nn.Module):
         return InversionOutput(
             preimage=preimage,
             grad_norm=grad_norm,
-            kl=state["kl"],
-            loss=state["loss"],
-            nfev=nfev,
+            kl=objective.kl,
+            loss=objective.loss,
+            nfev=objective.nfev,
         )
+
+    def _check_inversion_inputs(
+        self,
+        logits: torch.Tensor,
+        h0: torch.Tensor | None,
+        optimizer: str,
+        max_iter: int,
+        weight: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Validate :meth:`invert`'s arguments; returns the start ``h0`` ``(..., d_model)``."""
+        if logits.shape[-1] != self.vocab_size:
+            raise InvalidInputError(
+                f"logits must have last dimension vocab_size={self.vocab_size}, "
+                f"got shape {tuple(logits.shape)}",
+                option="logits",
+            )
+        if optimizer not in ("lbfgs", "sgd"):
+            raise InvalidInputError(
+                f"optimizer must be 'lbfgs' or 'sgd', got {optimizer!r}", option="optimizer"
+            )
+        if max_iter < 1:
+            raise InvalidInputError(f"max_iter must be >= 1, got {max_iter}", option="max_iter")
+        leading = logits.shape[:-1]
+        if h0 is None:
+            h0 = self._least_squares_start(logits)
+        elif h0.shape != (*leading, self.d_model):
+            raise InvalidInputError(
+                f"h0 must have shape {(*leading, self.d_model)}, got {tuple(h0.shape)}",
+                option="h0",
+            )
+        if weight is not None and weight.shape != logits.shape:
+            raise InvalidInputError(
+                f"weight must have the shape of logits {tuple(logits.shape)}, "
+                f"got {tuple(weight.shape)}",
+                option="weight",
+            )
+        return h0
+
+
+def _target_probs(logits: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """``softmax(logits)`` in float32, times ``weight`` when given (not renormalised)."""
+    p = logits.detach().float().log_softmax(dim=-1).exp()
+    return p * weight.float() if weight is not None else p
+
+
+def _inversion_optimizer(
+    h: nn.Parameter, optimizer: str, *, step_size: float, max_iter: int, tol: float
+) -> torch.optim.Optimizer:
+    """L-BFGS with a strong-Wolfe line search, or plain SGD, over the one parameter ``h``."""
+    if optimizer == "lbfgs":
+        return torch.optim.LBFGS(
+            [h],
+            lr=step_size,
+            max_iter=max_iter,
+            tolerance_change=tol,
+            line_search_fn="strong_wolfe",
+        )
+    return torch.optim.SGD([h], lr=step_size)
+
+
+class _InversionObjective:
+    """The closure :meth:`Unembed.invert` optimises: ``KL(p || softmax(U(h)))`` plus the
+    weighted negative prior log-likelihood of ``final_norm(h)``; counts its evaluations and
+    keeps the last ``kl`` and ``loss`` (scalar tensors)."""
+
+    def __init__(
+        self,
+        unembed: Unembed,
+        h: nn.Parameter,
+        opt: torch.optim.Optimizer,
+        p: torch.Tensor,
+        dtype: torch.dtype,
+        prior: Any,
+        prior_weight: float,
+    ) -> None:
+        self.unembed, self.h, self.opt, self.p, self.dtype = unembed, h, opt, p, dtype
+        self.p_log_p = torch.xlogy(p, p)  # 0 · log 0 = 0
+        self.prior, self.prior_weight = prior, prior_weight
+        self.nfev = 0
+        self.kl = torch.tensor(math.nan)
+        self.loss = torch.tensor(math.nan)
+
+    def __call__(self) -> torch.Tensor:
+        self.nfev += 1
+        self.opt.zero_grad(set_to_none=False)
+        h = self.h.to(self.dtype)
+        log_q = self.unembed(h).float().log_softmax(dim=-1)
+        kl = (self.p_log_p - self.p * log_q).sum(dim=-1).nanmean()
+        loss = kl
+        if self.prior is not None and self.prior_weight > 0:
+            post_norm = self.unembed.final_norm(h).float()
+            loss = loss - self.prior_weight * self.prior.log_prob(post_norm).mean()
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"inversion objective became non-finite ({loss.item()})")
+        loss.backward()
+        self.kl, self.loss = kl.detach(), loss.detach()
+        return loss
