@@ -265,23 +265,25 @@ class LayerDecoder:
         logits_flat = self.model_logits.reshape(-1, self.vocab_size)
         hidden_flat = [h.reshape(-1, h.shape[-1]) for h in self.hidden_states]
         n_lenses = len(self.lenses)
-        with torch.no_grad():
-            for lo in range(0, len(selected), size):
-                chunk = selected[lo : lo + size]
-                out = None if destination is None else destination(self.num_layers, chunk)
-                model_lp = log_softmax(
-                    _take(logits_flat, chunk), out=out, buffers=self.buffers, slot="model"
-                )
-                yield DecodedLayer(self.num_layers, chunk, (model_lp,) * n_lenses, True)
-                row_mask = self._row_mask(chunk // t, logits_flat.device)
-                for layer in range(self.num_layers):
+        # Gradients are off around each computation, never across a yield (the caller's code
+        # between items runs in its own grad mode).
+        for lo in range(0, len(selected), size):
+            chunk = selected[lo : lo + size]
+            out = None if destination is None else destination(self.num_layers, chunk)
+            model_lp = log_softmax(
+                _take(logits_flat, chunk), out=out, buffers=self.buffers, slot="model"
+            )
+            yield DecodedLayer(self.num_layers, chunk, (model_lp,) * n_lenses, True)
+            row_mask = self._row_mask(chunk // t, logits_flat.device)
+            for layer in range(self.num_layers):
+                out = None if destination is None else destination(layer, chunk)
+                with torch.no_grad():
                     hidden = _take(hidden_flat[layer], chunk)
-                    out = None if destination is None else destination(layer, chunk)
                     decoded = tuple(
                         self._decode(lens, hidden, layer, row_mask, out, f"lens{i}")
                         for i, lens in enumerate(self.lenses)
                     )
-                    yield DecodedLayer(layer, chunk, decoded, False)
+                yield DecodedLayer(layer, chunk, decoded, False)
 
     def _row_mask(self, prompts: IdArray, device: torch.device) -> torch.Tensor | None:
         """``(n, V)`` the vocabulary mask of each decoded position's prompt, or None."""

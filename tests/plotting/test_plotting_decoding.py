@@ -73,7 +73,10 @@ def test_rows_match_a_direct_log_softmax(model, lenses):
             expected = [torch.log_softmax(out.logits[b, t], -1)] * 2
         else:
             h = out.hidden_states[item.layer][b, t]
-            expected = [torch.log_softmax(lens(h, item.layer), -1) for lens in (logit_lens, tuned)]
+            with torch.no_grad():
+                expected = [
+                    torch.log_softmax(lens(h, item.layer), -1) for lens in (logit_lens, tuned)
+                ]
         for got, want in zip(item.log_probs, expected):
             assert isinstance(got, np.ndarray) and got.dtype == np.float32
             np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
@@ -182,3 +185,12 @@ def test_errors_are_the_library_classes(model, lenses):
     assert MissingTargetsError is errors.MissingTargetsError
     with pytest.raises(errors.InvalidInputError):
         PredictionTrajectory.from_lens_and_model(lenses[0], model, np.zeros((1, 0), np.int64))
+
+
+def test_grad_mode_is_left_alone_between_items(model, lenses):
+    decoder = decoder_for(model, lenses[:1], tiny_input_ids(1, 3).numpy())
+    rows = decoder.rows()
+    next(rows)
+    next(rows)
+    assert torch.is_grad_enabled()
+    rows.close()
