@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 from tuned_lens.architectures import resolve_architecture
+from tuned_lens.errors import InvalidInputError, LensFileError
 from tuned_lens.nn import Lens, LogitLens, TunedLens, TunedLensConfig, Unembed
 from tuned_lens.testing import tiny_input_ids, tiny_model
 
@@ -243,11 +244,11 @@ def test_loading_into_a_different_model_warns_or_fails(tmp_path):
     messages = " ".join(str(w.message) for w in record)
     assert "trained on 'tiny-random-llama'" in messages
     assert "unembed_hash mismatch" in messages
-    with pytest.raises(ValueError, match="d_model=32"):
+    with pytest.raises(LensFileError, match="d_model=32"):
         TunedLens.from_model_and_pretrained(tiny_model("llama", hidden_size=64), tmp_path)
     with (
         pytest.warns(UserWarning, match="unembed_hash"),
-        pytest.raises(ValueError, match="2 translators but the model has 3 layers"),
+        pytest.raises(LensFileError, match="2 translators but the model has 3 layers"),
     ):
         TunedLens.from_model_and_pretrained(tiny_model("llama", num_hidden_layers=3), tmp_path)
 
@@ -368,8 +369,12 @@ def test_generate_one_dimensional_prompt_and_validation():
     lens = TunedLens.from_model(model)
     out = lens.generate(model, 0, torch.tensor([5, 6, 7]), do_sample=True, max_new_tokens=3)
     assert out.shape[0] == 1 and out.shape[1] <= 6
-    with pytest.raises(ValueError, match="temp"):
+    with pytest.raises(InvalidInputError, match="temp") as caught:
         lens.generate(model, 0, torch.tensor([5]), temp=0.0)
+    assert caught.value.option == "temp"
+    with pytest.raises(InvalidInputError) as caught:
+        lens.generate(model, 0, torch.tensor([5]), max_new_tokens=-1)
+    assert caught.value.option == "max_new_tokens"
     with pytest.raises(IndexError):
         lens.generate(model, 2, torch.tensor([5]))
     assert lens.generate(model, 0, torch.tensor([[5]]), max_new_tokens=0).shape == (1, 1)
