@@ -370,7 +370,8 @@ class TunedLens(Lens):
         validate_lens_params(state, config, source=str(params_path))
         device = unembed.unembedding.weight.device
         target = reader_kwargs.get("map_location")
-        dtype = lens.layer_translators[0].weight.dtype if len(lens) else torch.float32
+        # The translators' dtype (that of their first parameter, layer 0's weight).
+        dtype = next(lens.layer_translators.parameters()).dtype if len(lens) else torch.float32
         with torch.no_grad():
             lens.layer_translators.load_state_dict(
                 {k: v.to(dtype=dtype, device=device) for k, v in state.items()}, strict=True
