@@ -135,16 +135,34 @@ def _add_dist_args(parser: argparse.ArgumentParser, *, batch_flag: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``tuned-lens`` parser: ``--log_level`` and the ``train``/``eval``/``demo`` commands.
+
+    ``train`` and ``eval`` carry ``flags`` (Python option name -> flag) in their namespace.
+    """
     parser = argparse.ArgumentParser(
         prog="tuned-lens",
         description="Train and evaluate tuned lenses (Belrose et al. 2023).",
     )
     parser.add_argument("--log_level", type=str.upper, default="INFO", choices=LOG_LEVELS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,demo}")
-
     train = sub.add_parser(
         "train", help="train a tuned lens", formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
+    _add_train_args(train)
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate the logit lens and a tuned lens",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_eval_args(ev)
+    sub.add_parser("demo", help="run the demo (options: tuned-lens demo --help)", add_help=False)
+    for command in (train, ev):
+        command.set_defaults(flags=flag_spellings(command))
+    return parser
+
+
+def _add_train_args(train: argparse.ArgumentParser) -> None:
+    """Flags of ``tuned-lens train``."""
     train.add_argument(
         "-o",
         "--output",
@@ -187,11 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_bool(t, "--progress", default=True, help="show a progress bar")
 
-    ev = sub.add_parser(
-        "eval",
-        help="evaluate the logit lens and a tuned lens",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+
+def _add_eval_args(ev: argparse.ArgumentParser) -> None:
+    """Flags of ``tuned-lens eval``."""
     ev.add_argument("-o", "--output", type=Path, required=True, help="folder for the results")
     _add_model_args(ev)
     _add_data_args(ev)
@@ -217,11 +233,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the mean predicted distribution per layer",
     )
     _add_bool(e, "--progress", default=True, help="show a progress bar")
-
-    sub.add_parser("demo", help="run the demo (options: tuned-lens demo --help)", add_help=False)
-    for command in (train, ev):
-        command.set_defaults(flags=flag_spellings(command))
-    return parser
 
 
 def flag_spellings(parser: argparse.ArgumentParser) -> dict[str, str]:

@@ -12,29 +12,38 @@ twin for CUDA tensors).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from tuned_lens import lens_stats
-from tuned_lens._atomic import atomic_path, write_json_atomically, write_text_atomically
 from tuned_lens.data import ChunkSampler, PackedChunks
 from tuned_lens.errors import InvalidInputError, NotEnoughDataError
 from tuned_lens.stats import LogitStats
+from tuned_lens.training.eval_outputs import scale_tree, write_outputs, write_plots
 from tuned_lens.training.ingredients import DistContext
-from tuned_lens.training.train_loop import _autocast, _model_dtype
+from tuned_lens.training.lens_loss import autocast_for, model_dtype
 
 if TYPE_CHECKING:  # pragma: no cover
     from tuned_lens.nn.lenses import Lens
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "METRICS",
+    "EvalConfig",
+    "EvalResult",
+    "count_batches",
+    "evaluate_lenses",
+    "scale_tree",
+    "write_outputs",
+    "write_plots",
+]
 
 METRICS = ("ce", "entropy", "kl")
 
@@ -204,7 +213,7 @@ def _plan(
         num_batches=num_batches,
         per_batch_global=ctx.world_size * config.per_gpu_batch_size,
         sampler=sampler,
-        autocast=_autocast(ctx.device, _model_dtype(model)),
+        autocast=autocast_for(ctx.device, model_dtype(model)),
         progress=progress,
     )
 
@@ -429,73 +438,3 @@ def _finish_marginals(
             stats.all_reduce_()
             out[name][key] = stats.marginal_probs.cpu().numpy()
     return out
-
-
-def scale_tree(tree: dict[str, Any], factor: float) -> dict[str, Any]:
-    """Multiply every leaf of a metrics tree by ``factor`` (nats → bits per byte)."""
-    return {
-        k: scale_tree(v, factor) if isinstance(v, dict) else v * factor for k, v in tree.items()
-    }
-
-
-def write_outputs(result: EvalResult, output: Path) -> dict[str, Path]:
-    """Write ``aggregate_metrics.json``, ``batches.jsonl``, the plots and ``logit_stats.json``.
-
-    Returns:
-        The files written, by kind.
-    """
-    output.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    aggregate = {
-        **result.aggregate,
-        "units": "nats per token (the 'bits_per_byte' tree holds the same metrics in bits/byte)",
-        "bits_per_byte": scale_tree(result.aggregate, result.nats_to_bpb),
-        "nats_to_bpb": result.nats_to_bpb,
-        "tokens": result.tokens,
-        "num_batches": len(result.batches),
-    }
-    path = output / "aggregate_metrics.json"
-    write_json_atomically(path, aggregate)
-    written["aggregate"] = path
-
-    path = output / "batches.jsonl"
-    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
-        for index, record in enumerate(result.batches):
-            handle.write(json.dumps({"batch": index, "units": "nats", **record}) + "\n")
-    written["batches"] = path
-
-    if result.logit_stats is not None:
-        stats: dict[str, Any] = {}
-        for name, per_key in result.logit_stats.items():
-            stats[name] = {"logit_stats": {k: v.tolist() for k, v in per_key.items()}}
-        path = output / "logit_stats.json"
-        write_text_atomically(path, json.dumps(stats) + "\n")
-        written["logit_stats"] = path
-
-    written.update(write_plots(result, output))
-    return written
-
-
-def write_plots(result: EvalResult, output: Path) -> dict[str, Path]:
-    """Per-layer curves of KL, CE and entropy: HTML always, PNG when a Chromium can render."""
-    from tuned_lens.plotting.export import write_html, write_png
-    from tuned_lens.plotting.per_layer import per_layer_figure, per_layer_from_aggregate
-
-    metrics = ("kl", "ce", "entropy")
-    values, baseline = per_layer_from_aggregate(result.aggregate, result.lens_names, metrics)
-    fig = per_layer_figure(
-        values,
-        metrics=metrics,
-        baseline=baseline,
-        title="Lens quality per layer (mean over tokens, nats)",
-        width=1200,
-        height=420,
-    )
-    written: dict[str, Path] = {"html": write_html(fig, output / "per_layer_metrics.html")}
-    png = output / "per_layer_metrics.png"
-    try:
-        written["png"] = write_png(fig, png)
-    except Exception as err:  # no Chromium, or it failed: the HTML is enough
-        logger.debug("PNG export skipped: %s", err)
-        png.unlink(missing_ok=True)
-    return written

@@ -12,112 +12,54 @@ optimiser steps.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 
 from tuned_lens.data import ChunkSampler, PackedChunks
-from tuned_lens.errors import InvalidInputError, MissingDependencyError, NotEnoughDataError
+from tuned_lens.errors import InvalidInputError, NotEnoughDataError
 from tuned_lens.training.checkpoint import latest_checkpoint, save_checkpoint
 from tuned_lens.training.ingredients import DistContext
-from tuned_lens.training.optim import LinearWarmupDecay, OptimizerConfig
+from tuned_lens.training.lens_loss import autocast_for, layer_losses, model_dtype
+from tuned_lens.training.optim import LinearWarmupDecay
+from tuned_lens.training.reporting import (
+    WANDB_MISSING,
+    WandbLogger,
+    progress_bar,
+    report_step,
+    require_wandb,
+)
+from tuned_lens.training.train_config import LOSSES, TrainConfig, TrainResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from tuned_lens.nn.lenses import Lens
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("KL", "CE")
 GRAD_CLIP_NORM = 1.0
 
+__all__ = [
+    "GRAD_CLIP_NORM",
+    "LOSSES",
+    "WANDB_MISSING",
+    "TrainConfig",
+    "TrainResult",
+    "layer_losses",
+    "plan_steps",
+    "prepare_lens_for_training",
+    "require_wandb",
+    "train_lens",
+    "trainable_translators",
+]
 
-@dataclass
-class TrainConfig:
-    """Settings of one training run (the ``train`` CLI flags that are not about loading).
-
-    Attributes:
-        num_steps: optimiser steps.
-        tokens_per_step: tokens per optimiser step; must be a multiple of the chunk length.
-        per_gpu_batch_size: chunks per micro-batch on each process.
-        loss: ``"KL"`` (KL(model ‖ lens), the default) or ``"CE"`` (next-token cross-entropy).
-        token_shift: label shift; ``None`` means 0 for KL and 1 for CE.
-        optimizer: optimiser and schedule settings.
-        bias_only: train only the translators' biases.
-        checkpoint_freq: steps between snapshots (``None``: no snapshots).
-        checkpoint_dir: snapshot folder (resumed from automatically when it holds snapshots).
-        seed: seed of the chunk order.
-        dataloader_shuffle: shuffle the chunks (else use them in file order).
-        wandb: W&B run name; ``None`` disables W&B.
-        progress: show a tqdm progress bar on the primary process.
-    """
-
-    num_steps: int = 250
-    tokens_per_step: int = 2**18
-    per_gpu_batch_size: int = 1
-    loss: str = "KL"
-    token_shift: int | None = None
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    bias_only: bool = False
-    checkpoint_freq: int | None = None
-    checkpoint_dir: Path | None = None
-    seed: int = 42
-    dataloader_shuffle: bool = True
-    wandb: str | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        self.loss = self.loss.upper()
-        if self.loss not in LOSSES:
-            raise InvalidInputError(
-                f"loss must be one of {LOSSES}, got {self.loss!r}", option="loss"
-            )
-        at_least_one = {
-            "num_steps": self.num_steps,
-            "tokens_per_step": self.tokens_per_step,
-            "per_gpu_batch_size": self.per_gpu_batch_size,
-            "checkpoint_freq": self.checkpoint_freq,
-        }
-        for option, value in at_least_one.items():
-            if value is not None and value < 1:
-                raise InvalidInputError(f"{option} must be >= 1, got {value}", option=option)
-        if self.token_shift is not None and self.token_shift < 0:
-            raise InvalidInputError(
-                f"token_shift must be >= 0, got {self.token_shift}", option="token_shift"
-            )
-
-    @property
-    def resolved_token_shift(self) -> int:
-        if self.token_shift is not None:
-            return self.token_shift
-        return 1 if self.loss == "CE" else 0
-
-
-@dataclass
-class TrainResult:
-    """What a run produced.
-
-    Attributes:
-        losses: per step (those run in this process, after any resume), the mean loss of every
-            layer in nats, shape ``(steps_run, num_layers)``.
-        learning_rates: the learning rate used at each of those steps.
-        start_step: the step the run started from (> 0 after a resume).
-        steps_per_second: optimiser steps per second of wall time in this process.
-        tokens_per_second: training tokens per second over all processes.
-    """
-
-    losses: list[list[float]]
-    learning_rates: list[float]
-    start_step: int
-    steps_per_second: float = 0.0
-    tokens_per_second: float = 0.0
+# Earlier private names, still used by code written against them.
+_autocast = autocast_for
+_model_dtype = model_dtype
+_WandbLogger = WandbLogger
 
 
 def trainable_translators(lens: Lens) -> torch.nn.ModuleList:
@@ -151,73 +93,6 @@ def prepare_lens_for_training(
             "the lens has no trainable parameters (no biases with bias_only?)", option="bias_only"
         )
     return params
-
-
-def _autocast(device: torch.device, model_dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """Mixed precision for the lens forward where it helps; master weights stay float32."""
-    if device.type == "cuda":
-        dtype = (
-            model_dtype
-            if model_dtype in (torch.float16, torch.bfloat16)
-            else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-        )
-        return torch.autocast("cuda", dtype=dtype)
-    if model_dtype in (torch.float16, torch.bfloat16):
-        return torch.autocast(device.type, dtype=model_dtype)
-    return contextlib.nullcontext()
-
-
-def _model_dtype(model: torch.nn.Module) -> torch.dtype:
-    for param in model.parameters():
-        if param.is_floating_point():
-            return param.dtype
-    return torch.float32
-
-
-def layer_losses(
-    model_logits: torch.Tensor,
-    input_ids: torch.Tensor,
-    lens_logits_fn: Callable[[int], torch.Tensor],
-    num_layers: int,
-    *,
-    loss: str,
-    token_shift: int,
-    scale: float,
-) -> Iterator[torch.Tensor]:
-    """Yield each layer's loss (already back-propagated with weight ``scale``), detached.
-
-    Args:
-        model_logits: the model's final logits, ``(B, T, V)``.
-        input_ids: ``(B, T)`` token ids (CE labels).
-        lens_logits_fn: ``layer -> (B, T, V)`` lens logits with autograd.
-        num_layers: layers to run.
-        loss: ``"KL"`` or ``"CE"``.
-        token_shift: compare lens position ``t`` with target position ``t + token_shift``.
-        scale: multiplies each loss before ``backward`` (1 / micro-batches per step).
-    """
-    seq_len = model_logits.shape[1]
-    if token_shift >= seq_len:
-        raise InvalidInputError(
-            f"token_shift {token_shift} must be smaller than the chunk length {seq_len}",
-            option="token_shift",
-        )
-    keep = seq_len - token_shift
-    if loss == "KL":
-        target_lp = torch.log_softmax(model_logits[:, token_shift:].float(), dim=-1)
-        target_p = target_lp.exp()
-        neg_entropy = (target_p * target_lp).sum(-1)  # Σ p log p, (B, T')
-    else:
-        labels = input_ids[:, token_shift:]
-    for layer in range(num_layers):
-        logits = lens_logits_fn(layer)[:, :keep]
-        lens_lp = torch.log_softmax(logits.float(), dim=-1)
-        if loss == "KL":
-            # KL(p ‖ q) = Σ p log p − Σ p log q, averaged over every position.
-            value = (neg_entropy - (target_p * lens_lp).sum(-1)).mean()
-        else:
-            value = F.nll_loss(lens_lp.flatten(0, 1), labels.flatten())
-        (value * scale).backward()
-        yield value.detach()
 
 
 def _average_gradients(params: list[torch.nn.Parameter], ctx: DistContext) -> None:
@@ -310,47 +185,6 @@ def _run_fingerprint(
     }
 
 
-WANDB_MISSING = "W&B logging needs the wandb package: pip install 'tuned-lens-rs[wandb]'"
-
-
-def require_wandb() -> None:
-    """Fail early, before any loading, when W&B logging is asked for but not installed.
-
-    Raises:
-        MissingDependencyError: ``wandb`` is not installed.
-    """
-    import importlib.util
-
-    if importlib.util.find_spec("wandb") is None:
-        raise MissingDependencyError(WANDB_MISSING)
-
-
-class _WandbLogger:
-    """Optional Weights & Biases logging on the primary process (lazy import)."""
-
-    def __init__(self, name: str | None, *, resume_id: str | None, config: dict[str, Any]):
-        self.run = None
-        if name is None:
-            return
-        try:
-            import wandb
-        except ImportError as err:
-            raise MissingDependencyError(WANDB_MISSING) from err
-        self.run = wandb.init(name=name, id=resume_id, resume="allow", config=config)
-
-    @property
-    def run_id(self) -> str | None:
-        return None if self.run is None else self.run.id
-
-    def log(self, values: dict[str, float], step: int) -> None:
-        if self.run is not None:
-            self.run.log(values, step=step)
-
-    def finish(self) -> None:
-        if self.run is not None:
-            self.run.finish()
-
-
 @dataclass
 class _Run:
     """Everything one training run works with, set up by :func:`_set_up_run`."""
@@ -399,7 +233,7 @@ def _set_up_run(
         schedule=LinearWarmupDecay(
             config.num_steps, config.optimizer.resolved_warmup(config.num_steps)
         ),
-        model_dtype=_model_dtype(model),
+        model_dtype=model_dtype(model),
     )
 
 
@@ -453,7 +287,7 @@ def _accumulate_step(run: _Run, step: int) -> torch.Tensor:
         hidden = output.hidden_states
 
         def lens_logits(layer: int, hidden: tuple[torch.Tensor, ...] = hidden) -> torch.Tensor:
-            with _autocast(device, run.model_dtype):
+            with autocast_for(device, run.model_dtype):
                 return run.lens(hidden[layer], idx=layer)
 
         values = layer_losses(
@@ -517,42 +351,6 @@ def _maybe_checkpoint(
     run.ctx.barrier()
 
 
-def _progress_bar(run: _Run, start_step: int) -> Any:
-    """A tqdm bar on the primary process when asked for and steps remain, else ``None``."""
-    config = run.config
-    if not (config.progress and run.ctx.primary and start_step < config.num_steps):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=config.num_steps, initial=start_step, desc="Training lens", unit="step")
-
-
-def _report(
-    progress: Any,
-    wandb_logger: _WandbLogger,
-    *,
-    step: int,
-    lr: float,
-    loss: str,
-    layer_values: list[float],
-    nats_to_bpb: float,
-) -> None:
-    """Show a finished step on the progress bar and log it to W&B (nats and bits per byte)."""
-    if progress is not None:
-        progress.update(1)
-        progress.set_postfix_str(
-            f"lr={lr:.3g} {loss.lower()}[nats]=" + " ".join(f"{v:.3f}" for v in layer_values)
-        )
-    wandb_logger.log(
-        {
-            "lr": lr,
-            **{f"loss/layer_{i}": v for i, v in enumerate(layer_values)},
-            **{f"loss_bpb/layer_{i}": v * nats_to_bpb for i, v in enumerate(layer_values)},
-        },
-        step=step,
-    )
-
-
 def train_lens(
     model: torch.nn.Module,
     lens: Lens,
@@ -586,21 +384,21 @@ def train_lens(
     ratio = chunks.nats_to_bpb if nats_to_bpb is None else nats_to_bpb
     run = _set_up_run(model, lens, chunks, config, ctx)
     start_step, wandb_id = _resume(run)
-    wandb_logger = _WandbLogger(
+    wandb_logger = WandbLogger(
         config.wandb if ctx.primary else None,
         resume_id=wandb_id,
         config={**run.fingerprint, "tokens_per_step": config.tokens_per_step},
     )
     losses: list[list[float]] = []
     lrs: list[float] = []
-    progress = _progress_bar(run, start_step)
+    progress = progress_bar(config, ctx.primary, start_step)
     began = time.perf_counter()
     for step in range(start_step, config.num_steps):
         lr = run.schedule.apply(run.optimizer, step=step, base_lr=config.optimizer.base_lr)
         layer_values = _optimizer_step(run, step)
         losses.append(layer_values)
         lrs.append(float(run.optimizer.param_groups[0]["lr"]))  # the rate the step really used
-        _report(
+        report_step(
             progress,
             wandb_logger,
             step=step,

@@ -1,0 +1,94 @@
+"""The settings and the result of one training run (``tuned-lens train``'s loop flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuned_lens.errors import InvalidInputError
+from tuned_lens.training.optim import OptimizerConfig
+
+__all__ = ["LOSSES", "TrainConfig", "TrainResult"]
+
+LOSSES = ("KL", "CE")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (the ``train`` CLI flags that are not about loading).
+
+    Attributes:
+        num_steps: optimiser steps.
+        tokens_per_step: tokens per optimiser step; must be a multiple of the chunk length.
+        per_gpu_batch_size: chunks per micro-batch on each process.
+        loss: ``"KL"`` (KL(model ‖ lens), the default) or ``"CE"`` (next-token cross-entropy).
+        token_shift: label shift; ``None`` means 0 for KL and 1 for CE.
+        optimizer: optimiser and schedule settings.
+        bias_only: train only the translators' biases.
+        checkpoint_freq: steps between snapshots (``None``: no snapshots).
+        checkpoint_dir: snapshot folder (resumed from automatically when it holds snapshots).
+        seed: seed of the chunk order.
+        dataloader_shuffle: shuffle the chunks (else use them in file order).
+        wandb: W&B run name; ``None`` disables W&B.
+        progress: show a tqdm progress bar on the primary process.
+    """
+
+    num_steps: int = 250
+    tokens_per_step: int = 2**18
+    per_gpu_batch_size: int = 1
+    loss: str = "KL"
+    token_shift: int | None = None
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    bias_only: bool = False
+    checkpoint_freq: int | None = None
+    checkpoint_dir: Path | None = None
+    seed: int = 42
+    dataloader_shuffle: bool = True
+    wandb: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.loss = self.loss.upper()
+        if self.loss not in LOSSES:
+            raise InvalidInputError(
+                f"loss must be one of {LOSSES}, got {self.loss!r}", option="loss"
+            )
+        at_least_one = {
+            "num_steps": self.num_steps,
+            "tokens_per_step": self.tokens_per_step,
+            "per_gpu_batch_size": self.per_gpu_batch_size,
+            "checkpoint_freq": self.checkpoint_freq,
+        }
+        for option, value in at_least_one.items():
+            if value is not None and value < 1:
+                raise InvalidInputError(f"{option} must be >= 1, got {value}", option=option)
+        if self.token_shift is not None and self.token_shift < 0:
+            raise InvalidInputError(
+                f"token_shift must be >= 0, got {self.token_shift}", option="token_shift"
+            )
+
+    @property
+    def resolved_token_shift(self) -> int:
+        if self.token_shift is not None:
+            return self.token_shift
+        return 1 if self.loss == "CE" else 0
+
+
+@dataclass
+class TrainResult:
+    """What a run produced.
+
+    Attributes:
+        losses: per step (those run in this process, after any resume), the mean loss of every
+            layer in nats, shape ``(steps_run, num_layers)``.
+        learning_rates: the learning rate used at each of those steps.
+        start_step: the step the run started from (> 0 after a resume).
+        steps_per_second: optimiser steps per second of wall time in this process.
+        tokens_per_second: training tokens per second over all processes.
+    """
+
+    losses: list[list[float]]
+    learning_rates: list[float]
+    start_step: int
+    steps_per_second: float = 0.0
+    tokens_per_second: float = 0.0
