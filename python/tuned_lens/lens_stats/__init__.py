@@ -122,7 +122,7 @@ def log_softmax(
     if _dispatch.on_gpu(logits) and _dispatch.on_gpu(out):
         _dispatch.run("log_softmax", args, True, out=out)
     elif _dispatch.on_gpu(logits):  # into host memory
-        out[...] = _dispatch.run("log_softmax", args, False)  # type: ignore[index]
+        out[...] = _dispatch.run("log_softmax", args, False)  # type: ignore[index, assignment]
     else:  # the core writes into a CPU tensor through its numpy view
         _dispatch.run("log_softmax", args, False, out=_dispatch.to_numpy("out", out))
     return out  # type: ignore[return-value]

@@ -12,7 +12,7 @@ Partial statistics from different batches, workers or ranks combine exactly by a
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -354,9 +354,9 @@ def _torch_marginal_sums(logits: Tensor, assume_normalized: bool) -> tuple[Tenso
 
     log_probs = logits.detach()
     if not assume_normalized:
-        log_probs = lens_stats.log_softmax(log_probs, keep_device=True)
+        log_probs = cast(Tensor, lens_stats.log_softmax(log_probs, keep_device=True))
     sum_probs, sum_log_probs, _ = lens_stats.marginal_sums(log_probs, keep_device=True)
-    return sum_probs, sum_log_probs
+    return cast(Tensor, sum_probs), cast(Tensor, sum_log_probs)
 
 
 def _dirichlet_mean_log_likelihood(alpha: Tensor, stats: Tensor) -> float:
