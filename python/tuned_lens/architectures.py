@@ -234,6 +234,7 @@ def resolve_architecture(model: nn.Module) -> ResolvedArchitecture:
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
     found = _registry_lookup(model)
+    spec: ArchitectureSpec | None
     if found is not None:
         key, spec = found
         source = f"registry:{key}"

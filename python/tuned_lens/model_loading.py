@@ -146,7 +146,7 @@ def load_model(
         kwargs.update(_int8_kwargs(device))
     model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     if place_on_device and "device_map" not in kwargs:
-        model = model.to(device)
+        model.to(device)  # type: ignore[arg-type]  # transformers types .to via a wrapper
     model.eval()
     if freeze:
         model.requires_grad_(False)

@@ -157,7 +157,7 @@ def _rearrange(model: Model, order: list[int]) -> tuple[nn.ModuleList, Any]:
     if count_attr is not None:
         setattr(config, count_attr, len(order))
     if "layer_types" in saved:
-        config.layer_types = [layer_types[i] for i in order]
+        config.layer_types = [saved["layer_types"][i] for i in order]
     return layers, (path, config, saved)
 
 

@@ -147,16 +147,19 @@ def load_folder(
 
     if precision is not None and dtype is not None:
         raise InvalidInputError("pass dtype or precision, not both", option="precision")
+    chosen: str | torch.dtype
     if precision is None:
-        dtype = torch.float32 if dtype is None else dtype
-        if not isinstance(dtype, torch.dtype):
-            raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
+        chosen = torch.float32 if dtype is None else dtype
+        if not isinstance(chosen, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype, got {chosen!r}")
+    else:
+        chosen = precision
     name = os.fspath(folder)
     tokenizer = load_tokenizer(name, revision=revision, offline=offline)
     model = load_model(
         name,
         device=device,
-        precision=dtype if precision is None else precision,
+        precision=chosen,
         revision=revision,
         offline=offline,
         freeze=False,

@@ -58,7 +58,7 @@ def _write_smollm2_folder(target: Path) -> None:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.architectures = ["LlamaForCausalLM"]
-    plain = LlamaForCausalLM(config)
+    plain = LlamaForCausalLM(config)  # type: ignore[arg-type]  # a Llama config, from GGUF
     plain.load_state_dict(quantized.state_dict())
     plain.tie_weights()
     del quantized

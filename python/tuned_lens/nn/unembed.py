@@ -122,8 +122,8 @@ class Unembed(nn.Module):
     def _linear_map(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W, b)`` with ``logits ≈ W x + b`` for the state ``x`` after the final norm."""
         weight = self.unembedding.weight.detach().float()
-        bias = self.unembedding.bias
-        bias = bias.detach().float() if bias is not None else torch.zeros(weight.shape[0])
+        head_bias = self.unembedding.bias
+        bias = head_bias.detach().float() if head_bias is not None else torch.zeros(weight.shape[0])
         bias = bias.to(weight.device)
         if isinstance(self.pre_unembed, nn.Linear):
             proj = self.pre_unembed.weight.detach().float()
@@ -201,7 +201,7 @@ class Unembed(nn.Module):
         with torch.enable_grad():
             grad_norm = torch.tensor(math.inf)
             while objective.nfev < max_iter:
-                opt.step(objective)
+                opt.step(objective)  # type: ignore[arg-type]  # torch accepts a tensor loss
                 grad_norm = h.grad.detach().norm() if h.grad is not None else grad_norm
                 if grad_norm < tol or objective.loss < tol:
                     break

@@ -20,6 +20,7 @@ from tuned_lens.training.ingredients import (
 from tuned_lens.training.train_loop import TrainConfig, TrainResult, require_wandb, train_lens
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from tuned_lens.nn.lenses import Lens
@@ -106,10 +107,11 @@ def run_train(
             lens = TunedLens.from_model_and_pretrained(model, lens_name_or_path)
         else:
             lens = TunedLens.from_model(model)
+        frozen: torch.nn.Module = model
         if dist_spec.fsdp:
             # After the lens copied the unembedding, so it holds plain tensors.
-            model = shard_model_fsdp(model, cpu_offload=dist_spec.cpu_offload)
-        result = train_lens(model, lens, chunks, config, ctx=ctx)
+            frozen = shard_model_fsdp(model, cpu_offload=dist_spec.cpu_offload)
+        result = train_lens(frozen, lens, chunks, config, ctx=ctx)
         if ctx.primary:
             lens.save(output)
             summary = {
@@ -154,9 +156,10 @@ def run_eval(
             lenses["logit"] = LogitLens.from_model(model)
         if lens_name is not None:
             lenses["tuned"] = TunedLens.from_model_and_pretrained(model, lens_name)
+        frozen: torch.nn.Module = model
         if dist_spec.fsdp:
-            model = shard_model_fsdp(model, cpu_offload=dist_spec.cpu_offload)
-        result = evaluate_lenses(model, lenses, chunks, config, ctx=ctx)
+            frozen = shard_model_fsdp(model, cpu_offload=dist_spec.cpu_offload)
+        result = evaluate_lenses(frozen, lenses, chunks, config, ctx=ctx)
         if ctx.primary:
             written = write_outputs(result, output)
             logger.info("wrote %s", ", ".join(str(p) for p in written.values()))
