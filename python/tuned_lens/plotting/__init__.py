@@ -7,12 +7,13 @@
 * :class:`TrajectoryStatistic`, :class:`TrajectoryLabels`: a (layer × position) quantity and
   its cell labels, rendered with Plotly.
 * :class:`TokenFormatter`: how tokens are shown.
-* :func:`write_html`, :func:`write_image`: saving figures.
+* :func:`write_html`, :func:`write_png`, :func:`write_image`: saving figures (PNG through a
+  headless Chromium, other formats through kaleido).
 """
 
 from ..errors import MissingTargetsError, TrajectoryShapeError
 from .compact_trajectory import CompactTrajectory, PairwiseCells
-from .export import ExportDependencyError, write_html, write_image
+from .export import ExportDependencyError, write_html, write_image, write_png
 from .prediction_trajectory import PredictionTrajectory, ResidualComponent
 from .token_formatter import TokenFormatter
 from .trajectory_plotting import (
@@ -35,4 +36,5 @@ __all__ = [
     "trunc_string_left",
     "write_html",
     "write_image",
+    "write_png",
 ]

@@ -36,7 +36,7 @@ def format_token_ids(
     unique_ids, inverse = np.unique(ids, return_inverse=True)
     tokens = tokenizer.convert_ids_to_tokens([int(i) for i in unique_ids])
     token_array = np.empty(len(unique_ids), dtype=object)
-    token_array[:] = list(tokens)
+    token_array[:] = [tokens] if isinstance(tokens, str) else list(tokens)
     formatted = formatter.vectorized_format(token_array)
     return formatted[inverse.reshape(ids.shape)]
 
