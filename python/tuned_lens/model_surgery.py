@@ -22,6 +22,7 @@ from torch import nn
 
 from .architectures import get_key_path as _get_key_path
 from .architectures import is_transformer_lens_model, resolve_architecture
+from .errors import InvalidInputError
 
 __all__ = [
     "Model",
@@ -67,7 +68,7 @@ def get_key_path(model: Any, key_path: str) -> Any:
 def set_key_path_(model: Any, key_path: str, value: Any) -> None:
     """Set the object at a dotted path, in place."""
     if not key_path:
-        raise ValueError("key_path must be non-empty")
+        raise InvalidInputError("key_path must be non-empty", option="key_path")
     parent_path, _, last = key_path.rpartition(".")
     set_value_for_key_(get_key_path(model, parent_path), last, value)
 
@@ -93,7 +94,7 @@ def get_final_norm(model: Model) -> Norm:
     """
     norm = resolve_architecture(model).final_norm
     if norm is None:
-        raise ValueError(f"{type(model).__name__} has no final norm (it is None)")
+        raise InvalidInputError(f"{type(model).__name__} has no final norm (it is None)")
     return norm
 
 
@@ -209,7 +210,7 @@ def replace_layers(
     _, layers = get_transformer_layers(model)
     positions = _check_indices(indices, len(layers))
     if len(positions) != len(replacements):
-        raise ValueError(
+        raise InvalidInputError(
             f"got {len(positions)} indices but {len(replacements)} replacement modules"
         )
     originals = [layers[i] for i in positions]

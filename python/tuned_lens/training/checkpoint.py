@@ -27,6 +27,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from tuned_lens._atomic import write_bytes_atomically
+from tuned_lens.errors import LensFileError
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,11 @@ def save_checkpoint(
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> Snapshot:
-    """Read one snapshot file (raises ``ValueError`` for a foreign or damaged file)."""
+    """Read one snapshot file.
+
+    Raises:
+        LensFileError: a foreign or damaged file (a ``ValueError``).
+    """
     path = Path(path)
     data = path.read_bytes()
     try:
@@ -147,9 +152,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Snapshot:
         header = json.loads(data[8 : 8 + header_len])
         document = json.loads(header["__metadata__"]["tuned_lens"])
     except (SafetensorError, KeyError, ValueError) as err:
-        raise ValueError(f"{path} is not a tuned-lens checkpoint: {err}") from err
+        raise LensFileError(f"{path} is not a tuned-lens checkpoint: {err}") from err
     if document.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported checkpoint format {document.get('format_version')}")
+        raise LensFileError(
+            f"{path}: unsupported checkpoint format {document.get('format_version')}"
+        )
     lens_state = {k[5:]: v for k, v in tensors.items() if k.startswith("lens.")}
     optim_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
     return Snapshot(
