@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import _contract_checks as cc
 import numpy as np
 import pytest
 import torch
@@ -18,57 +19,47 @@ def _log_probs(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.log_softmax(torch.randn(*shape, generator=gen), dim=-1)
 
 
-def _calls(lp: torch.Tensor, lq: torch.Tensor, ids: torch.Tensor) -> dict[str, tuple[Any, ...]]:
-    return {
-        "log_softmax": (lp,),
-        "logsumexp": (lp,),
-        "entropy": (lp,),
-        "entropy_from_logits": (lp,),
-        "max_probability": (lp,),
-        "target_log_prob": (lp, ids),
-        "cross_entropy": (lp, ids),
-        "log_prob_diff": (lp, ids, ids.flip(-1)),
-        "target_rank": (lp, ids),
-        "kl_divergence": (lp, lq),
-        "forward_kl": (lp, lq[0]),
-        "js_divergence": (lp, lq),
-        "symmetric_kl": (lp, lq),
-        "total_variation": (lp, lq),
-        "max_abs_diff": (lp, lq),
-        "top_k": (lp, 4),
-        "top_k_delta": (lp, lq, 4),
-        "marginal_sums": (lp,),
-    }
+class KeepDevice:
+    """``lens_stats`` called with tensors on ``device`` and ``keep_device=True``; every array
+    result must be a tensor on that device, and is handed to the contract checks as numpy."""
 
+    def __init__(self, device: str) -> None:
+        self.device = device
 
-def _flat(result: Any) -> list[Any]:
-    return list(result) if isinstance(result, tuple) else [result]
+    def _result(self, value: Any) -> Any:
+        if isinstance(value, tuple):
+            return tuple(self._result(v) for v in value)
+        if isinstance(value, int):
+            return value
+        assert isinstance(value, torch.Tensor) and value.device.type == self.device, value
+        return value.cpu().numpy()
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(ls, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            moved = [a.to(self.device) if isinstance(a, torch.Tensor) else a for a in args]
+            return self._result(fn(*moved, keep_device=True, **kwargs))
+
+        return call
 
 
 def test_every_statistic_takes_keep_device() -> None:
-    lp = _log_probs(3, 4, 11)
-    assert set(_calls(lp, lp, torch.zeros(3, 4, dtype=torch.int64))) == set(ls.STATISTICS)
     for name, fn in ls.STATISTICS.items():
         param = inspect.signature(fn).parameters["keep_device"]
         assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is False, name
 
 
+def test_every_statistic_has_a_contract_check() -> None:
+    assert set(ls.STATISTICS) <= set(cc.CHECKS)
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", sorted(ls.STATISTICS))
+@pytest.mark.parametrize("name", cc.CHECK_NAMES)
 def test_results_stay_on_the_device(name: str, device: str) -> None:
-    lp, lq = _log_probs(3, 4, 11).to(device), _log_probs(3, 4, 11, seed=1).to(device)
-    ids = torch.tensor([[0, 3, 10, 5]] * 3, device=device)
-    args = _calls(lp, lq, ids)[name]
-    kept = _flat(getattr(ls, name)(*args, keep_device=True))
-    host = _flat(getattr(ls, name)(*args))
-    assert len(kept) == len(host)
-    for k, h in zip(kept, host):
-        if isinstance(h, int):
-            assert k == h
-            continue
-        assert isinstance(h, np.ndarray)
-        assert isinstance(k, torch.Tensor) and k.device.type == device, name
-        np.testing.assert_array_equal(k.cpu().numpy(), h)
+    """The contract checks, run on bfloat16 tensors with ``keep_device=True``."""
+    data = cc.cached_inputs(1000, "bfloat16-torch")
+    cc.run_checks(cc.CHECKS[name](KeepDevice(device), data), f"{name} keep_device {device}")
 
 
 def test_cpu_results_are_the_core_arrays_without_a_copy() -> None:

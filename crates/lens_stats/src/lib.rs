@@ -15,7 +15,8 @@
 //!   driver.
 //! * Kernels: [`softmax`], [`entropy`], [`maxprob`], [`target`], [`divergence`], [`forward`],
 //!   [`topk`], [`marginal`].
-//! * `python` (feature `python`) — the `tuned_lens._lens_stats` extension module.
+//! * `python` (feature `python`) — the `tuned_lens.lens_stats._native` extension module
+//!   (see `docs/lens_stats.md`).
 
 pub mod dims;
 pub mod divergence;
