@@ -1,10 +1,9 @@
 """Streaming statistics over log-probability arrays, computed by the Rust core.
 
-Every axis but the last is a row axis; the last axis is the vocabulary ``V``. Each function
-reads its input once, row by row, in SIMD lanes (AVX-512 / AVX2+FMA chosen at run time) with
-per-row accumulation in float64, on a thread pool of its own with the GIL released, and
-allocates only its outputs. Results are bit-identical for any number of threads. A long call
-can be interrupted with Ctrl-C (``KeyboardInterrupt``).
+Every axis but the last is a row axis; the last is the vocabulary ``V``. Each function reads
+its input once, in SIMD lanes with per-row float64 accumulation, on its own thread pool with the
+GIL released, and allocates only its outputs; results are bit-identical for any thread count.
+Ctrl-C interrupts a long call (``KeyboardInterrupt``).
 
 Inputs:
     * numpy arrays or CPU torch tensors (converted zero-copy with ``Tensor.numpy()``);
@@ -23,18 +22,16 @@ With ``keep_device=True`` and a torch tensor among the inputs, they are torch te
 tensor's device instead: on the CPU the core's arrays wrapped without a copy
 (``torch.from_numpy``), on CUDA the twin's tensors, never copied to the host.
 
-Numerics: ``0 · log 0 = 0`` (a ``-inf`` log-probability contributes nothing); ``exp`` of a
-log-probability below about -87.3 is exactly 0; a NaN in a row makes that row's result NaN and
-never touches other rows; no function raises on non-finite values.
+Numerics: ``0 · log 0 = 0``; ``exp`` of a log-probability below about -87.3 is exactly 0; a NaN
+in a row makes that row's result NaN and never touches other rows; non-finite values never raise.
 
-Errors are raised before any work, as subclasses of :class:`LensStatsError` (a ``ValueError``)
-whose message starts with the argument at fault: :class:`ShapeError`, :class:`DTypeError` (also
-a ``TypeError``) and :class:`TargetIndexError` (also an ``IndexError``). They are defined in
-:mod:`tuned_lens.errors` and raised, with the same messages, by the Rust core and the twin.
+Errors, raised before any work by the core and the twin alike (same class, same message, which
+starts with the argument at fault), are :class:`LensStatsError` (a ``ValueError``) and its
+subclasses :class:`ShapeError`, :class:`DTypeError` (a ``TypeError``), :class:`TargetIndexError`
+(an ``IndexError``), all defined in :mod:`tuned_lens.errors`.
 
-Threads: :func:`set_num_threads`, else ``TUNED_LENS_NUM_THREADS``, else the number of cores;
-the module's own pool, separate from torch's. ``docs/lens_stats.md`` describes the threads, the
-layout of the core, and what adding a statistic takes.
+Threads: :func:`set_num_threads`, else ``TUNED_LENS_NUM_THREADS``, else the core count (a pool
+apart from torch's). ``docs/lens_stats.md``: the layout of the core, adding a statistic.
 """
 
 from __future__ import annotations
@@ -57,17 +54,15 @@ if TYPE_CHECKING:
 
     #: A numpy array, a CPU or CUDA torch tensor, or anything ``np.asarray`` accepts.
     ArrayLike: TypeAlias = npt.ArrayLike | Tensor
+    #: ``keep_device`` left at ``False``: the results are numpy arrays.
+    _Host: TypeAlias = Literal[False]
+    _F32T: TypeAlias = NDArray[np.float32] | Tensor
+    _I64T: TypeAlias = NDArray[np.int64] | Tensor
+    _Tensors: TypeAlias = tuple[Tensor, Tensor]
 
-__all__ = [
-    "LensStatsError",
-    "ShapeError",
-    "DTypeError",
-    "TargetIndexError",
-    "MAX_K",
-    "set_num_threads",
-    "get_num_threads",
-    "simd_level",
-]
+# The statistics join ``__all__`` as they are registered (``@_statistic``).
+__all__ = ["LensStatsError", "ShapeError", "DTypeError", "TargetIndexError", "MAX_K"]
+__all__ += ["set_num_threads", "get_num_threads", "simd_level"]
 
 _F32 = NDArray[np.float32]
 _I64 = NDArray[np.int64]
@@ -87,22 +82,19 @@ def _statistic(fn: _Stat) -> _Stat:
 
 
 # --------------------------------------------------------------------------------------------
-# Statistics. Each takes ``keep_device`` (see the module docstring); with the default ``False``
-# the results are numpy arrays.
+# Statistics; each takes ``keep_device`` (see the module docstring).
 
 
 @overload
 def log_softmax(
-    logits: ArrayLike, *, out: np.ndarray | None = ..., keep_device: Literal[False] = ...
+    logits: ArrayLike, *, out: np.ndarray | None = ..., keep_device: _Host = ...
 ) -> _F32: ...
 @overload
-def log_softmax(
-    logits: ArrayLike, *, out: ArrayLike | None = ..., keep_device: bool
-) -> _F32 | Tensor: ...
+def log_softmax(logits: ArrayLike, *, out: ArrayLike | None = ..., keep_device: bool) -> _F32T: ...
 @_statistic
 def log_softmax(
     logits: ArrayLike, *, out: ArrayLike | None = None, keep_device: bool = False
-) -> _F32 | Tensor:
+) -> _F32T:
     """Normalise logits over the last axis: ``x - logsumexp(x)``.
 
     Args:
@@ -116,24 +108,17 @@ def log_softmax(
         ``(..., V)`` float32 log-probabilities (``out`` itself when given). A row of only
         ``-inf`` has no distribution and gives NaN; ``+inf`` logits give NaN.
     """
-    args = {"logits": logits}
     if out is None:
-        return _dispatch.run("log_softmax", args, keep_device)  # type: ignore[return-value]
-    if _dispatch.on_gpu(logits) and _dispatch.on_gpu(out):
-        _dispatch.run("log_softmax", args, True, out=out)
-    elif _dispatch.on_gpu(logits):  # into host memory
-        out[...] = _dispatch.run("log_softmax", args, False)  # type: ignore[index, assignment]
-    else:  # the core writes into a CPU tensor through its numpy view
-        _dispatch.run("log_softmax", args, False, out=_dispatch.to_numpy("out", out))
-    return out  # type: ignore[return-value]
+        return _dispatch.run("log_softmax", {"logits": logits}, keep_device)  # type: ignore[return-value]
+    return _dispatch.log_softmax_into(logits, out)  # type: ignore[return-value]
 
 
 @overload
-def logsumexp(logits: ArrayLike, *, keep_device: Literal[False] = ...) -> _F32: ...
+def logsumexp(logits: ArrayLike, *, keep_device: _Host = ...) -> _F32: ...
 @overload
-def logsumexp(logits: ArrayLike, *, keep_device: bool) -> _F32 | Tensor: ...
+def logsumexp(logits: ArrayLike, *, keep_device: bool) -> _F32T: ...
 @_statistic
-def logsumexp(logits: ArrayLike, *, keep_device: bool = False) -> _F32 | Tensor:
+def logsumexp(logits: ArrayLike, *, keep_device: bool = False) -> _F32T:
     """``log Σ_v exp(logits[..., v])``, stable (max-shifted), float32 of shape ``(...)``.
 
     A row of only ``-inf`` gives ``-inf``.
@@ -142,11 +127,11 @@ def logsumexp(logits: ArrayLike, *, keep_device: bool = False) -> _F32 | Tensor:
 
 
 @overload
-def entropy(log_probs: ArrayLike, *, keep_device: Literal[False] = ...) -> _F32: ...
+def entropy(log_probs: ArrayLike, *, keep_device: _Host = ...) -> _F32: ...
 @overload
-def entropy(log_probs: ArrayLike, *, keep_device: bool) -> _F32 | Tensor: ...
+def entropy(log_probs: ArrayLike, *, keep_device: bool) -> _F32T: ...
 @_statistic
-def entropy(log_probs: ArrayLike, *, keep_device: bool = False) -> _F32 | Tensor:
+def entropy(log_probs: ArrayLike, *, keep_device: bool = False) -> _F32T:
     """Shannon entropy ``H = -Σ_v p log p`` in nats, ``p = exp(log_probs)``.
 
     ``0 · log 0 = 0``: entries with ``log_probs = -inf`` contribute 0 (numpy would give NaN).
@@ -163,11 +148,11 @@ def entropy(log_probs: ArrayLike, *, keep_device: bool = False) -> _F32 | Tensor
 
 
 @overload
-def entropy_from_logits(logits: ArrayLike, *, keep_device: Literal[False] = ...) -> _F32: ...
+def entropy_from_logits(logits: ArrayLike, *, keep_device: _Host = ...) -> _F32: ...
 @overload
-def entropy_from_logits(logits: ArrayLike, *, keep_device: bool) -> _F32 | Tensor: ...
+def entropy_from_logits(logits: ArrayLike, *, keep_device: bool) -> _F32T: ...
 @_statistic
-def entropy_from_logits(logits: ArrayLike, *, keep_device: bool = False) -> _F32 | Tensor:
+def entropy_from_logits(logits: ArrayLike, *, keep_device: bool = False) -> _F32T:
     """Entropy of ``softmax(logits)`` in nats, fused: no normalised copy is written.
 
     With ``m = max x``, ``e = exp(x - m)``, ``s = Σ e``: ``H = ln s - Σ e (x - m) / s``. One
@@ -185,16 +170,16 @@ def entropy_from_logits(logits: ArrayLike, *, keep_device: bool = False) -> _F32
 
 @overload
 def max_probability(
-    log_probs: ArrayLike, *, from_logits: bool = ..., keep_device: Literal[False] = ...
+    log_probs: ArrayLike, *, from_logits: bool = ..., keep_device: _Host = ...
 ) -> tuple[_F32, _I64]: ...
 @overload
 def max_probability(
     log_probs: ArrayLike, *, from_logits: bool = ..., keep_device: bool
-) -> tuple[_F32, _I64] | tuple[Tensor, Tensor]: ...
+) -> tuple[_F32, _I64] | _Tensors: ...
 @_statistic
 def max_probability(
     log_probs: ArrayLike, *, from_logits: bool = False, keep_device: bool = False
-) -> tuple[_F32, _I64] | tuple[Tensor, Tensor]:
+) -> tuple[_F32, _I64] | _Tensors:
     """Probability and id of the most likely token of each row.
 
     Args:
@@ -215,16 +200,14 @@ def max_probability(
 
 @overload
 def target_log_prob(
-    log_probs: ArrayLike, targets: ArrayLike, *, keep_device: Literal[False] = ...
+    log_probs: ArrayLike, targets: ArrayLike, *, keep_device: _Host = ...
 ) -> _F32: ...
 @overload
-def target_log_prob(
-    log_probs: ArrayLike, targets: ArrayLike, *, keep_device: bool
-) -> _F32 | Tensor: ...
+def target_log_prob(log_probs: ArrayLike, targets: ArrayLike, *, keep_device: bool) -> _F32T: ...
 @_statistic
 def target_log_prob(
     log_probs: ArrayLike, targets: ArrayLike, *, keep_device: bool = False
-) -> _F32 | Tensor:
+) -> _F32T:
     """``log_probs[..., targets]``: the log-probability of the given token in each row.
 
     Args:
@@ -246,16 +229,12 @@ def target_log_prob(
 
 @overload
 def cross_entropy(
-    log_probs: ArrayLike, targets: ArrayLike, *, keep_device: Literal[False] = ...
+    log_probs: ArrayLike, targets: ArrayLike, *, keep_device: _Host = ...
 ) -> _F32: ...
 @overload
-def cross_entropy(
-    log_probs: ArrayLike, targets: ArrayLike, *, keep_device: bool
-) -> _F32 | Tensor: ...
+def cross_entropy(log_probs: ArrayLike, targets: ArrayLike, *, keep_device: bool) -> _F32T: ...
 @_statistic
-def cross_entropy(
-    log_probs: ArrayLike, targets: ArrayLike, *, keep_device: bool = False
-) -> _F32 | Tensor:
+def cross_entropy(log_probs: ArrayLike, targets: ArrayLike, *, keep_device: bool = False) -> _F32T:
     """Per-token cross-entropy ``-log_probs[..., targets]`` (see :func:`target_log_prob`)."""
     args = {"log_probs": log_probs, "targets": targets}
     return _dispatch.run("cross_entropy", args, keep_device)  # type: ignore[return-value]
@@ -267,16 +246,16 @@ def log_prob_diff(
     targets: ArrayLike,
     anti_targets: ArrayLike,
     *,
-    keep_device: Literal[False] = ...,
+    keep_device: _Host = ...,
 ) -> _F32: ...
 @overload
 def log_prob_diff(
     log_probs: ArrayLike, targets: ArrayLike, anti_targets: ArrayLike, *, keep_device: bool
-) -> _F32 | Tensor: ...
+) -> _F32T: ...
 @_statistic
 def log_prob_diff(
     log_probs: ArrayLike, targets: ArrayLike, anti_targets: ArrayLike, *, keep_device: bool = False
-) -> _F32 | Tensor:
+) -> _F32T:
     """``lp[target] - lp[anti_target]`` per row (a logit-difference style contrast).
 
     ``targets`` and ``anti_targets`` follow the rules of :func:`target_log_prob`.
@@ -286,17 +265,11 @@ def log_prob_diff(
 
 
 @overload
-def target_rank(
-    log_probs: ArrayLike, targets: ArrayLike, *, keep_device: Literal[False] = ...
-) -> _I64: ...
+def target_rank(log_probs: ArrayLike, targets: ArrayLike, *, keep_device: _Host = ...) -> _I64: ...
 @overload
-def target_rank(
-    log_probs: ArrayLike, targets: ArrayLike, *, keep_device: bool
-) -> _I64 | Tensor: ...
+def target_rank(log_probs: ArrayLike, targets: ArrayLike, *, keep_device: bool) -> _I64T: ...
 @_statistic
-def target_rank(
-    log_probs: ArrayLike, targets: ArrayLike, *, keep_device: bool = False
-) -> _I64 | Tensor:
+def target_rank(log_probs: ArrayLike, targets: ArrayLike, *, keep_device: bool = False) -> _I64T:
     """Rank of the target token: ``1 + #{v : lp[v] > lp[target]}`` (1 = most likely).
 
     One comparison per element, no sort. Ties share the best rank, deterministically. The
@@ -317,20 +290,12 @@ def target_rank(
     return _dispatch.run("target_rank", args, keep_device)  # type: ignore[return-value]
 
 
-def _divergence(name: str, log_p: ArrayLike, log_q: ArrayLike, keep_device: bool) -> object:
-    return _dispatch.run(name, {"log_p": log_p, "log_q": log_q}, keep_device)
-
-
 @overload
-def kl_divergence(
-    log_p: ArrayLike, log_q: ArrayLike, *, keep_device: Literal[False] = ...
-) -> _F32: ...
+def kl_divergence(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: _Host = ...) -> _F32: ...
 @overload
-def kl_divergence(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool) -> _F32 | Tensor: ...
+def kl_divergence(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool) -> _F32T: ...
 @_statistic
-def kl_divergence(
-    log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool = False
-) -> _F32 | Tensor:
+def kl_divergence(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool = False) -> _F32T:
     """``KL(p‖q) = Σ_v p (log p - log q)`` per row, in nats.
 
     Entries with ``p = 0`` contribute 0 (also where ``q = 0``); the result is ``+inf`` where
@@ -344,21 +309,15 @@ def kl_divergence(
     Returns:
         ``(...)`` float32.
     """
-    return _divergence("kl_divergence", log_p, log_q, keep_device)  # type: ignore[return-value]
+    return _dispatch.run("kl_divergence", {"log_p": log_p, "log_q": log_q}, keep_device)  # type: ignore[return-value]
 
 
 @overload
-def forward_kl(
-    log_probs: ArrayLike, reference: ArrayLike, *, keep_device: Literal[False] = ...
-) -> _F32: ...
+def forward_kl(log_probs: ArrayLike, reference: ArrayLike, *, keep_device: _Host = ...) -> _F32: ...
 @overload
-def forward_kl(
-    log_probs: ArrayLike, reference: ArrayLike, *, keep_device: bool
-) -> _F32 | Tensor: ...
+def forward_kl(log_probs: ArrayLike, reference: ArrayLike, *, keep_device: bool) -> _F32T: ...
 @_statistic
-def forward_kl(
-    log_probs: ArrayLike, reference: ArrayLike, *, keep_device: bool = False
-) -> _F32 | Tensor:
+def forward_kl(log_probs: ArrayLike, reference: ArrayLike, *, keep_device: bool = False) -> _F32T:
     """``KL(reference ‖ layer)`` for every layer of a stack, the reference broadcast in place.
 
     Args:
@@ -376,15 +335,11 @@ def forward_kl(
 
 
 @overload
-def js_divergence(
-    log_p: ArrayLike, log_q: ArrayLike, *, keep_device: Literal[False] = ...
-) -> _F32: ...
+def js_divergence(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: _Host = ...) -> _F32: ...
 @overload
-def js_divergence(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool) -> _F32 | Tensor: ...
+def js_divergence(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool) -> _F32T: ...
 @_statistic
-def js_divergence(
-    log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool = False
-) -> _F32 | Tensor:
+def js_divergence(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool = False) -> _F32T:
     """The Jensen–Shannon divergence ``½KL(p‖m) + ½KL(q‖m)``, ``m = (p + q)/2``, in ``[0, ln 2]``.
 
     This is the true JS divergence; the original library's ``js_divergence`` is what
@@ -394,72 +349,60 @@ def js_divergence(
     Returns:
         ``(...)`` float32 for ``(..., V)`` inputs of one shape and dtype.
     """
-    return _divergence("js_divergence", log_p, log_q, keep_device)  # type: ignore[return-value]
+    return _dispatch.run("js_divergence", {"log_p": log_p, "log_q": log_q}, keep_device)  # type: ignore[return-value]
 
 
 @overload
-def symmetric_kl(
-    log_p: ArrayLike, log_q: ArrayLike, *, keep_device: Literal[False] = ...
-) -> _F32: ...
+def symmetric_kl(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: _Host = ...) -> _F32: ...
 @overload
-def symmetric_kl(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool) -> _F32 | Tensor: ...
+def symmetric_kl(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool) -> _F32T: ...
 @_statistic
-def symmetric_kl(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool = False) -> _F32 | Tensor:
+def symmetric_kl(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool = False) -> _F32T:
     """``½KL(p‖q) + ½KL(q‖p) = ½Σ (p - q)(log p - log q)`` per row (the original's "JS").
 
     Returns:
         ``(...)`` float32 for ``(..., V)`` inputs of one shape and dtype; ``+inf`` where one
         distribution is 0 and the other is not.
     """
-    return _divergence("symmetric_kl", log_p, log_q, keep_device)  # type: ignore[return-value]
+    return _dispatch.run("symmetric_kl", {"log_p": log_p, "log_q": log_q}, keep_device)  # type: ignore[return-value]
 
 
 @overload
-def total_variation(
-    log_p: ArrayLike, log_q: ArrayLike, *, keep_device: Literal[False] = ...
-) -> _F32: ...
+def total_variation(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: _Host = ...) -> _F32: ...
 @overload
-def total_variation(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool) -> _F32 | Tensor: ...
+def total_variation(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool) -> _F32T: ...
 @_statistic
-def total_variation(
-    log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool = False
-) -> _F32 | Tensor:
+def total_variation(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool = False) -> _F32T:
     """Total variation distance ``½Σ_v |p - q|`` per row, in ``[0, 1]``.
 
     Returns:
         ``(...)`` float32 for ``(..., V)`` inputs of one shape and dtype.
     """
-    return _divergence("total_variation", log_p, log_q, keep_device)  # type: ignore[return-value]
+    return _dispatch.run("total_variation", {"log_p": log_p, "log_q": log_q}, keep_device)  # type: ignore[return-value]
 
 
 @overload
-def max_abs_diff(
-    log_p: ArrayLike, log_q: ArrayLike, *, keep_device: Literal[False] = ...
-) -> _F32: ...
+def max_abs_diff(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: _Host = ...) -> _F32: ...
 @overload
-def max_abs_diff(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool) -> _F32 | Tensor: ...
+def max_abs_diff(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool) -> _F32T: ...
 @_statistic
-def max_abs_diff(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool = False) -> _F32 | Tensor:
+def max_abs_diff(log_p: ArrayLike, log_q: ArrayLike, *, keep_device: bool = False) -> _F32T:
     """``max_v |p - q|`` per row (what the original library calls "total variation").
 
     Returns:
         ``(...)`` float32 for ``(..., V)`` inputs of one shape and dtype.
     """
-    return _divergence("max_abs_diff", log_p, log_q, keep_device)  # type: ignore[return-value]
+    return _dispatch.run("max_abs_diff", {"log_p": log_p, "log_q": log_q}, keep_device)  # type: ignore[return-value]
 
 
 @overload
-def top_k(
-    log_probs: ArrayLike, k: int, *, keep_device: Literal[False] = ...
-) -> tuple[_I64, _F32]: ...
+def top_k(log_probs: ArrayLike, k: int, *, keep_device: _Host = ...) -> tuple[_I64, _F32]: ...
 @overload
-def top_k(
-    log_probs: ArrayLike, k: int, *, keep_device: bool
-) -> tuple[_I64, _F32] | tuple[Tensor, Tensor]: ...
+def top_k(log_probs: ArrayLike, k: int, *, keep_device: bool) -> tuple[_I64, _F32] | _Tensors: ...
 @_statistic
 def top_k(
     log_probs: ArrayLike, k: int, *, keep_device: bool = False
-) -> tuple[_I64, _F32] | tuple[Tensor, Tensor]:
+) -> tuple[_I64, _F32] | _Tensors:
     """The ``k`` most likely tokens of each row, without sorting the vocabulary.
 
     One pass keeps a ``k``-entry buffer with a running threshold; cost ≈ one read of the input.
@@ -479,16 +422,16 @@ def top_k(
 
 @overload
 def top_k_delta(
-    log_p: ArrayLike, log_q: ArrayLike, k: int, *, keep_device: Literal[False] = ...
+    log_p: ArrayLike, log_q: ArrayLike, k: int, *, keep_device: _Host = ...
 ) -> tuple[_I64, _F32]: ...
 @overload
 def top_k_delta(
     log_p: ArrayLike, log_q: ArrayLike, k: int, *, keep_device: bool
-) -> tuple[_I64, _F32] | tuple[Tensor, Tensor]: ...
+) -> tuple[_I64, _F32] | _Tensors: ...
 @_statistic
 def top_k_delta(
     log_p: ArrayLike, log_q: ArrayLike, k: int, *, keep_device: bool = False
-) -> tuple[_I64, _F32] | tuple[Tensor, Tensor]:
+) -> tuple[_I64, _F32] | _Tensors:
     """The ``k`` tokens whose probability changes most from ``p`` to ``q``, per row.
 
     Args:
@@ -506,9 +449,7 @@ def top_k_delta(
 
 
 @overload
-def marginal_sums(
-    log_probs: ArrayLike, *, keep_device: Literal[False] = ...
-) -> tuple[_F64, _F64, int]: ...
+def marginal_sums(log_probs: ArrayLike, *, keep_device: _Host = ...) -> tuple[_F64, _F64, int]: ...
 @overload
 def marginal_sums(
     log_probs: ArrayLike, *, keep_device: bool
@@ -535,7 +476,7 @@ def marginal_sums(
 
 
 # --------------------------------------------------------------------------------------------
-# Threads and build information
+# Threads and build information (not statistics: no keep_device)
 
 
 def set_num_threads(n: int | None) -> None:

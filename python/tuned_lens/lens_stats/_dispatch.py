@@ -94,3 +94,20 @@ def run(name: str, args: Mapping[str, object], keep_device: bool, **options: obj
     arrays = [to_numpy(arg, x) for arg, x in args.items()]
     result = getattr(_native, name)(*arrays, **options)
     return _wrap(result) if keep_device and tensors else result
+
+
+def log_softmax_into(logits: object, out: object) -> object:
+    """``log_softmax(logits, out=out)`` wherever each lives; returns ``out`` itself.
+
+    CUDA logits into a CUDA tensor: the twin writes it. CUDA logits into host memory: computed
+    on the device, then copied in. CPU logits: the core writes through a numpy view of ``out``
+    (a CPU tensor or a numpy array).
+    """
+    args = {"logits": logits}
+    if on_gpu(logits) and on_gpu(out):
+        run("log_softmax", args, True, out=out)
+    elif on_gpu(logits):
+        out[...] = run("log_softmax", args, False)  # type: ignore[index]
+    else:
+        run("log_softmax", args, False, out=to_numpy("out", out))
+    return out

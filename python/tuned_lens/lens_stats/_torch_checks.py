@@ -26,9 +26,9 @@ _ID_DTYPES = (torch.int32, torch.int64)
 
 
 def _numpy_name(dtype: torch.dtype) -> str:
-    """The dtype as numpy spells it (``<i8``), which is what the core's messages quote."""
+    """The dtype as numpy prints it (``int64``, ``>f4``), which is what the core's messages quote."""
     try:
-        return torch.empty(0, dtype=dtype).numpy().dtype.str
+        return str(torch.empty(0, dtype=dtype).numpy().dtype)
     except TypeError:  # no numpy counterpart (float8, ...)
         return str(dtype)
 
@@ -53,7 +53,7 @@ def values(arg: str, x: object, device: torch.device | None = None) -> torch.Ten
         array = x if isinstance(x, np.ndarray) else np.asarray(x)
         kind_ok = array.dtype.kind == "f" and array.dtype.itemsize in (2, 4, 8)
         if not (kind_ok or array.dtype == np.uint16) or not array.dtype.isnative:
-            raise unsupported_dtype(arg, array.dtype.str)
+            raise unsupported_dtype(arg, str(array.dtype))
         x = _from_numpy(array)
     elif x.dtype == torch.uint16:  # raw bfloat16 bits, as for numpy
         x = x.view(torch.bfloat16)
@@ -110,7 +110,7 @@ def ids(arg: str, ids: object, log_probs: torch.Tensor) -> torch.Tensor:
         ok = ids.dtype in _ID_DTYPES
     else:
         array = ids if isinstance(ids, np.ndarray) else np.asarray(ids)
-        shape, dtype_name = array.shape, array.dtype.str
+        shape, dtype_name = array.shape, str(array.dtype)
         ok = array.dtype.kind == "i" and array.dtype.itemsize in (4, 8) and array.dtype.isnative
     rows_shape = tuple(log_probs.shape[:-1])
     fits = len(shape) <= len(rows_shape) and all(

@@ -33,6 +33,6 @@ def unsupported_dtype(arg: str, dtype: str) -> DTypeError:
 
     Args:
         arg: The argument's name.
-        dtype: The element type as numpy spells it (``"<i8"``), or torch for types numpy lacks.
+        dtype: The element type as numpy prints it (``"int64"``), or torch for types numpy lacks.
     """
     return DTypeError(f"{arg}: unsupported dtype {dtype}; {READABLE_DTYPES}")
