@@ -2,7 +2,7 @@
 #   make demo    set everything up, then run the main job on the embedded default
 #   make test    set everything up, then run the whole test suite (cargo test + pytest)
 #   make lint    the lint gate: ruff (check + format), cargo fmt, clippy (all features), mypy,
-#                module/function sizes and import cycles
+#                the generated stub against the build, module/function sizes and import cycles
 #   make bench   the benchmark suite (not part of the tests)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -46,8 +46,9 @@ demo: build
 bench: build
 	$(PY) benches/run_all.py $(ARGS)
 
-# The lint gate (.ci/run runs it before the tests): formatting, lints, types, structure.
-lint: setup
+# The lint gate (.ci/run runs it before the tests): formatting, lints, types, the generated stub
+# against the build, structure.
+lint: setup stubs-check
 	$(VENV)/bin/ruff check python tests benches scripts
 	$(VENV)/bin/ruff format --check python tests benches scripts
 	cargo fmt --all -- --check
