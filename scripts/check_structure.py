@@ -170,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"{rel}: {n_lines} lines (limit {args.max_module_lines})")
         for func, line, length in long_functions(tree, args.max_function_lines):
             problems.append(
-                f"{rel}:{line}: function {func} is {length} lines "
-                f"(limit {args.max_function_lines})"
+                f"{rel}:{line}: function {func} is {length} lines (limit {args.max_function_lines})"
             )
         name = module_name(path)
         is_package = path.name == "__init__.py"

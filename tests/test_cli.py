@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tuned_lens import cli
 from tuned_lens.errors import InvalidInputError, LensFileError
 
@@ -78,9 +77,7 @@ def test_configure_logging_keeps_third_party_info_off_the_terminal() -> None:
         "logging.getLogger('tuned_lens.training').info('our progress line')\n"
         "logging.getLogger('kaleido').warning('a real warning')\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "our progress line" in proc.stderr
     assert "a real warning" in proc.stderr

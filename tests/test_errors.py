@@ -7,7 +7,6 @@ import importlib
 import inspect
 
 import pytest
-
 from tuned_lens import errors
 
 # (old location, name there, class in tuned_lens.errors)
@@ -18,7 +17,11 @@ OLD_LOCATIONS = [
     ("tuned_lens.lens_stats", "TargetIndexError", errors.TargetIndexError),
     ("tuned_lens.lens_io", "LensFileError", errors.LensFileError),
     ("tuned_lens.lens_io", "UnsafeLensFileError", errors.UnsafeLensFileError),
-    ("tuned_lens.architectures", "UnsupportedArchitectureError", errors.UnsupportedArchitectureError),
+    (
+        "tuned_lens.architectures",
+        "UnsupportedArchitectureError",
+        errors.UnsupportedArchitectureError,
+    ),
     ("tuned_lens.assets", "AssetMissingError", errors.AssetMissingError),
     ("tuned_lens.data", "NotEnoughDataError", errors.NotEnoughDataError),
     ("tuned_lens.plotting", "TrajectoryShapeError", errors.TrajectoryShapeError),
