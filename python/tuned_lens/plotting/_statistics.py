@@ -8,30 +8,24 @@ a :class:`TrajectoryStatistic` with the original library's names, units and rang
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import InvalidInputError, MissingTargetsError
+from ..errors import MissingTargetsError
 from ..types import Tokenizer
 from . import _labels
+from ._pairwise import (
+    JS_DEFINITIONS,
+    TV_DEFINITIONS,
+    JSDefinition,
+    PairwiseKind,
+    TVDefinition,
+    choose_definition,
+)
 from .token_formatter import TokenFormatter
 from .trajectory_plotting import TrajectoryLabels, TrajectoryStatistic
-
-JSDefinition = Literal["jensen-shannon", "original"]
-TVDefinition = Literal["half-l1", "original"]
-PairwiseKind = Literal["kl", "js", "symmetric_kl", "tv", "max_abs_diff"]
-
-_JS_DEFINITIONS: dict[str, tuple[PairwiseKind, str, float | None]] = {
-    "jensen-shannon": ("js", "JS(Self | Other)", math.log(2.0)),
-    "original": ("symmetric_kl", "Symmetrised KL(Self | Other)", None),
-}
-_TV_DEFINITIONS: dict[str, tuple[PairwiseKind, str]] = {
-    "half-l1": ("tv", "TV(Self | Other)"),
-    "original": ("max_abs_diff", "Max |Δp|(Self | Other)"),
-}
 
 
 class TrajectoryStatisticsMixin:
@@ -469,12 +463,7 @@ class TrajectoryStatisticsMixin:
         Returns:
             "JS(Self | Other)" in "nats", min 0, max ln 2 (or the symmetrised KL).
         """
-        if definition not in _JS_DEFINITIONS:
-            raise InvalidInputError(
-                f"definition must be one of {sorted(_JS_DEFINITIONS)}, got {definition!r}",
-                option="definition",
-            )
-        kind, name, upper = _JS_DEFINITIONS[definition]
+        kind, name, upper = choose_definition(JS_DEFINITIONS, definition)
         cells = self._cell_pairwise(other, kind)
         labels = self.largest_delta_in_prob_labels(other, **kwargs)
         return self._statistic(
@@ -497,12 +486,7 @@ class TrajectoryStatisticsMixin:
         Returns:
             "TV(Self | Other)" in "probs", min 0, max 1.
         """
-        if definition not in _TV_DEFINITIONS:
-            raise InvalidInputError(
-                f"definition must be one of {sorted(_TV_DEFINITIONS)}, got {definition!r}",
-                option="definition",
-            )
-        kind, name = _TV_DEFINITIONS[definition]
+        kind, name = choose_definition(TV_DEFINITIONS, definition)
         cells = self._cell_pairwise(other, kind)
         labels = self.largest_delta_in_prob_labels(other, **kwargs)
         return self._statistic(
