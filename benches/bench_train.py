@@ -75,8 +75,8 @@ def run_case(case: Case) -> Measurement:
     from tuned_lens.assets import tinyshakespeare_text
     from tuned_lens.data import chunk_and_tokenize
     from tuned_lens.nn import TunedLens
-    from tuned_lens.scripts.ingredients import DistContext, tune_cpu_allocator
-    from tuned_lens.scripts.train_loop import TrainConfig, train_lens
+    from tuned_lens.training.ingredients import DistContext, tune_cpu_allocator
+    from tuned_lens.training.train_loop import TrainConfig, train_lens
 
     if case.device == "cpu" and not KEEP_MALLOC:
         tune_cpu_allocator()  # what the CLI does on the CPU
