@@ -1,6 +1,15 @@
 """Lenses and the unembedding they decode through."""
 
+from .jacobian_lens import JacobianLens
 from .lenses import Lens, LogitLens, TunedLens, TunedLensConfig
 from .unembed import InversionOutput, Unembed
 
-__all__ = ["Lens", "LogitLens", "TunedLens", "TunedLensConfig", "InversionOutput", "Unembed"]
+__all__ = [
+    "Lens",
+    "LogitLens",
+    "TunedLens",
+    "TunedLensConfig",
+    "InversionOutput",
+    "Unembed",
+    "JacobianLens",
+]
