@@ -2,6 +2,7 @@
 
 from .jacobian_lens import JacobianLens
 from .lenses import Lens, LogitLens, TunedLens, TunedLensConfig
+from .shortcut_lens import LinearShortcutLens
 from .unembed import InversionOutput, Unembed
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "InversionOutput",
     "Unembed",
     "JacobianLens",
+    "LinearShortcutLens",
 ]
