@@ -467,8 +467,10 @@
     $("scroller").scrollLeft = S.sx;
   }
   function bind() {
-    var num = function (id, key) { $(id).addEventListener("change", function () { S[key] = Number($(id).value); update(); }); };
-    num("lens", "lens"); num("prompt", "prompt"); num("cmp", "cmp"); num("stride", "stride");
+    var num = function (id, key, event) {
+      $(id).addEventListener(event || "change", function () { if ($(id).value !== "") { S[key] = Number($(id).value); update(); } });
+    };
+    num("lens", "lens"); num("prompt", "prompt"); num("cmp", "cmp"); num("stride", "stride", "input");
     $("width").addEventListener("input", function () { S.w = Number($("width").value); update(); });
     $("stat").addEventListener("change", function () { S.stat = $("stat").value; update(); });
     $("scale").addEventListener("change", function () { S.scale = $("scale").value; update(); });
