@@ -1,27 +1,27 @@
 """Reading and writing lens files safely.
 
-A lens folder holds ``config.json`` (a :class:`TunedLensConfig`, defined here) and the
+A lens folder holds ``config.json`` (a :class:`TunedLensConfig`, from ``lens_config``) and the
 translators' parameters with keys ``"{i}.weight"`` (shape ``(d, d)``) and ``"{i}.bias"`` (shape
 ``(d,)``) for ``i`` in ``0 .. L-1``. We write ``params.safetensors``; we read that and the
 original library's ``params.pt``.
 
-``params.pt`` is a PyTorch zip archive: ``<folder>/data.pkl`` (a pickle whose persistent ids name
-storages), ``<folder>/data/<key>`` (raw little-endian storage bytes) and ``<folder>/byteorder``.
-It is read by :class:`_TensorOnlyUnpickler`, which resolves only an allow-list of globals (an
+``params.pt`` is a PyTorch zip archive (``<folder>/data.pkl``, a pickle whose persistent ids name
+the storages ``<folder>/data/<key>``, and ``<folder>/byteorder``). It is read by :class:`_TensorOnlyUnpickler`, which resolves only an allow-list of globals (an
 ``OrderedDict`` and the tensor rebuild functions, re-implemented here) and rebuilds tensors from
 the raw blobs itself. Anything else the pickle names (``os.system``, ``builtins.eval``, ...) is
 refused with :class:`UnsafeLensFileError` before it could be called: no pickled code runs.
+
+Files are read with one open and one read and parsed from those bytes (a writer renaming a new
+version into place cannot mix two). With the config known, a file may be no larger than it
+justifies, and nothing is materialised beyond that: views may not overlap (nor have stride 0),
+tensors must have an expected shape, and all copies stay within the expected size.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import io
-import json
 import math
 import pickle
-import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -31,8 +31,15 @@ from typing import Any
 
 import torch
 
-from tuned_lens._atomic import atomic_path
+from tuned_lens._atomic import write_bytes_atomically
 from tuned_lens.errors import InvalidInputError, LensFileError, UnsafeLensFileError
+from tuned_lens.lens_config import (
+    TunedLensConfig,
+    parse_lens_config,
+    read_file_once,
+    read_lens_config,
+    write_lens_config,
+)
 
 __all__ = [
     "LensFileError",
@@ -40,128 +47,18 @@ __all__ = [
     "TunedLensConfig",
     "read_lens_config",
     "write_lens_config",
+    "parse_lens_config",
+    "parse_lens_params",
+    "params_byte_limit",
     "read_lens_params",
     "write_lens_params",
     "validate_lens_params",
     "check_params_size",
+    "encode_lens_params",
     "read_torch_zip_state_dict",
 ]
 
-# A lens config is a handful of keys; refuse anything absurd before parsing it.
-_MAX_CONFIG_BYTES = 1 << 20
 _SAFE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-@dataclass
-class TunedLensConfig:
-    """Metadata of a tuned lens, stored as ``config.json`` next to its parameters.
-
-    Attributes:
-        base_model_name_or_path: Name or path of the model the lens was trained on.
-        d_model: Width of the residual stream.
-        num_hidden_layers: Number of translators (= the model's number of blocks).
-        bias: Whether the translators have a bias.
-        base_model_revision: Git revision of the base model, if known.
-        unembed_hash: Fingerprint of the unembedding (see ``Unembed.unembedding_hash``).
-        lens_type: Kind of lens; only ``"linear_tuned_lens"`` exists.
-    """
-
-    base_model_name_or_path: str
-    d_model: int
-    num_hidden_layers: int
-    bias: bool = True
-    base_model_revision: str | None = None
-    unembed_hash: str | None = None
-    lens_type: str = "linear_tuned_lens"
-
-    def __post_init__(self) -> None:
-        for name in ("d_model", "num_hidden_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise InvalidInputError(
-                    f"{name} must be a positive integer, got {value!r}", option=name
-                )
-        if not isinstance(self.bias, bool):
-            raise TypeError(f"bias must be a bool, got {self.bias!r}")
-        if self.lens_type != "linear_tuned_lens":
-            raise InvalidInputError(f"unsupported lens_type {self.lens_type!r}", option="lens_type")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a JSON-serialisable dict (field order = JSON key order)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, config_dict: dict[str, Any]) -> TunedLensConfig:
-        """Build a config from a dict, dropping unknown keys with a warning.
-
-        The misspelt ``unemebd_hash`` of configs written by early versions of the original is
-        read as ``unembed_hash``; a missing hash is fine.
-
-        Raises:
-            TypeError: If ``config_dict`` is not a dict or a required key is missing.
-        """
-        if not isinstance(config_dict, dict):
-            raise TypeError(
-                f"a lens config must be a JSON object, got {type(config_dict).__name__}"
-            )
-        data = copy.deepcopy(config_dict)
-        if "unemebd_hash" in data:
-            legacy = data.pop("unemebd_hash")
-            data.setdefault("unembed_hash", legacy)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            warnings.warn(
-                f"ignoring unknown keys in lens config: {unknown}", UserWarning, stacklevel=2
-            )
-            for key in unknown:
-                del data[key]
-        required = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.name not in data
-        ]
-        if required:
-            raise TypeError(f"lens config is missing required keys: {required}")
-        return cls(**data)
-
-
-# -- config.json ---------------------------------------------------------------------------------
-
-
-def read_lens_config(path: str | Path) -> TunedLensConfig:
-    """Read and validate a lens ``config.json``.
-
-    Unknown keys are dropped with a warning, the legacy key ``unemebd_hash`` is accepted and a
-    missing hash is fine (see ``TunedLensConfig.from_dict``).
-
-    Raises:
-        LensFileError: If the file is missing, too large, not JSON, or not a valid config.
-    """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as err:
-        raise LensFileError(f"cannot read lens config {path}: {err}") from err
-    if size > _MAX_CONFIG_BYTES:
-        raise LensFileError(f"lens config {path} is {size} bytes; refusing to parse (> 1 MiB)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise LensFileError(f"lens config {path} is not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise LensFileError(f"lens config {path} must be a JSON object, got {type(data).__name__}")
-    try:
-        return TunedLensConfig.from_dict(data)
-    except (TypeError, ValueError) as err:
-        raise LensFileError(f"invalid lens config {path}: {err}") from err
-
-
-def write_lens_config(path: str | Path, config: TunedLensConfig) -> None:
-    """Write ``config`` as single-line JSON (the original's layout), atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(config.to_dict()), encoding="utf-8")
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -174,17 +71,21 @@ def write_lens_params(path: str | Path, state_dict: Mapping[str, torch.Tensor]) 
         InvalidInputError: If ``path`` does not end in ``.safetensors`` (we never write
             pickles).
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise InvalidInputError(
             f"lens parameters are written as safetensors; use a '.safetensors' file name, "
             f"not {path.name!r}"
         )
+    write_bytes_atomically(path, encode_lens_params(state_dict))
+
+
+def encode_lens_params(state_dict: Mapping[str, torch.Tensor]) -> bytes:
+    """The safetensors bytes of ``state_dict`` (contiguous CPU copies, dtype kept)."""
+    from safetensors.torch import save
+
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "tuned-lens-rs"})
+    return save(tensors, metadata={"format": "pt", "producer": "tuned-lens-rs"})
 
 
 def read_lens_params(
@@ -213,38 +114,60 @@ def read_lens_params(
     """
     del weights_only  # always weights-only
     path = Path(path)
-    try:
-        with path.open("rb") as f:
-            head = f.read(9)
-    except OSError as err:
-        raise LensFileError(f"cannot read lens parameters {path}: {err}") from err
-    if head.startswith(b"PK"):
-        tensors = read_torch_zip_state_dict(path)
-    elif len(head) == 9 and head[8:9] == b"{":  # u64 header length, then the JSON header
-        tensors = _read_safetensors(path)
-    elif head[:1] == b"\x80":  # a bare pickle (protocol >= 2), e.g. torch's legacy format
-        raise UnsafeLensFileError(
-            f"refusing to load {path}: it is a bare (non-zip) pickle, which cannot be read "
-            "without executing it; re-save it as safetensors or a torch zip archive"
-        )
-    elif len(head) < 9:
-        raise LensFileError(f"lens parameters {path} are truncated ({len(head)} bytes)")
-    else:
-        raise LensFileError(
-            f"lens parameters {path} are neither safetensors nor a torch zip archive"
-        )
+    tensors = parse_lens_params(read_file_once(path, "lens parameters"), path)
     if map_location is not None:
         tensors = {k: v.to(map_location) for k, v in tensors.items()}
     return tensors
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def params_byte_limit(config: TunedLensConfig) -> int:
+    """The largest parameter file ``config`` justifies, in bytes: every expected element in
+    float64 plus 1 MiB of headers. A larger file is refused unread."""
+    d, n = config.d_model, config.num_hidden_layers
+    return n * (d * d + (d if config.bias else 0)) * 8 + (1 << 20)
+
+
+def parse_lens_params(
+    data: bytes, path: str | Path, config: TunedLensConfig | None = None
+) -> dict[str, torch.Tensor]:
+    """Parse the bytes of a parameter file (safetensors or a torch zip archive).
+
+    The format is detected from the first bytes, not the name. With ``config``, the size of
+    ``data`` is checked against :func:`params_byte_limit` first, and a torch archive may only
+    rebuild tensors of the expected shapes within the expected total size.
+
+    Raises:
+        LensFileError: If the bytes are truncated or corrupt, of an unknown format, or of a
+            size or shape ``config`` rules out.
+        UnsafeLensFileError: If a pickle references anything outside the allow-list.
+    """
+    path = Path(path)
+    if config is not None and len(data) > params_byte_limit(config):
+        raise LensFileError(
+            f"lens parameters {path} are {len(data)} bytes, but a lens with "
+            f"d_model={config.d_model} and num_hidden_layers={config.num_hidden_layers} needs "
+            f"at most {params_byte_limit(config)}; refusing to read them"
+        )
+    if data.startswith(b"PK"):
+        return _read_torch_zip(data, path, config)
+    if len(data) >= 9 and data[8:9] == b"{":  # u64 header length, then the JSON header
+        return _read_safetensors(data, path)
+    if data[:1] == b"\x80":  # a bare pickle (protocol >= 2), e.g. torch's legacy format
+        raise UnsafeLensFileError(
+            f"refusing to load {path}: it is a bare (non-zip) pickle, which cannot be read "
+            "without executing it; re-save it as safetensors or a torch zip archive"
+        )
+    if len(data) < 9:
+        raise LensFileError(f"lens parameters {path} are truncated ({len(data)} bytes)")
+    raise LensFileError(f"lens parameters {path} are neither safetensors nor a torch zip archive")
+
+
+def _read_safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
 
     try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        return load(data)
+    except Exception as err:  # SafetensorError, ValueError, ... on damaged input
         raise LensFileError(
             f"lens parameters {path} are not a valid safetensors file (truncated or corrupt?): "
             f"{err}"
@@ -261,6 +184,11 @@ def validate_lens_params(
             non-finite values.
     """
     d, n = config.d_model, config.num_hidden_layers
+    if n > len(state) + 1000:  # refuse before listing n expected keys (n may be huge)
+        raise LensFileError(
+            f"{source}: {len(state)} parameters do not match the config (num_hidden_layers={n}, "
+            f"bias={config.bias}); keys {sorted(state, key=_natural_key)[:8]}"
+        )
     expected: dict[str, tuple[int, ...]] = {}
     for i in range(n):
         expected[f"{i}.weight"] = (d, d)
@@ -288,26 +216,23 @@ def validate_lens_params(
 
 
 def check_params_size(path: str | Path, config: TunedLensConfig) -> None:
-    """Refuse a parameter file that declares far more data than ``config`` needs.
+    """Refuse a file that declares more than :func:`params_byte_limit` allows, unread.
 
-    Runs before the tensors are read, so a hostile or mismatched file (a zip entry that claims
-    gigabytes, a lens for a much larger model) is rejected without allocating its contents. The
-    limit allows float64 storage of every expected element plus 1 MiB of headers.
+    (:func:`parse_lens_params` with a config checks the same on the bytes it parses.)
 
     Raises:
         LensFileError: If the declared size exceeds the limit.
     """
     path = Path(path)
     d, n = config.d_model, config.num_hidden_layers
-    elements = n * (d * d + (d if config.bias else 0))
-    limit = elements * 8 + (1 << 20)
+    limit = params_byte_limit(config)
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 declared = sum(info.file_size for info in archive.infolist())
         else:
             declared = path.stat().st_size
-    except (OSError, zipfile.BadZipFile) as err:
+    except Exception as err:  # OSError, BadZipFile, UnicodeDecodeError, ... on damaged input
         raise LensFileError(f"cannot read lens parameters {path}: {err}") from err
     if declared > limit:
         raise LensFileError(
@@ -339,6 +264,40 @@ _STORAGE_TYPES = {
 }
 
 
+@dataclass
+class _Budget:
+    """What a torch archive may still materialise: bytes, and the shapes it may rebuild."""
+
+    bytes_left: int
+    shapes: frozenset[tuple[int, ...]] | None = None
+
+    @classmethod
+    def for_archive(cls, data: bytes, config: TunedLensConfig | None) -> _Budget:
+        if config is None:  # no config: copies may not exceed the file's own size
+            return cls(len(data))
+        d = config.d_model
+        shapes = {(d, d), (d,)} if config.bias else {(d, d)}
+        return cls(params_byte_limit(config), frozenset(shapes))
+
+
+def _check_view(size: tuple[int, ...], stride: tuple[int, ...], offset: int, numel: int) -> None:
+    """Refuse a strided view that reads past its storage or whose elements overlap."""
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride))
+    if last >= numel:
+        raise LensFileError(
+            f"corrupt tensor record: a tensor of size {size} reads past its storage "
+            f"({numel} elements)"
+        )
+    extent = 1  # elements spanned by the dimensions checked so far, smallest stride first
+    for st, n in sorted((st, n) for n, st in zip(size, stride) if n > 1):
+        if st < extent:
+            raise LensFileError(
+                f"corrupt tensor record: a view of size {size} with stride {stride} would "
+                "overlap itself (stride 0 or overlapping rows); refusing to expand it"
+            )
+        extent += (n - 1) * st
+
+
 def _rebuild_tensor(
     storage: torch.Tensor,
     storage_offset: int,
@@ -347,24 +306,36 @@ def _rebuild_tensor(
     requires_grad: bool = False,
     backward_hooks: Any = None,
     metadata: Any = None,
+    *,
+    budget: _Budget | None = None,
 ) -> torch.Tensor:
-    """Our own ``torch._utils._rebuild_tensor_v2``: a bounds-checked strided view, copied."""
+    """Our own ``torch._utils._rebuild_tensor_v2``: a strided view inside its storage, not
+    overlapping itself, of an allowed shape and within ``budget`` -- checked, then copied."""
     del requires_grad, backward_hooks, metadata
     if not isinstance(storage, torch.Tensor):
         raise UnsafeLensFileError("tensor rebuild got something that is not a storage")
     for name, value in (("size", size), ("stride", stride)):
-        if not isinstance(value, tuple) or not all(isinstance(v, int) and v >= 0 for v in value):
-            raise LensFileError(f"corrupt tensor record: bad {name} {value!r}")
+        if not isinstance(value, tuple) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+        ):
+            raise LensFileError(f"corrupt tensor record: bad {name} {value!r:.80}")
     if len(size) != len(stride) or not isinstance(storage_offset, int) or storage_offset < 0:
         raise LensFileError("corrupt tensor record: size/stride/offset do not agree")
+    if budget is not None and budget.shapes is not None and size not in budget.shapes:
+        raise LensFileError(
+            f"a tensor of shape {size} is not one of the lens's shapes {sorted(budget.shapes)}"
+        )
     if any(s == 0 for s in size):
         return torch.empty(size, dtype=storage.dtype)
-    last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))
-    if last >= storage.numel():
-        raise LensFileError(
-            f"corrupt tensor record: a tensor of size {size} reads past its storage "
-            f"({storage.numel()} elements)"
-        )
+    _check_view(size, stride, storage_offset, storage.numel())
+    if budget is not None:
+        nbytes = math.prod(size) * storage.element_size()
+        if nbytes > budget.bytes_left:
+            raise LensFileError(
+                f"the archive's tensors need more than the {budget.bytes_left} bytes left of "
+                "what the file and the config justify; refusing to copy them"
+            )
+        budget.bytes_left -= nbytes
     return storage.as_strided(size, stride, storage_offset).clone()
 
 
@@ -392,8 +363,17 @@ def _allowed_global(module: str, name: str) -> Any:
 class _TensorOnlyUnpickler(pickle.Unpickler):
     """Unpickles a state dict of tensors; refuses every other global."""
 
-    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, path: Path):
+    def __init__(
+        self,
+        data: bytes,
+        archive: zipfile.ZipFile,
+        prefix: str,
+        path: Path,
+        *,
+        budget: _Budget | None = None,
+    ):
         super().__init__(io.BytesIO(data))
+        self._budget = budget
         self._archive = archive
         self._prefix = prefix
         self._path = path
@@ -407,6 +387,9 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
                 f"refusing to load {self._path}: the pickle references {module}.{name}, which "
                 "is not part of a plain tensor state dict (pickled code is never executed)"
             )
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            budget = self._budget  # a fresh function that charges this archive's budget
+            return lambda *args, **kwargs: _rebuild_tensor(*args, **kwargs, budget=budget)
         return found
 
     def persistent_load(self, pid: Any) -> torch.Tensor:
@@ -454,6 +437,9 @@ def _byteswap(t: torch.Tensor) -> torch.Tensor:
 def read_torch_zip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``torch.save``-d dict of tensors without executing pickled code.
 
+    The file is read once; the tensors it rebuilds may not overlap their storage and together
+    take no more memory than the file's own size.
+
     Args:
         path: A PyTorch zip archive (``torch.save`` with the default zip serialisation).
 
@@ -465,32 +451,44 @@ def read_torch_zip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         LensFileError: If the archive is corrupt or does not hold a dict of tensors.
     """
     path = Path(path)
+    return _read_torch_zip(read_file_once(path, "lens parameters"), path, None)
+
+
+def _read_torch_zip(
+    data: bytes, path: Path, config: TunedLensConfig | None
+) -> dict[str, torch.Tensor]:
+    budget = _Budget.for_archive(data, config)
     try:
-        archive = zipfile.ZipFile(path)
-    except Exception as err:  # BadZipFile, OSError, ValueError, ... on damaged input
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        declared = sum(info.file_size for info in archive.infolist())
+        pickles = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+    except Exception as err:  # BadZipFile, UnicodeDecodeError, ValueError, ... on damaged input
         raise LensFileError(f"lens parameters {path} are not a valid zip archive: {err}") from err
     with archive:
-        pickles = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+        if declared > max(budget.bytes_left, len(data)) + (1 << 20):
+            raise LensFileError(
+                f"lens parameters {path}: the archive declares {declared} bytes of contents, "
+                f"far more than its {len(data)} bytes; refusing to unpack it"
+            )
         if len(pickles) != 1:
             raise LensFileError(
                 f"{path} is not a torch archive: expected one data.pkl, found {len(pickles)}"
             )
         prefix = pickles[0][: -len("data.pkl")]
         try:
-            data = archive.read(pickles[0])
+            pickled = archive.read(pickles[0])
             byteorder = (
                 archive.read(prefix + "byteorder").decode().strip()
                 if prefix + "byteorder" in archive.namelist()
                 else "little"
             )
-        except Exception as err:  # zipfile raises many types on damaged input
-            raise LensFileError(f"corrupt archive {path}: {type(err).__name__}: {err}") from err
-        unpickler = _TensorOnlyUnpickler(data, archive, prefix, path)
-        unpickler._big_endian = byteorder == "big"
-        try:
+            unpickler = _TensorOnlyUnpickler(pickled, archive, prefix, path, budget=budget)
+            unpickler._big_endian = byteorder == "big"
             obj = unpickler.load()
-        except LensFileError:
-            raise
+        except LensFileError as err:
+            if str(path) in str(err):
+                raise
+            raise type(err)(f"lens parameters {path}: {err}") from err
         except Exception as err:  # any other failure of a damaged archive is a file error
             raise LensFileError(f"corrupt archive {path}: {type(err).__name__}: {err}") from err
     if not isinstance(obj, dict) or not all(

@@ -216,6 +216,9 @@ def load_lens_artifacts(
         InvalidInputError: If the id is not a safe relative path.
     """
     resource_id = os.fspath(resource_id)
+    if not isinstance(resource_id, str) or not resource_id.strip():
+        # Path("") is the current folder: an empty id must never load whatever lies there.
+        _check_resource_id(resource_id)  # raises
     local = Path(os.path.expanduser(resource_id))
     if local.is_dir():
         return _from_local_folder(local, config_file, ckpt_file)
