@@ -6,6 +6,8 @@ goes through here.
   :func:`write_json_atomically`: one file, written beside its final name and renamed onto it.
 * :func:`atomic_folder`: a whole folder, built in a temporary sibling and swapped into place
   only when the block succeeds.
+* :func:`remove_stale_temp_files`: the next start deletes what killed writers left behind.
+* :func:`exclusive_lock`: writers of one folder that must not interleave take turns.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -22,6 +25,8 @@ from pathlib import Path
 __all__ = [
     "atomic_folder",
     "atomic_path",
+    "exclusive_lock",
+    "remove_stale_temp_files",
     "remove_stale_temp_folders",
     "temp_folder_prefix",
     "write_bytes_atomically",
@@ -32,6 +37,8 @@ __all__ = [
 # A temporary folder this old is abandoned even if its process id now belongs to some other
 # live process (folder builds take seconds to a minute).
 STALE_AFTER_S = 3600.0
+# What atomic_path writes beside ``name``: ``.<name>.tmp-<pid>``.
+_TEMP_FILE = re.compile(r"^\..+\.tmp-(\d+)$")
 
 
 def _current_umask() -> int:
@@ -114,20 +121,69 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _is_stale(candidate: Path, pid_text: str, *, ours_too: bool = False) -> bool:
+    """Whether a temporary of process ``pid_text`` is abandoned: its process is dead, or it is
+    older than :data:`STALE_AFTER_S`, or (with ``ours_too``) it is this process's."""
+    try:
+        age = time.time() - candidate.stat().st_mtime
+    except OSError:
+        return False  # removed by someone else meanwhile
+    if not pid_text.isdigit():
+        return ours_too or age >= STALE_AFTER_S
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return ours_too  # else perhaps another thread of ours is writing it right now
+    return not _pid_alive(pid) or age >= STALE_AFTER_S
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` in ``folder`` (``.<name>.tmp-<pid>``)
+    whose writer is dead (``os.kill(pid, 0)`` fails) or that are older than an hour.
+
+    Returns:
+        The paths removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for candidate in entries:
+        match = _TEMP_FILE.match(candidate.name)
+        if match and candidate.is_file() and _is_stale(candidate, match.group(1)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (created if missing) during the block.
+
+    The lock dies with its process, so a killed writer never leaves it held. Where ``fcntl``
+    does not exist (Windows), writers are not serialised.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def remove_stale_temp_folders(path: str | Path) -> None:
     """Delete temporary siblings of ``path`` left by builds whose process is gone, or that
     are older than an hour. Those of live processes (other than this one) are kept."""
     path = Path(path)
     for candidate in path.parent.glob(f".tmp-{path.name}-*"):
         pid_text = candidate.name.rsplit("-", 2)[-2] if candidate.name.count("-") >= 2 else ""
-        try:
-            age = time.time() - candidate.stat().st_mtime
-        except OSError:
-            continue  # removed by someone else meanwhile
-        live = pid_text.isdigit() and _pid_alive(int(pid_text)) and int(pid_text) != os.getpid()
-        if live and age < STALE_AFTER_S:
-            continue  # another live process is building right now
-        shutil.rmtree(candidate, ignore_errors=True)
+        if _is_stale(candidate, pid_text, ours_too=True):
+            shutil.rmtree(candidate, ignore_errors=True)
 
 
 def _swap_in(tmp: Path, final: Path, keep: Callable[[Path], bool] | None) -> None:

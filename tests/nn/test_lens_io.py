@@ -251,9 +251,11 @@ def test_validation_rejects(mutate, message):
 def test_nan_lens_file_is_refused_on_load(tmp_path):
     model = tiny_model("gpt2")
     lens = TunedLens.from_model(model)
-    with torch.no_grad():
-        lens[0].weight[0, 0] = float("nan")
-    lens.save(tmp_path)
+    lens.save(tmp_path)  # a NaN lens is refused at save; write its file as another tool would
+    state = {k: v.clone() for k, v in lens.layer_translators.state_dict().items()}
+    state["0.weight"][0, 0] = float("nan")
+    save_file(state, str(tmp_path / "params.safetensors"))
+    (tmp_path / "lens_manifest.json").unlink()
     with pytest.raises(LensFileError, match="NaN"):
         TunedLens.from_model_and_pretrained(model, tmp_path)
 
@@ -262,6 +264,7 @@ def test_wrong_layer_count_in_file_is_refused(tmp_path):
     model = tiny_model("gpt2")
     TunedLens.from_model(model).save(tmp_path)
     save_file(dict(random_state(n_layers=3)), str(tmp_path / "params.safetensors"))
+    (tmp_path / "lens_manifest.json").unlink()  # as in a folder the original library wrote
     with pytest.raises(LensFileError, match="unexpected keys \\['2.bias', '2.weight'\\]"):
         TunedLens.from_model_and_pretrained(model, tmp_path)
 
@@ -332,7 +335,12 @@ def test_save_leaves_no_temporary_files_and_overwrites(tmp_path):
     with torch.no_grad():
         lens[0].bias.fill_(0.5)
     lens.save(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "params.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".lens.lock",
+        "config.json",
+        "lens_manifest.json",
+        "params.safetensors",
+    ]
     loaded = TunedLens.from_model_and_pretrained(model, tmp_path)
     assert torch.all(loaded[0].bias == 0.5)
 

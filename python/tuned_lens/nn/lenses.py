@@ -289,9 +289,9 @@ class TunedLens(Lens):
                     "lens_resource_id is required: the model has no name_or_path",
                     option="lens_resource_id",
                 )
-        lens = cls.from_unembed_and_pretrained(Unembed(model), lens_resource_id, **kwargs)
         expected = _num_hidden_layers(model)
-        if len(lens) != expected:
+        lens = cls._load_pretrained(Unembed(model), lens_resource_id, kwargs, num_layers=expected)
+        if len(lens) != expected:  # read_lens_folder checked it before building anything
             raise LensFileError(
                 f"lens {lens_resource_id!r} has {len(lens)} translators but the model has "
                 f"{expected} layers"
@@ -311,18 +311,27 @@ class TunedLens(Lens):
         compatibility; pickled code is never executed regardless).
 
         The stored config must match the unembedding's hidden size; a different base model name
-        or unembedding hash only warns (the hash is advisory, as in the original).
+        or unembedding hash only warns (the hash is advisory, as in the original). The files are
+        read as one version (see :mod:`tuned_lens.lens_folder`), and the config is checked
+        against the model and the parameter file before any translator is built.
 
         Raises:
             TypeError: For keyword arguments neither function accepts.
             tuned_lens.lens_io.LensFileError: For malformed or unsafe lens files.
         """
-        from ..lens_io import (
-            check_params_size,
-            read_lens_config,
-            read_lens_params,
-            validate_lens_params,
-        )
+        return cls._load_pretrained(unembed, lens_resource_id, kwargs)
+
+    @classmethod
+    def _load_pretrained(
+        cls,
+        unembed: Unembed,
+        lens_resource_id: str,
+        kwargs: dict[str, Any],
+        num_layers: int | None = None,
+    ) -> TunedLens:
+        """:meth:`from_unembed_and_pretrained`, with the model's layer count when known."""
+        from ..lens_folder import read_lens_folder
+        from ..lens_io import read_lens_params
         from ..load_artifacts import load_lens_artifacts
 
         artifact_names = set(inspect.signature(load_lens_artifacts).parameters) - {"resource_id"}
@@ -336,13 +345,9 @@ class TunedLens(Lens):
                 f"{sorted(artifact_names | reader_names)}"
             )
         config_path, params_path = load_lens_artifacts(lens_resource_id, **artifact_kwargs)
-        config = read_lens_config(config_path)
-
-        if config.d_model != unembed.d_model:
-            raise LensFileError(
-                f"lens {lens_resource_id!r} has d_model={config.d_model} but the model's hidden "
-                f"size is {unembed.d_model}"
-            )
+        config, state = read_lens_folder(
+            config_path, params_path, d_model=unembed.d_model, num_layers=num_layers
+        )
         if (
             unembed.model_name_or_path
             and config.base_model_name_or_path
@@ -353,7 +358,7 @@ class TunedLens(Lens):
                 f"lens {lens_resource_id!r} was trained on {config.base_model_name_or_path!r}, "
                 f"but the model is {unembed.model_name_or_path!r}",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         stored_hash = config.unembed_hash
         lens = cls(unembed, config)
@@ -362,12 +367,8 @@ class TunedLens(Lens):
                 f"the unembedding of the model differs from the one lens {lens_resource_id!r} was "
                 "trained with (unembed_hash mismatch); its predictions may be meaningless",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-
-        check_params_size(params_path, config)
-        state = read_lens_params(params_path, **reader_kwargs)
-        validate_lens_params(state, config, source=str(params_path))
         device = unembed.unembedding.weight.device
         target = reader_kwargs.get("map_location")
         # The translators' dtype (that of their first parameter, layer 0's weight).
@@ -392,19 +393,29 @@ class TunedLens(Lens):
 
         The parameters are stored as safetensors with keys ``"{i}.weight"`` and ``"{i}.bias"``
         (the original's ``state_dict`` names) in the lens's dtype. Pickle files are never
-        written.
+        written. The folder changes as one unit: concurrent savers take turns, and a manifest
+        ``lens_manifest.json`` written last lets loaders refuse files of a save that was killed
+        midway (see :mod:`tuned_lens.lens_folder`). Other files in the folder are kept.
+
+        A lens with NaN or infinite parameters is refused here, since loading refuses it too.
 
         Args:
             path: Directory to create (parents too) or reuse.
             ckpt: File name of the parameters; must end in ``.safetensors``.
             config: File name of the config.
-        """
-        from ..lens_io import write_lens_config, write_lens_params
 
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_lens_params(folder / ckpt, self.layer_translators.state_dict())
-        write_lens_config(folder / config, self.config)
+        Raises:
+            InvalidInputError: A parameter is not finite, or ``ckpt`` is not ``.safetensors``.
+        """
+        from ..lens_folder import write_lens_folder
+
+        write_lens_folder(
+            path,
+            self.config,
+            self.layer_translators.state_dict(),
+            params_name=ckpt,
+            config_name=config,
+        )
 
     # -- the lens -------------------------------------------------------------------------------
 
