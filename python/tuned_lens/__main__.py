@@ -304,7 +304,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         num_steps=args.num_steps,
         tokens_per_step=args.tokens_per_step,
-        per_gpu_batch_size=args.per_gpu_batch_size or 1,
+        per_gpu_batch_size=1 if args.per_gpu_batch_size is None else args.per_gpu_batch_size,
         loss=args.loss,
         token_shift=args.token_shift,
         optimizer=OptimizerConfig(
@@ -344,9 +344,13 @@ def _eval(args: argparse.Namespace) -> int:
             f"--per_gpu_batch_size {b} and --dist.per_gpu_batch_size {a} disagree; they are the "
             "same setting, pass one"
         )
+    # Each flag is checked on its own, so the message spells the one that was typed.
+    for flag, value in (("--dist.per_gpu_batch_size", a), ("--per_gpu_batch_size", b)):
+        if value is not None and value < 1:
+            raise InvalidInputError(f"{flag} must be >= 1, got {value}")
     config = EvalConfig(
         tokens=args.tokens,
-        per_gpu_batch_size=a or b or 1,
+        per_gpu_batch_size=a if a is not None else b if b is not None else 1,
         token_shift=args.token_shift,
         layer_transfer=args.layer_transfer,
         record_logit_stats=args.record_logit_stats,

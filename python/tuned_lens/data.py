@@ -14,16 +14,16 @@ per byte.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tuned_lens._text_files import read_json_texts, read_text
 from tuned_lens.errors import InvalidInputError, MissingDependencyError, NotEnoughDataError
 from tuned_lens.hub import hub_offline
 
@@ -79,37 +79,6 @@ class PackedChunks:
 # ----------------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path, text_column: str) -> list[str]:
-    docs: list[str] = []
-    with path.open("r", encoding="utf-8") as handle:
-        first = handle.read(1)
-        handle.seek(0)
-        if path.suffix == ".json" and first == "[":
-            records = json.load(handle)
-            if not isinstance(records, list):
-                raise InvalidInputError(f"{path}: expected a JSON list of objects")
-            iterable: Iterator[tuple[int, Any]] = enumerate(records, start=1)
-        else:
-            iterable = (
-                (lineno, json.loads(line))
-                for lineno, line in enumerate(handle, start=1)
-                if line.strip()
-            )
-        for lineno, record in iterable:
-            if not isinstance(record, dict) or text_column not in record:
-                keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-                raise InvalidInputError(
-                    f"{path}: record {lineno} has no text column {text_column!r} "
-                    f"(found {keys}); pass text_column",
-                    option="text_column",
-                )
-            text = record[text_column]
-            if not isinstance(text, str):
-                raise TypeError(f"{path}: record {lineno} field {text_column!r} is not a string")
-            docs.append(text)
-    return docs
-
-
 def _read_path(path: Path, text_column: str) -> list[str]:
     if path.is_dir():
         files = sorted(
@@ -127,7 +96,7 @@ def _read_path(path: Path, text_column: str) -> list[str]:
         return docs
     suffix = path.suffix.lower()
     if suffix in _JSON_SUFFIXES:
-        return _read_jsonl(path, text_column)
+        return read_json_texts(path, text_column)
     if suffix in (".parquet", ".csv"):
         return _read_hf(
             ["parquet" if suffix == ".parquet" else "csv"],
@@ -137,7 +106,7 @@ def _read_path(path: Path, text_column: str) -> list[str]:
             data_files=str(path),
         )
     # Anything else is read as one plain-text document.
-    return [path.read_text(encoding="utf-8")]
+    return [read_text(path)]
 
 
 def _read_hf(

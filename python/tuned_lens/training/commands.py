@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +42,40 @@ class DistSpec:
     def __post_init__(self) -> None:
         if self.cpu_offload and not self.fsdp:
             raise InvalidInputError("cpu_offload needs FSDP sharding", option="cpu_offload")
+        if self.nccl_timeout < 1:
+            raise InvalidInputError(
+                f"nccl_timeout must be >= 1 second, got {self.nccl_timeout}", option="nccl_timeout"
+            )
+
+
+def check_writable_folder(path: Path, option: str) -> None:
+    """Refuse an output folder that cannot be created or written to, before any work is done.
+
+    The nearest existing folder on the way to ``path`` (``path`` itself when it exists) must be
+    a folder in which a file can be created: a probe file is created and removed again, which
+    also catches read-only mounts and folders that permissions alone do not describe.
+
+    Args:
+        path: The folder a command will write (created later if missing).
+        option: The Python name of the option that named it, for the message.
+
+    Raises:
+        InvalidInputError: ``path`` or a parent is a file, or the folder cannot be written.
+    """
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file, not a folder" if existing == path else f"is below a file ({existing})"
+        raise InvalidInputError(f"{option} {path} {what}", option=option)
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".tuned-lens-write-probe-", dir=existing)
+    except OSError as err:
+        raise InvalidInputError(
+            f"{option} {path} cannot be written: {err.strerror} ({existing})", option=option
+        ) from err
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _load(
@@ -82,6 +118,8 @@ def run_train(
     """Train a tuned lens and save it to ``output`` (``config.json`` + ``params.safetensors``).
 
     Raises:
+        InvalidInputError: ``output`` or ``checkpoint_dir`` cannot be written (checked before
+            the model loads), or the data cannot be read.
         NotEnoughDataError: the data cannot feed ``num_steps`` steps (before any training).
     """
     from tuned_lens.nn import TunedLens
@@ -91,10 +129,14 @@ def run_train(
         require_wandb()
     ctx = init_distributed(device=dist_spec.device, timeout_s=dist_spec.nccl_timeout)
     try:
+        check_writable_folder(output, "output")
         if config.checkpoint_dir is None and config.checkpoint_freq is not None:
             config.checkpoint_dir = output / "checkpoints"
+        elif config.checkpoint_dir is not None:
+            check_writable_folder(config.checkpoint_dir, "checkpoint_dir")
+        docs = data_spec.read()
         model, tokenizer = _load(model_spec, dist_spec, ctx)
-        chunks = data_spec.load(tokenizer)
+        chunks = data_spec.pack(docs, tokenizer)
         if ctx.primary:
             logger.info(
                 "data: %d documents, %d chunks of %d tokens; %.4f bits per byte per nat",
@@ -138,7 +180,12 @@ def run_eval(
     logit: bool = True,
     dist_spec: DistSpec | None = None,
 ) -> EvalResult:
-    """Evaluate the logit lens and/or a tuned lens and write the result files to ``output``."""
+    """Evaluate the logit lens and/or a tuned lens and write the result files to ``output``.
+
+    Raises:
+        InvalidInputError: ``output`` cannot be written (checked before the model loads), or
+            the data cannot be read.
+    """
     from tuned_lens.nn import LogitLens, TunedLens
 
     if lens_name is None and not logit:
@@ -149,8 +196,10 @@ def run_eval(
     dist_spec = dist_spec or DistSpec()
     ctx = init_distributed(device=dist_spec.device, timeout_s=dist_spec.nccl_timeout)
     try:
+        check_writable_folder(output, "output")
+        docs = data_spec.read()
         model, tokenizer = _load(model_spec, dist_spec, ctx)
-        chunks = data_spec.load(tokenizer)
+        chunks = data_spec.pack(docs, tokenizer)
         lenses: dict[str, Lens] = {}
         if logit:
             lenses["logit"] = LogitLens.from_model(model)

@@ -33,6 +33,7 @@ __all__ = [
     "hub_offline",
     "init_distributed",
     "load_model",
+    "parse_device",
     "load_tokenizer",
     "resolve_dtype",
     "shard_model_fsdp",
@@ -90,6 +91,53 @@ class DistContext:
             self.initialised_here = False
 
 
+def parse_device(device: str) -> torch.device:
+    """The torch device ``--device`` names, refused unless this machine has it.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (or another torch device type whose
+            backend reports itself available, such as ``"mps"``).
+
+    Returns:
+        The device.
+
+    Raises:
+        InvalidInputError: Not a device string, a device without data (``meta``), a backend
+            this machine lacks, or a CUDA index beyond its devices.
+    """
+    text = device.strip()
+    kind, _, index_text = text.partition(":")
+    try:
+        parsed = torch.device(kind)
+    except (RuntimeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.index is not None or (index_text and not index_text.isdigit()):
+        raise InvalidInputError(
+            f"device {device!r} is not a device; use cpu, cuda or cuda:N", option="device"
+        )
+    index = int(index_text) if index_text else None
+    if parsed.type == "cpu":  # the CPU is one device, whatever its index says
+        return parsed
+    backend = getattr(torch, parsed.type, None)
+    available = getattr(backend, "is_available", None)
+    if not callable(available):  # meta, lazy, ...: nothing a lens can run on
+        raise InvalidInputError(
+            f"device {device!r} cannot run a model here; use cpu, cuda or cuda:N", option="device"
+        )
+    if not available():
+        raise InvalidInputError(
+            f"device {device!r} is not available on this machine (no {parsed.type} backend)",
+            option="device",
+        )
+    if parsed.type == "cuda" and index is not None and index >= torch.cuda.device_count():
+        raise InvalidInputError(
+            f"device {device!r} does not exist: this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)",
+            option="device",
+        )
+    return torch.device(parsed.type, index) if index is not None else parsed
+
+
 def init_distributed(*, device: str | None = None, timeout_s: int = 1200) -> DistContext:
     """Join the process group when launched by torchrun; pick the device.
 
@@ -100,15 +148,16 @@ def init_distributed(*, device: str | None = None, timeout_s: int = 1200) -> Dis
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     rank = int(os.environ.get("RANK", str(local_rank)))
-    want_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    asked = None if device is None else parse_device(device)
+    want_cuda = torch.cuda.is_available() if asked is None else asked.type == "cuda"
     if want_cuda:
-        if device is not None and ":" in device:
-            dev = torch.device(device)
+        if asked is not None and asked.index is not None:
+            dev = asked
         else:
             dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
         torch.cuda.set_device(dev)
     else:
-        dev = torch.device(device or "cpu")
+        dev = asked or torch.device("cpu")
     ctx = DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=dev)
     launched = "LOCAL_RANK" in os.environ or world_size > 1
     if launched and world_size > 1 and not dist.is_initialized():
@@ -208,16 +257,27 @@ class DataSpec:
     dataset_shuffle: bool = False
     dataset_shuffle_seed: int = 42
 
-    def load(self, tokenizer: PreTrainedTokenizerBase) -> PackedChunks:
-        """Read, optionally shuffle, tokenise and pack the documents."""
-        from tuned_lens.data import chunk_and_tokenize, load_documents, shuffle_documents
+    def read(self) -> list[str]:
+        """Read the documents, shuffled when asked (no tokenizer needed, so the commands read
+        them before loading a model: a bad data file fails in seconds)."""
+        from tuned_lens.data import load_documents, shuffle_documents
 
         docs = load_documents(
             self.name, split=self.split, text_column=self.text_column, revision=self.revision
         )
         if self.dataset_shuffle:
             docs = shuffle_documents(docs, seed=self.dataset_shuffle_seed)
+        return docs
+
+    def pack(self, docs: list[str], tokenizer: PreTrainedTokenizerBase) -> PackedChunks:
+        """Tokenise and pack documents from :meth:`read`."""
+        from tuned_lens.data import chunk_and_tokenize
+
         return chunk_and_tokenize(docs, tokenizer, max_seq_len=self.max_seq_len)
+
+    def load(self, tokenizer: PreTrainedTokenizerBase) -> PackedChunks:
+        """Read, optionally shuffle, tokenise and pack the documents."""
+        return self.pack(self.read(), tokenizer)
 
 
 def tune_cpu_allocator() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -39,13 +40,18 @@ class OptimizerConfig:
                 f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}", option="optimizer"
             )
         object.__setattr__(self, "optimizer", name)
-        if not 0.0 <= self.momentum < 1.0:
+        if not 0.0 <= self.momentum < 1.0:  # also refuses NaN
             raise InvalidInputError(
                 f"momentum must be in [0, 1), got {self.momentum}", option="momentum"
             )
-        if self.lr_scale <= 0:
+        if not (math.isfinite(self.lr_scale) and self.lr_scale > 0):
             raise InvalidInputError(
-                f"lr_scale must be positive, got {self.lr_scale}", option="lr_scale"
+                f"lr_scale must be a finite number > 0, got {self.lr_scale}", option="lr_scale"
+            )
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InvalidInputError(
+                f"weight_decay must be a finite number >= 0, got {self.weight_decay}",
+                option="weight_decay",
             )
         if self.warmup_steps is not None and self.warmup_steps < 0:
             raise InvalidInputError(
