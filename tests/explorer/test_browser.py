@@ -6,21 +6,15 @@ Skipped, with the reason, only where no Chromium (or no chromedriver) is install
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_pair
+from _explorer_helpers import BROWSER, DRIVER, make_pair
 from tuned_lens.explorer import build_data, explore
-from tuned_lens.headless_chromium import find_browser
 from tuned_lens.plotting import TokenFormatter
 
-BROWSER = find_browser()
-DRIVER = shutil.which("chromedriver") or (
-    "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").is_file() else None
-)
 pytestmark = [
     pytest.mark.skipif(BROWSER is None, reason="no Chrome/Chromium installed"),
     pytest.mark.skipif(
@@ -28,23 +22,6 @@ pytestmark = [
     ),
 ]
 FULL = TokenFormatter(max_string_len=None)
-
-
-@pytest.fixture(scope="module")
-def driver():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = BROWSER
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.add_argument("--window-size=1400,1000")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    # The driver's path is given, so Selenium Manager never looks for (or downloads) one.
-    chrome = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
-    yield chrome
-    chrome.quit()
 
 
 @pytest.fixture(scope="module")

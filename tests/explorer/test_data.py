@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import VOCAB, compact_from_full, make_pair
+from _explorer_helpers import VOCAB, compact_from_full, make_pair
 from tuned_lens.errors import InvalidInputError
 from tuned_lens.explorer import build_data, decode_view, load_data, render_html, save_data
 from tuned_lens.explorer._codec import decode_array, encode_array

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import compact_from_full, random_log_probs
+from _explorer_helpers import compact_from_full, random_log_probs
 from tuned_lens.errors import MissingDependencyError
 from tuned_lens.explorer import ExplorerPage, explore, explorer_widget, render_html
 from tuned_lens.explorer.page import static_text

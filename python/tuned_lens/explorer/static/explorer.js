@@ -206,7 +206,9 @@
   var hashTimer = null;
   function saveHash() {
     clearTimeout(hashTimer);
-    hashTimer = setTimeout(function () { history.replaceState(null, "", "#" + encodeState()); }, 50);
+    hashTimer = setTimeout(function () {
+      try { history.replaceState(null, "", "#" + encodeState()); } catch (err) { /* about:srcdoc */ }
+    }, 50);
   }
   function currentIndex() {
     for (var i = 0; i < D.views.length; i++) if (D.views[i].lens === S.lens && D.views[i].prompt === S.prompt) return i;
@@ -524,7 +526,7 @@
   function start() {
     try {
       load(JSON.parse($("tl-data").textContent));
-      applyHash(location.hash); bind(); update();
+      applyHash(location.hash.length > 1 ? location.hash : (D.state || "")); bind(); update();
       $("scroller").scrollLeft = S.sx;
     } catch (err) { setStatus("could not show this trajectory: " + (err && err.message)); return; }
     window.tlExplorer.ready = true;
