@@ -20,6 +20,7 @@ Device and dtype policy (:func:`log_softmax`):
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import lens_stats
-from .errors import InvalidInputError
+from .errors import InvalidInputError, TargetIndexError
 from .types import BoolArray, CausalLM, F32Array, IdArray, LogProbs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,11 +41,15 @@ __all__ = [
     "Destination",
     "LayerDecoder",
     "LogSoftmaxBuffers",
+    "check_input_ids",
     "check_lens_matches",
+    "check_model_inputs",
     "input_vocab_mask",
     "log_softmax",
     "model_device",
+    "model_vocab_size",
     "run_model",
+    "warn_if_longer_than_model",
 ]
 
 Destination = Callable[[int, IdArray], "F32Array | None"]
@@ -350,9 +355,13 @@ def run_model(
 
     Returns:
         ``(hidden_states, logits)``: ``L + 1`` tensors ``(b, T, d)`` and ``(b, T, V)``.
+
+    Raises:
+        TargetIndexError: An id the model cannot embed (:func:`check_input_ids`).
     """
     import torch
 
+    check_input_ids(model, ids, mask)
     # No KV cache: nothing is generated, and it would only hold memory.
     kwargs: dict[str, Any] = {"output_hidden_states": True, "use_cache": False}
     input_ids = torch.as_tensor(ids, dtype=torch.long, device=device)
@@ -370,6 +379,84 @@ def run_model(
             "the model returned no hidden_states; is it a causal LM?", option="model"
         )
     return tuple(hidden_states), outputs.logits
+
+
+def model_vocab_size(model: CausalLM) -> int | None:
+    """The number of token ids the model embeds (its input embedding's rows), if it says."""
+    embeddings = getattr(model, "get_input_embeddings", None)
+    if callable(embeddings):
+        try:
+            rows = getattr(embeddings(), "num_embeddings", None)
+        except (AttributeError, NotImplementedError):
+            rows = None
+        if isinstance(rows, int):
+            return rows
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return size if isinstance(size, int) else None
+
+
+def check_input_ids(
+    model: CausalLM, ids: IdArray, mask: BoolArray | None = None, *, name: str = "input_ids"
+) -> None:
+    """Refuse token ids the model cannot embed, before it runs (torch's own error names neither
+    the id nor the vocabulary).
+
+    Args:
+        model: The causal LM.
+        ids: ``(b, T)`` token ids, padding included (the model embeds it too).
+        mask: ``(b, T)`` True at real tokens, or None; a bad id at padding is named as such.
+        name: The argument's name, for the message.
+
+    Raises:
+        TargetIndexError: An id outside ``[0, V)``, naming it, where it is, and ``V``.
+    """
+    vocab = model_vocab_size(model)
+    if vocab is None or ids.size == 0:
+        return
+    bad = np.argwhere((ids < 0) | (ids >= vocab))
+    if not len(bad):
+        return
+    row, column = (int(i) for i in bad[0])
+    what = "token id" if mask is None or mask[row, column] else "padding id (pad_token_id)"
+    raise TargetIndexError(
+        f"{name} holds {what} {int(ids[row, column])} at prompt {row}, position {column}, "
+        f"outside the model's vocabulary [0, {vocab}) ({len(bad)} such id(s) in all)",
+        option=name,
+    )
+
+
+def warn_if_longer_than_model(model: CausalLM, ids: IdArray, mask: BoolArray | None) -> None:
+    """Warn (once per call) when a sequence is longer than the model's position embeddings.
+
+    Args:
+        model: The causal LM (``config.max_position_embeddings`` is the limit; no limit, no
+            warning).
+        ids: ``(b, T)`` token ids.
+        mask: ``(b, T)`` True at real tokens, or None (then every sequence has ``T`` tokens).
+    """
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(limit, int) or ids.size == 0:
+        return
+    length = int(ids.shape[1]) if mask is None else int(mask.sum(axis=1).max())
+    if length > limit:
+        warnings.warn(
+            f"a sequence of {length} tokens is longer than the model's "
+            f"max_position_embeddings ({limit}); its predictions after position {limit} come "
+            "from positions it was not trained on",
+            UserWarning,
+            stacklevel=4,  # the caller of the builder that called check_model_inputs
+        )
+
+
+def check_model_inputs(
+    model: CausalLM, ids: IdArray, mask: BoolArray | None, *, name: str = "input_ids"
+) -> None:
+    """What every trajectory builder checks once before running the model on a batch.
+
+    :func:`check_input_ids` (an error) and :func:`warn_if_longer_than_model` (a warning).
+    """
+    check_input_ids(model, ids, mask, name=name)
+    warn_if_longer_than_model(model, ids, mask)
 
 
 def check_lens_matches(lens: Lens, n_hidden_states: int) -> int:

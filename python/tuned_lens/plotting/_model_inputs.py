@@ -110,6 +110,10 @@ def token_batch(
         raise InvalidInputError(
             f"{name} must be (T,) or (B, T) with T > 0, got shape {ids.shape}", option=name
         )
+    if ids.shape[0] == 0:
+        raise InvalidInputError(
+            f"{name} holds no sequences (shape {ids.shape}); pass at least one", option=name
+        )
     if not np.issubdtype(ids.dtype, np.integer):
         raise DTypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
     single = ids.ndim == 1

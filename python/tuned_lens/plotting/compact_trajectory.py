@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import lens_stats
-from ..decoding import model_device
+from ..decoding import check_model_inputs, model_device
 from ..errors import InvalidInputError, MissingTargetsError, TrajectoryShapeError
 from ..types import BoolArray, CausalLM, F32Array, IdArray, TokenIds, Tokenizer
 from . import _model_inputs
@@ -383,7 +383,11 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
         Raises:
             InvalidInputError: For a non-positive ``batch_size`` or ``chunk_rows``, or a
                 ``topk`` outside ``[1, MAX_K]``.
-            TargetIndexError: For tracked ids outside the vocabulary.
+            TargetIndexError: For input or tracked ids outside the vocabulary (input ids are
+                checked before the model runs).
+
+        Warns:
+            UserWarning: Once, when a prompt is longer than ``max_position_embeddings``.
         """
         from ._compact_builder import CompactBuilder, next_token_targets
 
@@ -401,6 +405,7 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
         targets_np = _model_inputs.aligned_ids(targets, batch, "targets")
         anti_np = _model_inputs.aligned_ids(anti_targets, batch, "anti_targets")
         track_np = None if track is None else np.asarray(track, dtype=np.int64).reshape(-1)
+        check_model_inputs(model, batch.ids, batch.mask)
         builder = CompactBuilder(
             lens=lens,
             other_lens=other_lens,

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import lens_stats
-from ..decoding import LayerDecoder, model_device
+from ..decoding import LayerDecoder, check_model_inputs, model_device
 from ..errors import DTypeError, InvalidInputError, TargetIndexError, TrajectoryShapeError
 from ..types import BoolArray, CausalLM, F32Array, IdArray, TokenIds, Tokenizer
 from . import _model_inputs
@@ -228,6 +228,14 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
         Returns:
             A trajectory with ``log_probs`` of shape ``(L+1, T, V)`` for one sequence or
             ``(B, L+1, T, V)`` for a batch, in float32.
+
+        Raises:
+            InvalidInputError: For an empty batch or bad shapes.
+            TargetIndexError: For input ids outside the model's vocabulary (checked before
+                the model runs).
+
+        Warns:
+            UserWarning: Once, when a sequence is longer than ``max_position_embeddings``.
         """
         pad_id = getattr(tokenizer, "pad_token_id", None) or 0
         batch = _model_inputs.token_batch(
@@ -235,6 +243,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
         )
         targets_np = _model_inputs.aligned_ids(targets, batch, "targets")
         anti_np = _model_inputs.aligned_ids(anti_targets, batch, "anti_targets")
+        check_model_inputs(model, batch.ids, batch.mask)
         decoder = LayerDecoder.from_model(
             (lens,),
             model,
