@@ -221,13 +221,14 @@ def kl_target(
         new_max = torch.maximum(run_max, block.amax(-1))
         run_sum = run_sum * torch.exp(run_max - new_max) + (block - new_max[:, None]).exp().sum(-1)
         run_max = new_max
+    log_norm = run_max + run_sum.log()
     target = FusedTarget(
         mass=torch.zeros(n, dtype=acc, device=device),
         pw=torch.zeros(n, head.weight.shape[1], dtype=acc, device=device),
         pb=torch.zeros(n, dtype=acc, device=device),
         neg_entropy=torch.zeros(n, dtype=acc, device=device),
         logits=model_logits,
-        log_norm=run_max + run_sum.log(),
+        log_norm=log_norm,
         chunk_size=chunk_size,
     )
     mm = head.resolved_matmul_dtype(model_logits)
@@ -235,7 +236,7 @@ def kl_target(
         stop = min(start + chunk_size, vocab)
         p = target.probs(start, stop)
         target.mass += p.sum(-1)
-        log_p = model_logits[..., start:stop].reshape(n, -1).to(acc) - target.log_norm[:, None]
+        log_p = model_logits[..., start:stop].reshape(n, -1).to(acc) - log_norm[:, None]
         target.neg_entropy += torch.where(p > 0, p * log_p, 0.0).sum(-1)
         target.pw += (p.to(mm) @ head.weight[start:stop].to(mm)).to(acc)
         if head.bias is not None:

@@ -1,34 +1,66 @@
 """The lens losses of training: mixed precision for the lens forward, and each layer's loss
 against the model (KL(model ‖ lens) or next-token cross-entropy), back-propagated one layer at
-a time so only one layer's vocabulary-sized activations are alive."""
+a time. Where the lens's output path can be fused exactly (:mod:`.fused_loss`), the loss walks
+the vocabulary in chunks and no vocabulary-sized lens activation is ever materialised; otherwise
+one layer's ``(B, T, V)`` logits, log-softmax and gradient are alive at a time."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from tuned_lens.errors import InvalidInputError
+from tuned_lens.training.fused_loss import (
+    DEFAULT_CHUNK_SIZE,
+    FusedHead,
+    ce_target,
+    fused_lens_loss,
+    kl_target,
+)
 
-__all__ = ["autocast_for", "layer_losses", "model_dtype"]
+if TYPE_CHECKING:  # pragma: no cover
+    from tuned_lens.nn.lenses import Lens
+
+__all__ = ["autocast_for", "fused_head_for", "layer_losses", "model_dtype"]
+
+
+def _autocast_dtype(device: torch.device, model_dtype: torch.dtype) -> torch.dtype | None:
+    """The dtype :func:`autocast_for` runs the lens in (``None``: no autocast)."""
+    if device.type == "cuda":
+        if model_dtype in (torch.float16, torch.bfloat16):
+            return model_dtype
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if model_dtype in (torch.float16, torch.bfloat16):
+        return model_dtype
+    return None
 
 
 def autocast_for(
     device: torch.device, model_dtype: torch.dtype
 ) -> contextlib.AbstractContextManager:
     """Mixed precision for the lens forward where it helps; master weights stay float32."""
-    if device.type == "cuda":
-        dtype = (
-            model_dtype
-            if model_dtype in (torch.float16, torch.bfloat16)
-            else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-        )
-        return torch.autocast("cuda", dtype=dtype)
-    if model_dtype in (torch.float16, torch.bfloat16):
-        return torch.autocast(device.type, dtype=model_dtype)
-    return contextlib.nullcontext()
+    dtype = _autocast_dtype(device, model_dtype)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def fused_head_for(lens: Lens, device: torch.device, model_dtype: torch.dtype) -> FusedHead | None:
+    """The fused head of ``lens`` for training on ``device``, or ``None`` where not exact.
+
+    Exact where the lens decodes as ``unembed(transform_hidden(h))`` (the tuned and the logit
+    lens, not a subclass with its own ``forward``) and :meth:`FusedHead.from_unembed` accepts
+    its unembedding. The chunk matmuls run in the dtype :func:`autocast_for` gives the lens.
+    """
+    from tuned_lens.nn.lenses import LogitLens, TunedLens
+
+    if type(lens).forward not in (TunedLens.forward, LogitLens.forward):
+        return None
+    return FusedHead.from_unembed(lens.unembed, _autocast_dtype(device, model_dtype))
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -48,8 +80,17 @@ def layer_losses(
     loss: str,
     token_shift: int,
     scale: float,
+    head: FusedHead | None = None,
+    lens_state_fn: Callable[[int], torch.Tensor] | None = None,
+    fused: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Iterator[torch.Tensor]:
     """Yield each layer's loss (already back-propagated with weight ``scale``), detached.
+
+    With ``fused`` and both ``head`` and ``lens_state_fn`` given, each loss is computed by
+    :func:`~tuned_lens.training.fused_loss.fused_lens_loss` from the lens state, ``C`` rows of
+    the vocabulary at a time (``lens_logits_fn`` is not called); otherwise from the
+    materialised lens logits. Both give the same values and gradients to float tolerance.
 
     Args:
         model_logits: the model's final logits, ``(B, T, V)``.
@@ -59,6 +100,11 @@ def layer_losses(
         loss: ``"KL"`` or ``"CE"``.
         token_shift: compare lens position ``t`` with target position ``t + token_shift``.
         scale: multiplies each loss before ``backward`` (1 / micro-batches per step).
+        head: the lens's output path (:func:`fused_head_for`); ``None``: not fused.
+        lens_state_fn: ``layer -> (B, T, d)`` lens states before the output projection
+            (:func:`~tuned_lens.training.fused_loss.lens_state`), with autograd.
+        fused: use the fused loss where ``head`` and ``lens_state_fn`` allow it.
+        chunk_size: vocabulary rows per chunk of the fused loss.
     """
     seq_len = model_logits.shape[1]
     if token_shift >= seq_len:
@@ -66,6 +112,19 @@ def layer_losses(
             f"token_shift {token_shift} must be smaller than the chunk length {seq_len}",
             option="token_shift",
         )
+    if fused and head is not None and lens_state_fn is not None:
+        yield from _fused_layer_losses(
+            model_logits,
+            input_ids,
+            lens_state_fn,
+            num_layers,
+            head,
+            loss=loss,
+            token_shift=token_shift,
+            scale=scale,
+            chunk_size=chunk_size,
+        )
+        return
     keep = seq_len - token_shift
     if loss == "KL":
         target_lp = torch.log_softmax(model_logits[:, token_shift:].float(), dim=-1)
@@ -81,5 +140,34 @@ def layer_losses(
             value = (neg_entropy - (target_p * lens_lp).sum(-1)).mean()
         else:
             value = F.nll_loss(lens_lp.flatten(0, 1), labels.flatten())
+        (value * scale).backward()
+        yield value.detach()
+
+
+def _fused_layer_losses(
+    model_logits: torch.Tensor,
+    input_ids: torch.Tensor,
+    lens_state_fn: Callable[[int], torch.Tensor],
+    num_layers: int,
+    head: FusedHead,
+    *,
+    loss: str,
+    token_shift: int,
+    scale: float,
+    chunk_size: int,
+) -> Iterator[torch.Tensor]:
+    """:func:`layer_losses` through the fused, chunked loss (same arguments)."""
+    keep = model_logits.shape[1] - token_shift
+    if loss == "KL":
+        target = kl_target(model_logits[:, token_shift:], head, chunk_size)
+        count = None
+    else:
+        target = ce_target(input_ids[:, token_shift:], head, chunk_size)
+        count = target.mass.sum()
+    for layer in range(num_layers):
+        state = lens_state_fn(layer)[:, :keep]
+        rows = fused_lens_loss(state.reshape(-1, state.shape[-1]), head, target)
+        # KL: mean over every position; CE: mean over the rows with a label (F.nll_loss).
+        value = rows.mean() if count is None else rows.sum() / count
         (value * scale).backward()
         yield value.detach()
