@@ -23,8 +23,9 @@ import torch
 from tuned_lens.data import ChunkSampler, PackedChunks
 from tuned_lens.errors import InvalidInputError, NotEnoughDataError
 from tuned_lens.training.checkpoint import latest_checkpoint, save_checkpoint
+from tuned_lens.training.fused_loss import DEFAULT_CHUNK_SIZE, lens_state
 from tuned_lens.training.ingredients import DistContext
-from tuned_lens.training.lens_loss import autocast_for, layer_losses, model_dtype
+from tuned_lens.training.lens_loss import autocast_for, fused_head_for, layer_losses, model_dtype
 from tuned_lens.training.optim import LinearWarmupDecay
 from tuned_lens.training.reporting import (
     WANDB_MISSING,
@@ -290,6 +291,10 @@ def _accumulate_step(run: _Run, step: int) -> torch.Tensor:
             with autocast_for(device, run.model_dtype):
                 return run.lens(hidden[layer], idx=layer)
 
+        def lens_states(layer: int, hidden: tuple[torch.Tensor, ...] = hidden) -> torch.Tensor:
+            with autocast_for(device, run.model_dtype):
+                return lens_state(run.lens, hidden[layer], layer)
+
         values = layer_losses(
             output.logits,
             input_ids,
@@ -298,6 +303,11 @@ def _accumulate_step(run: _Run, step: int) -> torch.Tensor:
             loss=run.config.loss,
             token_shift=run.config.resolved_token_shift,
             scale=1.0 / micro_batches,
+            head=fused_head_for(run.lens, device, run.model_dtype),
+            lens_state_fn=lens_states,
+            # Not yet TrainConfig fields: set them on the config object to switch or tune.
+            fused=getattr(run.config, "fused_loss", True),
+            chunk_size=getattr(run.config, "loss_chunk_size", DEFAULT_CHUNK_SIZE),
         )
         for layer, value in enumerate(values):
             step_loss[layer] += value.double() / micro_batches
