@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and evaluate tuned lenses (Belrose et al. 2023).",
     )
     parser.add_argument("--log_level", type=str.upper, default="INFO", choices=LOG_LEVELS)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,demo,serve}")
     train = sub.add_parser(
         "train", help="train a tuned lens", formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_eval_args(ev)
     sub.add_parser("demo", help="run the demo (options: tuned-lens demo --help)", add_help=False)
+    from tuned_lens.explorer.serve_cli import add_serve_arguments
+
+    add_serve_arguments(sub.add_parser("serve", help="the local explorer app on 127.0.0.1"))
     for command in (train, ev):
         command.set_defaults(flags=flag_spellings(command))
     return parser
@@ -398,7 +401,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tuned_lens.training.ingredients import tune_cpu_allocator
 
         tune_cpu_allocator()
-    commands: dict[str, Callable[[argparse.Namespace], int]] = {"train": _train, "eval": _eval}
+    from tuned_lens.explorer.serve_cli import run_serve
+
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "train": _train,
+        "eval": _eval,
+        "serve": run_serve,
+    }
     if args.command not in commands:  # pragma: no cover - "demo" is handled above
         return _run_demo([])
     return run_command(
