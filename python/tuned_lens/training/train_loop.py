@@ -22,7 +22,14 @@ import torch
 
 from tuned_lens.data import ChunkSampler, PackedChunks
 from tuned_lens.errors import InvalidInputError, NotEnoughDataError
-from tuned_lens.training.checkpoint import latest_checkpoint, save_checkpoint
+from tuned_lens.training.checkpoint import (
+    Snapshot,
+    latest_checkpoint,
+    model_and_data_fingerprint,
+    remove_stale_temporaries,
+    save_checkpoint,
+    snapshot_problem,
+)
 from tuned_lens.training.fused_loss import DEFAULT_CHUNK_SIZE, lens_state
 from tuned_lens.training.ingredients import DistContext
 from tuned_lens.training.lens_loss import autocast_for, fused_head_for, layer_losses, model_dtype
@@ -227,7 +234,10 @@ def _set_up_run(
         ctx=ctx,
         sampler=sampler,
         samples_per_step=samples_per_step,
-        fingerprint=_run_fingerprint(chunks, config, sampler, samples_per_step),
+        fingerprint={
+            **_run_fingerprint(chunks, config, sampler, samples_per_step),
+            **model_and_data_fingerprint(model, lens.unembed.unembedding.weight, chunks.input_ids),
+        },
         params=params,
         translators=trainable_translators(lens),
         optimizer=config.optimizer.build(params),
@@ -238,31 +248,57 @@ def _set_up_run(
     )
 
 
+def _check_snapshot(run: _Run, snapshot: Snapshot) -> str | None:
+    """Why ``snapshot`` cannot resume ``run`` (``None``: it can).
+
+    Raises:
+        InvalidInputError: the snapshot comes from a run with other settings, model or data.
+    """
+    saved = snapshot.extra.get("fingerprint", {})
+    if not isinstance(saved, dict):
+        return "its run fingerprint is not a JSON object"
+    # Format-1 snapshots predate the model and data fingerprint: compare what they have.
+    wanted = {k: v for k, v in run.fingerprint.items() if snapshot.format_version > 1 or k in saved}
+    diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+    if diff:
+        raise InvalidInputError(
+            f"the checkpoints in {run.config.checkpoint_dir} come from a run with other "
+            f"settings, model or data (checkpoint vs now: {diff}); use another checkpoint_dir",
+            option="checkpoint_dir",
+        )
+    optimizer = run.config.optimizer
+    return snapshot_problem(
+        snapshot,
+        translators=run.translators,
+        optimizer=run.optimizer,
+        stateful_optimizer=optimizer.optimizer == "ADAM" or optimizer.momentum > 0,
+        num_steps=run.config.num_steps,
+    )
+
+
 def _resume(run: _Run) -> tuple[int, str | None]:
-    """Load the newest snapshot of ``config.checkpoint_dir`` into the lens and optimiser.
+    """Load the newest usable snapshot of ``config.checkpoint_dir`` into the lens and optimiser.
+
+    Temporary files of killed checkpoint writers are removed first (primary process). A
+    snapshot that is corrupt, incomplete or out of range is skipped with a warning in favour of
+    the one before it.
 
     Returns:
         The step to start from and the W&B run id to continue (0 and ``None`` without one).
 
     Raises:
-        InvalidInputError: the snapshot comes from a run with other settings.
+        InvalidInputError: the snapshot comes from a run with other settings, model or data.
     """
     folder = run.config.checkpoint_dir
     if folder is None:
         return 0, None
-    snapshot = latest_checkpoint(folder)
+    if run.ctx.primary:
+        remove_stale_temporaries(folder)
+    snapshot = latest_checkpoint(folder, accept=lambda snap: _check_snapshot(run, snap))
     if snapshot is None:
         if run.ctx.primary:
             logger.info("no checkpoint in %s; starting from step 0", folder)
         return 0, None
-    saved = snapshot.extra.get("fingerprint", {})
-    diff = {k: (saved.get(k), v) for k, v in run.fingerprint.items() if saved.get(k) != v}
-    if diff:
-        raise InvalidInputError(
-            f"the checkpoints in {folder} come from a run with other settings (checkpoint vs "
-            f"now: {diff}); use another checkpoint_dir",
-            option="checkpoint_dir",
-        )
     run.translators.load_state_dict(snapshot.lens_state)
     run.optimizer.load_state_dict(snapshot.optimizer_state)
     if run.ctx.primary:
