@@ -43,7 +43,7 @@ RETURNS = {
     "simd_level": "str",
 }
 #: Module attributes that are not functions, with their types.
-CONSTANTS = {"MAX_K": "int"}
+CONSTANTS = {"MAX_K": "int", "MAX_THREADS": "int"}
 
 HEADER = '''"""Type stub of the compiled ``tuned_lens.lens_stats._native`` (crates/lens_stats/src/python/).
 

@@ -7,9 +7,11 @@
 //! instead of oversubscribing the cores.
 //!
 //! Size: `set_num_threads(Some(n))`, else the env var `TUNED_LENS_NUM_THREADS` (read when the
-//! pool is first built; an unparsable or zero value is ignored), else the number of available
-//! cores. Results never depend on the size: each row is computed by one thread, in a fixed lane
-//! order, whichever thread that is.
+//! pool is first built), else the number of available cores; never more than [`max_threads`]
+//! (4 × the logical CPUs, at least 64). `set_num_threads` refuses a larger `n`; a larger, zero
+//! or unparsable env var is clamped or ignored, with a notice for the binding to show as a
+//! warning ([`take_notice`]). Results never depend on the size: each row is computed by one
+//! thread, in a fixed lane order, whichever thread that is.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -49,12 +51,67 @@ pub(crate) struct Workers {
     helpers: Option<ThreadPool>,
 }
 
+/// The environment variable that sizes the pool when `set_num_threads` was not called.
+pub const THREADS_ENV: &str = "TUNED_LENS_NUM_THREADS";
+
+/// What the last read of [`THREADS_ENV`] had to correct, for the binding to warn about once.
+static NOTICE: Mutex<Option<String>> = Mutex::new(None);
+
+fn logical_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The largest pool: 4 × the logical CPUs, at least 64.
+///
+/// The kernels stream memory, so threads beyond the cores only take turns (a few per core help
+/// to hide a stall or a busy core; more never speed anything up), while every thread costs a
+/// stack and a wake-up in every call: 2,000 threads took 9 s to start and turned a small call
+/// into 21 s. The floor of 64 keeps deliberate over-subscription on a small machine possible.
+pub fn max_threads() -> usize {
+    logical_cpus().saturating_mul(4).max(64)
+}
+
+fn limit_text() -> String {
+    format!(
+        "the limit is {} threads (4 × the {} logical CPUs, at least 64)",
+        max_threads(),
+        logical_cpus()
+    )
+}
+
+/// The corrections made to the last [`THREADS_ENV`] read, once (`None` if it needed none).
+pub fn take_notice() -> Option<String> {
+    NOTICE.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+/// The env var's thread count, else the logical CPUs; a value above [`max_threads`] is
+/// clamped, a zero or unparsable one ignored, each leaving a notice ([`take_notice`]).
 fn default_threads() -> usize {
-    std::env::var("TUNED_LENS_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    let cpus = logical_cpus();
+    let Ok(raw) = std::env::var(THREADS_ENV) else {
+        return cpus;
+    };
+    let (threads, notice) = match raw.trim().parse::<u128>() {
+        Ok(n) if n > max_threads() as u128 => (
+            max_threads(),
+            Some(format!(
+                "{THREADS_ENV}={n} is too many: {}; using {}",
+                limit_text(),
+                max_threads()
+            )),
+        ),
+        Ok(n) if n >= 1 => (n as usize, None),
+        _ => (
+            cpus,
+            Some(format!(
+                "{THREADS_ENV}={raw:?} is not a positive integer; using the {cpus} logical CPUs"
+            )),
+        ),
+    };
+    if notice.is_some() {
+        *NOTICE.lock().unwrap_or_else(PoisonError::into_inner) = notice;
+    }
+    threads
 }
 
 fn build_pool(threads: usize) -> Result<Arc<Workers>> {
@@ -98,9 +155,17 @@ fn shared_pool() -> Result<Arc<Workers>> {
 
 /// Resize the shared pool: `Some(n)` threads (`n >= 1`), or `None` for the default (env var or
 /// core count).
+///
+/// Fails, before any thread is started, for `n = 0` or `n` above [`max_threads`].
 pub fn set_num_threads(n: Option<usize>) -> Result<()> {
     let threads = match n {
         Some(0) => return Err(StatsError::value("n", "the number of threads must be >= 1")),
+        Some(n) if n > max_threads() => {
+            return Err(StatsError::value(
+                "n",
+                format!("{n} threads is too many: {}", limit_text()),
+            ))
+        }
         Some(n) => n,
         None => default_threads(),
     };

@@ -6,7 +6,8 @@
 //! for its input).
 //!
 //! Special values: a row of `-inf` only has `lse = -inf` and a `log_softmax` of NaN (there is no
-//! distribution); a NaN makes its row NaN; `+inf` logits give NaN.
+//! distribution); a NaN makes its row NaN; a `+inf` logit gives `lse = +inf` (as
+//! `torch.logsumexp`) and a `log_softmax` of NaN.
 
 use crate::dims::{check_out, Dims};
 use crate::elem::{with_elem, Elem, Values};
@@ -73,12 +74,36 @@ impl<E: Elem> RowOp for LogSoftmaxOp<'_, E> {
     }
 }
 
+/// Whether a row holds a `+inf` and no NaN: its `lse` is `+inf`.
+fn infinite_not_nan<E: Elem>(row: &[E::Raw]) -> bool {
+    let mut infinite = false;
+    for &raw in row {
+        let x = E::get(raw);
+        if x.is_nan() {
+            return false;
+        }
+        infinite |= x == f32::INFINITY;
+    }
+    infinite
+}
+
 /// `log Σ_v exp(x[..., v])`, shape `x.shape[:-1]`.
+///
+/// The streaming pass gives NaN for a row holding `+inf` (`exp(inf - inf)`); such rows are
+/// set to `+inf` afterwards, re-reading only rows whose result is NaN (the hot loop is not
+/// burdened with the case).
 pub fn logsumexp(exec: &Exec, x: Values<'_>, shape: &[usize]) -> Result<PerRow<f32>> {
     let dims = Dims::of("logits", shape, x.len())?;
     let mut out = vec![0.0f32; dims.rows];
+    let vocab = dims.vocab;
     with_elem!(x, s, E => {
-        exec.run_rows(&LogSumExpOp::<E> { x: s, vocab: dims.vocab }, &mut out, 1, dims.vocab)
+        exec.run_rows(&LogSumExpOp::<E> { x: s, vocab }, &mut out, 1, vocab)?;
+        for (r, lse) in out.iter_mut().enumerate() {
+            if lse.is_nan() && infinite_not_nan::<E>(&s[r * vocab..(r + 1) * vocab]) {
+                *lse = f32::INFINITY;
+            }
+        }
+        Ok::<(), crate::error::StatsError>(())
     })?;
     Ok(PerRow {
         data: out,

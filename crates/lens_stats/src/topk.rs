@@ -9,8 +9,9 @@
 //! * `top_k`: key = log-probability; output `(ids, probs = exp(lp))`.
 //! * `top_k_delta`: key = `|q - p|` (probabilities); output `(ids, q - p)` signed.
 //!
-//! A NaN anywhere in a row makes that row's values NaN (the ids are those of the non-NaN
-//! entries).
+//! A NaN anywhere in a row (a NaN `|q - p|` for `top_k_delta`) leaves the row without a
+//! ranking: its values are NaN and its ids `0, 1, ..., k-1` (set after the pass, see
+//! [`split`], so the hot loop does not carry the case).
 
 use crate::dims::{check_k, Dims, MAX_K};
 use crate::elem::{for_each_vector_pair, with_elem, with_elem_pair, Elem, Lanes, Values};
@@ -222,8 +223,17 @@ impl<E: Elem> RowOp for TopKDeltaOp<'_, E> {
     }
 }
 
-/// Split `(id, value)` pairs into the two outputs of shape `(*lead, k)`.
-fn split(pairs: Vec<(i64, f32)>, shape: Vec<usize>) -> (PerRow<i64>, PerRow<f32>) {
+/// Split `(id, value)` pairs into the two outputs of shape `(*lead, k)`. A row that held a
+/// NaN (all its values NaN, as `Best::write` makes them; no other row has a NaN value) gets
+/// the ids `0..k`, not whichever ids the pass happened to keep.
+fn split(mut pairs: Vec<(i64, f32)>, k: usize, shape: Vec<usize>) -> (PerRow<i64>, PerRow<f32>) {
+    for row in pairs.chunks_mut(k) {
+        if row[0].1.is_nan() {
+            for (id, pair) in row.iter_mut().enumerate() {
+                pair.0 = id as i64;
+            }
+        }
+    }
     let (ids, values) = pairs.into_iter().unzip();
     (
         PerRow {
@@ -250,7 +260,7 @@ pub fn top_k(
     with_elem!(log_probs, s, E => {
         exec.run_rows(&TopKOp::<E> { x: s, vocab: dims.vocab, k }, &mut pairs, k, dims.vocab)
     })?;
-    Ok(split(pairs, dims.out_shape(Some(k))))
+    Ok(split(pairs, k, dims.out_shape(Some(k))))
 }
 
 /// `(ids, q - p)` of the `k` tokens whose probability changes most (by `|q - p|`) per row.
@@ -269,5 +279,5 @@ pub fn top_k_delta(
         let op = TopKDeltaOp::<E> { p, q, vocab: dims.vocab, k };
         exec.run_rows(&op, &mut pairs, k, 2 * dims.vocab)
     })?;
-    Ok(split(pairs, dims.out_shape(Some(k))))
+    Ok(split(pairs, k, dims.out_shape(Some(k))))
 }

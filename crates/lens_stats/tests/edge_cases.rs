@@ -454,3 +454,70 @@ fn validation_errors_name_the_argument() {
         "length mismatch: {err}"
     );
 }
+
+#[test]
+fn logsumexp_of_a_row_with_inf_is_inf() {
+    let v = 41; // a SIMD body and a tail
+    let mut x = vec![0.5f32; 4 * v];
+    x[3] = f32::INFINITY; // row 0: early
+    x[2 * v - 1] = f32::INFINITY; // row 1: in the tail
+    x[2 * v] = f32::NEG_INFINITY; // row 2: +inf beside -inf and a NaN
+    x[2 * v + 20] = f32::INFINITY;
+    x[2 * v + 30] = f32::NAN;
+    let shape = [4, v];
+    for e in execs() {
+        let lse = softmax::logsumexp(&e, Values::F32(&x), &shape)
+            .unwrap()
+            .data;
+        assert_eq!(&lse[..2], &[f32::INFINITY; 2], "rows holding +inf");
+        assert!(lse[2].is_nan(), "a NaN wins over +inf: {}", lse[2]);
+        assert!((lse[3] as f64 - (0.5 + (v as f64).ln())).abs() < 1e-5);
+        // The normaliser of log_softmax stays undefined: no distribution.
+        let mut out = vec![0.0f32; x.len()];
+        softmax::log_softmax_into(&e, Values::F32(&x), &shape, &mut out, &shape).unwrap();
+        assert!(out[..v].iter().any(|o| o.is_nan()));
+    }
+}
+
+#[test]
+fn top_k_rows_holding_a_nan_give_ids_in_order() {
+    let v = 300;
+    let mut rng = Rng::new(7);
+    let mut lp = log_softmax64(&rng.logits(3 * v, 4.0), v);
+    let lq = log_softmax64(&rng.logits(3 * v, 4.0), v);
+    lp[v + 250] = f32::NAN; // row 1, late
+    let shape = [3, v];
+    for e in execs() {
+        for k in [1, 4, 64] {
+            let (ids, probs) = topk::top_k(&e, Values::F32(&lp), &shape, k as i64).unwrap();
+            let expected: Vec<i64> = (0..k as i64).collect();
+            assert_eq!(&ids.data[k..2 * k], &expected[..], "k = {k}");
+            assert!(probs.data[k..2 * k].iter().all(|p| p.is_nan()));
+            assert!(probs.data[..k].iter().all(|p| p.is_finite()));
+            let (ids, d) = topk::top_k_delta(
+                &e,
+                Values::F32(&lp),
+                &shape,
+                Values::F32(&lq),
+                &shape,
+                k as i64,
+            )
+            .unwrap();
+            assert_eq!(&ids.data[k..2 * k], &expected[..], "delta, k = {k}");
+            assert!(d.data[k..2 * k].iter().all(|p| p.is_nan()));
+        }
+    }
+}
+
+#[test]
+fn thread_counts_above_the_limit_are_refused() {
+    let limit = lens_stats::pool::max_threads();
+    assert!(limit >= 64);
+    let err = lens_stats::pool::set_num_threads(Some(limit + 1)).unwrap_err();
+    assert!(matches!(err, StatsError::Value { arg: "n", .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("the limit is {limit} threads")),
+        "{err}"
+    );
+}

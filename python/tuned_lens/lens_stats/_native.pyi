@@ -13,6 +13,7 @@ _F32 = npt.NDArray[np.float32]
 _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
 MAX_K: int
+MAX_THREADS: int
 
 def cross_entropy(log_probs: npt.NDArray[Any], targets: npt.NDArray[Any]) -> _F32:
     """cross_entropy(log_probs, targets): -log_probs[..., targets]."""

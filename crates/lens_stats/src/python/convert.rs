@@ -39,6 +39,7 @@ pub(super) fn detached<T: Send>(
         })
     };
     let exec = Exec::current()?.interruptible(Arc::new(poll));
+    warn_pool_notice(py)?;
     match py.detach(|| work(&exec)) {
         Ok(value) => Ok(value),
         Err(StatsError::Interrupted) => {
@@ -49,7 +50,18 @@ pub(super) fn detached<T: Send>(
     }
 }
 
-/// A float input, borrowed when C-contiguous, else copied once.
+/// Show what building the pool had to correct in `TUNED_LENS_NUM_THREADS` (clamped to the
+/// limit, or ignored) as a `RuntimeWarning`, once.
+pub(super) fn warn_pool_notice(py: Python<'_>) -> PyResult<()> {
+    let Some(notice) = crate::pool::take_notice() else {
+        return Ok(());
+    };
+    let message = std::ffi::CString::new(notice).unwrap_or_default();
+    let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+    PyErr::warn(py, &category, &message, 1)
+}
+
+/// A float input, borrowed when C-contiguous and aligned, else a C-ordered copy made by numpy.
 pub(super) enum Held<'py> {
     F32(PyReadonlyArrayDyn<'py, f32>),
     F64(PyReadonlyArrayDyn<'py, f64>),
@@ -57,17 +69,8 @@ pub(super) enum Held<'py> {
     Bf16(PyReadonlyArrayDyn<'py, u16>),
 }
 
-pub(super) enum Copied {
-    None,
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    F16(Vec<u16>),
-    Bf16(Vec<u16>),
-}
-
 pub(super) struct Input<'py> {
     held: Held<'py>,
-    copied: Copied,
     pub(super) shape: Vec<usize>,
 }
 
@@ -82,6 +85,31 @@ pub(super) fn not_an_array(arg: &'static str, obj: &Bound<'_, PyAny>) -> StatsEr
     )
 }
 
+/// Whether every element of `array` can be read in place by a strided reader of its item type:
+/// the data and every stride (of an axis longer than one) are multiples of the item size.
+/// numpy allows views that are neither (a float field of a packed record array, a view into a
+/// byte buffer at an odd offset or with odd strides); an element reader that divides byte
+/// strides by the item size would read such a view at the wrong addresses.
+fn in_place_readable(array: &Bound<'_, PyUntypedArray>) -> bool {
+    let itemsize = array.dtype().itemsize() as isize;
+    let strides_ok = (array.shape().iter().zip(array.strides()))
+        .all(|(&len, &stride)| len <= 1 || stride % itemsize == 0);
+    array.is_aligned() && strides_ok
+}
+
+/// `obj` itself when it can be borrowed as one C-ordered slice, else a C-ordered, aligned copy
+/// (`ndarray.copy()`, which reads any layout numpy allows correctly).
+fn c_ordered<'py>(
+    obj: &Bound<'py, PyAny>,
+    array: &Bound<'py, PyUntypedArray>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if array.is_c_contiguous() && in_place_readable(array) {
+        Ok(obj.clone())
+    } else {
+        obj.call_method0("copy")
+    }
+}
+
 impl<'py> Input<'py> {
     pub(super) fn new(arg: &'static str, obj: &Bound<'py, PyAny>) -> PyResult<Self> {
         let array = obj
@@ -89,43 +117,46 @@ impl<'py> Input<'py> {
             .map_err(|_| not_an_array(arg, obj))?;
         let dtype = array.dtype();
         let native = dtype.is_native_byteorder() != Some(false);
-        let held = match (dtype.char(), native) {
-            (b'f', true) => Held::F32(obj.extract()?),
-            (b'd', true) => Held::F64(obj.extract()?),
-            (b'e', true) => Held::F16(obj.call_method1("view", ("uint16",))?.extract()?),
-            (b'H', true) => Held::Bf16(obj.extract()?),
-            _ => {
-                let name = dtype
-                    .str()
-                    .map_or_else(|_| "?".to_string(), |s| s.to_string());
-                return Err(StatsError::dtype(
-                    arg,
-                    format!(
-                        "unsupported dtype {name}; expected float32, float64, float16, bfloat16 \
-                         (torch) or uint16 (raw bfloat16 bits), in native byte order"
-                    ),
-                )
-                .into());
-            }
+        let kind = dtype.char();
+        if !native || !matches!(kind, b'f' | b'd' | b'e' | b'H') {
+            let name = dtype
+                .str()
+                .map_or_else(|_| "?".to_string(), |s| s.to_string());
+            return Err(StatsError::dtype(
+                arg,
+                format!(
+                    "unsupported dtype {name}; expected float32, float64, float16, bfloat16 \
+                     (torch) or uint16 (raw bfloat16 bits), in native byte order"
+                ),
+            )
+            .into());
+        }
+        // Non-contiguous, unaligned or byte-strided layouts are copied once, in logical (C)
+        // order; `as_slice` alone would also accept Fortran order (memory order != logical).
+        let source = c_ordered(obj, array)?;
+        let held = match kind {
+            b'f' => Held::F32(source.extract()?),
+            b'd' => Held::F64(source.extract()?),
+            b'e' => Held::F16(source.call_method1("view", ("uint16",))?.extract()?),
+            _ => Held::Bf16(source.extract()?),
         };
-        let shape = array.shape().to_vec();
-        // `as_slice` also accepts Fortran order (memory order != logical order), so decide on
-        // C-contiguity explicitly; anything else is copied in logical (C) order.
-        let copied = if array.is_c_contiguous() {
-            Copied::None
-        } else {
-            match &held {
-                Held::F32(a) => Copied::F32(a.as_array().iter().copied().collect()),
-                Held::F64(a) => Copied::F64(a.as_array().iter().copied().collect()),
-                Held::F16(a) => Copied::F16(a.as_array().iter().copied().collect()),
-                Held::Bf16(a) => Copied::Bf16(a.as_array().iter().copied().collect()),
-            }
-        };
-        Ok(Self {
+        let input = Self {
             held,
-            copied,
-            shape,
-        })
+            shape: array.shape().to_vec(),
+        };
+        if input.slice_len().is_none() {
+            // Unreachable after `c_ordered`; named rather than read as an empty array.
+            return Err(StatsError::value(arg, "could not be read as one C-ordered buffer").into());
+        }
+        Ok(input)
+    }
+
+    fn slice_len(&self) -> Option<usize> {
+        match &self.held {
+            Held::F32(a) => a.as_slice().ok().map(<[f32]>::len),
+            Held::F64(a) => a.as_slice().ok().map(<[f64]>::len),
+            Held::F16(a) | Held::Bf16(a) => a.as_slice().ok().map(<[u16]>::len),
+        }
     }
 
     /// The values and shape, both `Send`, for the detached kernel.
@@ -134,17 +165,35 @@ impl<'py> Input<'py> {
     }
 
     fn values(&self) -> Values<'_> {
-        match (&self.copied, &self.held) {
-            (Copied::F32(v), _) => Values::F32(v),
-            (Copied::F64(v), _) => Values::F64(v),
-            (Copied::F16(v), _) => Values::F16(v),
-            (Copied::Bf16(v), _) => Values::Bf16(v),
-            (Copied::None, Held::F32(a)) => Values::F32(a.as_slice().unwrap_or(&[])),
-            (Copied::None, Held::F64(a)) => Values::F64(a.as_slice().unwrap_or(&[])),
-            (Copied::None, Held::F16(a)) => Values::F16(a.as_slice().unwrap_or(&[])),
-            (Copied::None, Held::Bf16(a)) => Values::Bf16(a.as_slice().unwrap_or(&[])),
+        // Every held array is C-contiguous and aligned (checked in `new`).
+        match &self.held {
+            Held::F32(a) => Values::F32(a.as_slice().unwrap_or(&[])),
+            Held::F64(a) => Values::F64(a.as_slice().unwrap_or(&[])),
+            Held::F16(a) => Values::F16(a.as_slice().unwrap_or(&[])),
+            Held::Bf16(a) => Values::Bf16(a.as_slice().unwrap_or(&[])),
         }
     }
+}
+
+/// Refuse an output array whose memory overlaps an input's, whichever objects own the two
+/// (two views of one `bytearray`, two `np.frombuffer` of one buffer, a tensor and its numpy
+/// view): the byte ranges the two span are compared (`numpy.may_share_memory`), not their
+/// base objects. Empty arrays overlap nothing.
+pub(super) fn check_no_overlap(
+    out_arg: &'static str,
+    out: &Bound<'_, PyAny>,
+    input_arg: &'static str,
+    input: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let may_share = out.py().import("numpy")?.getattr("may_share_memory")?;
+    if may_share.call1((out, input))?.is_truthy()? {
+        return Err(StatsError::value(
+            out_arg,
+            format!("shares memory with {input_arg}; pass a separate buffer"),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Token ids (int32 or int64) broadcast to `lead`, as one i64 per row. The range is checked by
@@ -160,22 +209,34 @@ pub(super) fn ids(
         .map_err(|_| not_an_array(arg, obj))?;
     check_broadcast(arg, array.shape(), lead, of)?;
     let bad_shape = || StatsError::shape(arg, "cannot be broadcast");
-    match array.dtype().char() {
-        b'i' | b'l' | b'q' if array.dtype().itemsize() == 4 => {
-            let a: PyReadonlyArrayDyn<'_, i32> = obj.extract()?;
+    let dtype = array.dtype();
+    let integer = matches!(dtype.char(), b'i' | b'l' | b'q');
+    // Big-endian ids are converted (to native int32 / int64), odd layouts copied.
+    let source = match (integer, dtype.itemsize()) {
+        (true, 4) if dtype.is_native_byteorder() == Some(false) => {
+            obj.call_method1("astype", ("int32",))?
+        }
+        (true, 8) if dtype.is_native_byteorder() == Some(false) => {
+            obj.call_method1("astype", ("int64",))?
+        }
+        _ if integer && !in_place_readable(array) => obj.call_method0("copy")?,
+        _ => obj.clone(),
+    };
+    match dtype.char() {
+        b'i' | b'l' | b'q' if dtype.itemsize() == 4 => {
+            let a: PyReadonlyArrayDyn<'_, i32> = source.extract()?;
             let view = a.as_array();
             let b = view.broadcast(IxDyn(lead)).ok_or_else(bad_shape)?;
             Ok(b.iter().map(|&x| x as i64).collect())
         }
-        b'i' | b'l' | b'q' if array.dtype().itemsize() == 8 => {
-            let a: PyReadonlyArrayDyn<'_, i64> = obj.extract()?;
+        b'i' | b'l' | b'q' if dtype.itemsize() == 8 => {
+            let a: PyReadonlyArrayDyn<'_, i64> = source.extract()?;
             let view = a.as_array();
             let b = view.broadcast(IxDyn(lead)).ok_or_else(bad_shape)?;
             Ok(b.iter().copied().collect())
         }
         _ => {
-            let name = array
-                .dtype()
+            let name = dtype
                 .str()
                 .map_or_else(|_| "?".to_string(), |s| s.to_string());
             Err(StatsError::dtype(

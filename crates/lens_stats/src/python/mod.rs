@@ -3,8 +3,9 @@
 //!
 //! Every function goes through [`detached`] (GIL released for the whole computation, errors
 //! mapped once by `impl From<StatsError> for PyErr`). Inputs are borrowed zero-copy when
-//! C-contiguous; other layouts are copied once into a contiguous buffer (one extra input-sized
-//! allocation: pass contiguous arrays on hot paths).
+//! C-contiguous and aligned; other layouts (strided, unaligned, byte strides that are not a
+//! multiple of the item size) are copied once by numpy into a contiguous buffer (one extra
+//! input-sized allocation: pass contiguous arrays on hot paths).
 //!
 //! `errors` holds the error mapping (the classes are Python's, from
 //! `tuned_lens.lens_stats.errors`), `convert` the borrowing, dtype dispatch, output conversion and
@@ -22,7 +23,7 @@ use pyo3::prelude::*;
 use crate::dims::Dims;
 use crate::error::StatsError;
 use crate::PerRow;
-use convert::{detached, ids, integer, lead_of, to_numpy, Input, Pair};
+use convert::{check_no_overlap, detached, ids, integer, lead_of, to_numpy, Input, Pair};
 
 #[pymodule]
 mod _native {
@@ -34,6 +35,8 @@ mod _native {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         // The limits the kernels validate against, for Python to compare with its own.
         m.add("MAX_K", crate::dims::MAX_K)?;
+        // The most threads `set_num_threads` accepts on this machine.
+        m.add("MAX_THREADS", crate::pool::max_threads())?;
         Ok(())
     }
 
@@ -57,6 +60,7 @@ mod _native {
         let array = target
             .cast::<PyArrayDyn<f32>>()
             .map_err(|_| StatsError::dtype("out", "must be a float32 array"))?;
+        check_no_overlap("out", &target, "logits", logits)?;
         let mut writer: PyReadwriteArrayDyn<'_, f32> = array.try_readwrite().map_err(|e| {
             StatsError::value(
                 "out",
@@ -327,10 +331,10 @@ mod _native {
     /// set_num_threads(n): size of the statistics thread pool (None = default).
     #[pyfunction]
     #[pyo3(signature = (n))]
-    fn set_num_threads(n: Option<i64>) -> PyResult<()> {
-        let n = match n {
+    fn set_num_threads(py: Python<'_>, n: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let n = match n.map(|v| integer("n", v)).transpose()? {
             None => None,
-            Some(v) if v >= 1 => Some(v as usize),
+            Some(v) if v >= 1 => Some(usize::try_from(v).unwrap_or(usize::MAX)),
             Some(v) => {
                 return Err(StatsError::value(
                     "n",
@@ -339,13 +343,16 @@ mod _native {
                 .into())
             }
         };
-        Ok(crate::pool::set_num_threads(n)?)
+        crate::pool::set_num_threads(n)?;
+        convert::warn_pool_notice(py)
     }
 
     /// get_num_threads(): the number of threads statistics use.
     #[pyfunction]
-    fn get_num_threads() -> usize {
-        crate::pool::get_num_threads()
+    fn get_num_threads(py: Python<'_>) -> PyResult<usize> {
+        let threads = crate::pool::get_num_threads();
+        convert::warn_pool_notice(py)?;
+        Ok(threads)
     }
 
     /// simd_level(): the compiled copy of the hot loops in use ("avx512", "avx2" or "portable").
