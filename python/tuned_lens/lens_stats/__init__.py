@@ -12,8 +12,8 @@ Inputs:
       float32 lanes, never widened into a copy). bfloat16 comes as a ``torch.bfloat16`` CPU
       tensor, or as a numpy ``uint16`` array holding the raw bfloat16 bits: **a uint16 array is
       always read as bfloat16**. Both inputs of a two-input statistic must share one dtype.
-    * Non-contiguous inputs work; they are copied once into a contiguous buffer (one extra
-      input-sized allocation), so pass contiguous arrays on hot paths.
+    * Any numpy layout works (strided, unaligned, byte strides of a record field): all but
+      C-contiguous aligned arrays are copied once (pass contiguous arrays on hot paths).
     * CUDA tensors are computed on the GPU by the torch twin :mod:`tuned_lens.lens_stats._torch`
       (same functions, imported only when a CUDA tensor arrives).
 
@@ -23,7 +23,8 @@ tensor's device instead: on the CPU the core's arrays wrapped without a copy
 (``torch.from_numpy``), on CUDA the twin's tensors, never copied to the host.
 
 Numerics: ``0 · log 0 = 0``; ``exp`` of a log-probability below about -87.3 is exactly 0; a NaN
-in a row makes that row's result NaN and never touches other rows; non-finite values never raise.
+in a row makes that row's result NaN (top-k ids ``0..k-1``) and never touches other rows;
+non-finite values never raise.
 
 Errors, raised before any work by the core and the twin alike (same class, same message, which
 starts with the argument at fault), are :class:`LensStatsError` (a ``ValueError``) and its
@@ -31,7 +32,7 @@ subclasses :class:`ShapeError`, :class:`DTypeError` (a ``TypeError``), :class:`T
 (an ``IndexError``), all defined in :mod:`tuned_lens.errors`.
 
 Threads: :func:`set_num_threads`, else ``TUNED_LENS_NUM_THREADS``, else the core count (a pool
-apart from torch's). ``docs/lens_stats.md``: the layout of the core, adding a statistic.
+apart from torch's), at most ``MAX_THREADS``. ``docs/lens_stats.md``: the layout of the core, adding a statistic.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def log_softmax(
         logits: ``(..., V)`` logits.
         out: optional C-contiguous, writeable float32 array (or CPU tensor; a CUDA tensor for
             CUDA logits) of shape ``(..., V)`` to write into (no allocation; reusing it avoids
-            the page faults of fresh memory). It must not share memory with ``logits``.
+            the page faults of fresh memory). Memory overlapping ``logits`` (through any
+            object) is refused.
         keep_device: return torch tensors on the input's device.
 
     Returns:
@@ -121,7 +123,7 @@ def logsumexp(logits: ArrayLike, *, keep_device: bool) -> _F32T: ...
 def logsumexp(logits: ArrayLike, *, keep_device: bool = False) -> _F32T:
     """``log Σ_v exp(logits[..., v])``, stable (max-shifted), float32 of shape ``(...)``.
 
-    A row of only ``-inf`` gives ``-inf``.
+    A row of only ``-inf`` gives ``-inf``; a row holding ``+inf`` (and no NaN) gives ``+inf``.
     """
     return _dispatch.run("logsumexp", {"logits": logits}, keep_device)  # type: ignore[return-value]
 
@@ -415,7 +417,7 @@ def top_k(
     Returns:
         ``(ids, probs)``: int64 ``(..., k)`` and float32 ``(..., k)`` (``exp`` of the
         log-probabilities), sorted by descending probability, ties to the lower id. A row
-        holding a NaN gets NaN probabilities.
+        holding a NaN has no ranking: NaN probabilities and ids ``0, 1, ..., k-1``.
     """
     return _dispatch.run("top_k", {"log_probs": log_probs}, keep_device, k=k)  # type: ignore[return-value]
 
@@ -442,7 +444,8 @@ def top_k_delta(
 
     Returns:
         ``(ids, deltas)``: int64 ``(..., k)`` and float32 ``(..., k)`` with
-        ``delta = q - p`` (signed), ranked by ``|q - p|`` descending, ties to the lower id.
+        ``delta = q - p`` (signed), ranked by ``|q - p|`` descending, ties to the lower id;
+        NaN deltas and ids ``0..k-1`` for a row where some ``|q - p|`` is NaN.
     """
     args = {"log_p": log_p, "log_q": log_q}
     return _dispatch.run("top_k_delta", args, keep_device, k=k)  # type: ignore[return-value]
@@ -480,7 +483,10 @@ def marginal_sums(
 
 
 def set_num_threads(n: int | None) -> None:
-    """Set the statistics thread pool size (``None``: env var or core count). ``n >= 1``."""
+    """Set the pool size: ``None`` (env var or core count) or ``1 <= n <= _native.MAX_THREADS``.
+
+    ``MAX_THREADS`` = 4 × the logical CPUs, at least 64. A larger ``n`` raises LensStatsError; a
+    larger ``TUNED_LENS_NUM_THREADS`` is clamped, a zero or unparsable one ignored (warned)."""
     _native.set_num_threads(n)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _native
-from .errors import unsupported_dtype
+from .errors import meta_tensor, unsupported_dtype
 
 
 def tensor_type() -> type | None:
@@ -27,24 +27,29 @@ def is_tensor(x: object) -> bool:
 
 
 def on_gpu(x: object) -> bool:
-    """Whether ``x`` is a torch tensor on another device than the CPU."""
+    """Whether ``x`` is a torch tensor on another device than the CPU (``meta`` included: the
+    twin refuses it, in its order of checks)."""
     return is_tensor(x) and x.device.type != "cpu"  # type: ignore[attr-defined]
 
 
 def to_numpy(arg: str, x: object) -> object:
     """Convert for the core without copying where possible (shape and dtype are its checks).
 
-    A bfloat16 tensor becomes a ``uint16`` view of its bits, which the core reads as bfloat16.
+    A bfloat16 tensor becomes a ``uint16`` view of its bits, which the core reads as bfloat16;
+    a tensor with its negative or conjugate bit set is resolved (copied) first.
 
     Raises:
         DTypeError: a tensor dtype numpy cannot represent (float8, ...).
+        LensStatsError: a meta tensor (no data).
     """
     if isinstance(x, np.ndarray):
         return x
     if is_tensor(x):
         import torch
 
-        t = x.detach()  # type: ignore[attr-defined]
+        if x.device.type == "meta":  # type: ignore[attr-defined]
+            raise meta_tensor(arg)
+        t = x.detach().resolve_neg().resolve_conj()  # type: ignore[attr-defined]
         if t.dtype == torch.bfloat16:
             return t.view(torch.int16).numpy().view(np.uint16)
         try:

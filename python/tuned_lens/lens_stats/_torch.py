@@ -14,7 +14,9 @@ stay under about 256 MB, whatever the size of the input.
 Conventions (those of the contract): ``p = exp(lp)``; a term with ``lp = -inf`` contributes 0
 (``0 · log 0 = 0``); KL is ``+inf`` wherever ``q = 0 < p``; a row holding a NaN gives NaN for that
 row's float statistics; logits rows of only ``-inf`` or holding a ``+inf`` have no distribution
-(NaN log-probabilities); ``rank = 1 + #{v : lp[v] > lp[target]}``; top-k ties go to the lower id.
+(NaN log-probabilities; ``logsumexp`` is ``-inf`` / ``+inf``); ``rank = 1 + #{v : lp[v] >
+lp[target]}``; top-k ties go to the lower id, and a top-k row holding a NaN has NaN values and
+ids ``0..k-1``.
 """
 
 from __future__ import annotations
@@ -111,14 +113,15 @@ def _nan_rows(*blocks: torch.Tensor) -> torch.Tensor:
 # Per-block kernels (float32 blocks (r, V) in, row results out)
 
 
-def _block_logsumexp(x: torch.Tensor) -> torch.Tensor:
-    """(r,) float32; -inf for an all -inf row, NaN for a row with a NaN or a +inf."""
-    m = x.amax(dim=-1, keepdim=True)
+def _block_logsumexp(x: torch.Tensor, with_inf: float = math.nan) -> torch.Tensor:
+    """(r,) float32; -inf for an all -inf row, NaN for a row with a NaN, ``with_inf`` for a row
+    holding +inf and no NaN (NaN as a normaliser: such a row has no distribution; +inf as the
+    value of ``logsumexp`` itself, as ``torch.logsumexp`` and the core give)."""
+    m = x.amax(dim=-1, keepdim=True)  # NaN where the row holds a NaN
     m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     s = torch.exp(x - m_safe).sum(dim=-1, dtype=torch.float64)
     lse = torch.log(s) + m_safe[:, 0].double()
-    # A +inf logit has no finite normalisation: the row has no distribution (as in the core).
-    lse = torch.where(m[:, 0] == math.inf, torch.full_like(lse, math.nan), lse)
+    lse = torch.where(m[:, 0] == math.inf, torch.full_like(lse, with_inf), lse)
     return lse.float()
 
 
@@ -212,8 +215,8 @@ def _per_row(arg: str, x: object, block_fn: Callable[[torch.Tensor], torch.Tenso
 
 
 def logsumexp(logits: torch.Tensor) -> torch.Tensor:
-    """``log Σ_v exp(logits)``: ``(..., V)`` -> ``(...)`` float32."""
-    return _per_row("logits", logits, _block_logsumexp)
+    """``log Σ_v exp(logits)``: ``(..., V)`` -> ``(...)`` float32 (+inf for a row with +inf)."""
+    return _per_row("logits", logits, lambda x: _block_logsumexp(x, math.inf))
 
 
 def entropy(log_probs: torch.Tensor) -> torch.Tensor:
@@ -382,6 +385,16 @@ def max_abs_diff(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return _pair(log_p, log_q, lambda lp, lq: (torch.exp(lp) - torch.exp(lq)).abs().amax(dim=-1))
 
 
+def _unranked_nan_rows(
+    ids: torch.Tensor, values: torch.Tensor, key: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows whose ``key`` holds a NaN have no ranking: ids ``0..k-1`` and NaN values (as the
+    core gives them)."""
+    nan = _nan_rows(key)[:, None]
+    first = torch.arange(ids.shape[-1], device=ids.device).expand_as(ids)
+    return torch.where(nan, first, ids), torch.where(nan, torch.full_like(values, math.nan), values)
+
+
 def top_k(log_probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k most probable tokens per row.
 
@@ -391,7 +404,7 @@ def top_k(log_probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
     Returns:
         ``(ids int64 (..., k), probs float32 (..., k))``, by descending probability, ties to
-        the lower id.
+        the lower id; a row holding a NaN gives ids ``0..k-1`` and NaN probabilities.
     """
     values = _checks.values("log_probs", log_probs)
     k = _checks.integer("k", k)
@@ -403,8 +416,8 @@ def top_k(log_probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     for start, (lp,) in _blocks([values], _rows_per_block(values.shape[-1], 1)):
         stop = start + lp.shape[0]
         block_ids = _block_top_k(lp, k)  # exp is monotone: rank by log-probability
-        ids[start:stop] = block_ids
-        probs[start:stop] = torch.exp(lp.gather(-1, block_ids))
+        block_probs = torch.exp(lp.gather(-1, block_ids))
+        ids[start:stop], probs[start:stop] = _unranked_nan_rows(block_ids, block_probs, lp)
     out_shape = tuple(values.shape[:-1]) + (k,)
     return ids.view(out_shape), probs.view(out_shape)
 
@@ -421,7 +434,8 @@ def top_k_delta(
 
     Returns:
         ``(ids int64 (..., k), deltas q - p float32 (..., k))``, ranked by ``|q - p|``
-        descending, ties to the lower id.
+        descending, ties to the lower id; a row with a NaN ``|q - p|`` gives ids ``0..k-1`` and
+        NaN deltas.
     """
     p = _checks.values("log_p", log_p)
     q = _checks.values("log_q", log_q, p.device)
@@ -436,8 +450,8 @@ def top_k_delta(
         stop = start + lp.shape[0]
         delta = torch.exp(lq) - torch.exp(lp)
         block_ids = _block_top_k(delta.abs(), k)
-        ids[start:stop] = block_ids
-        deltas[start:stop] = delta.gather(-1, block_ids)
+        block_deltas = delta.gather(-1, block_ids)
+        ids[start:stop], deltas[start:stop] = _unranked_nan_rows(block_ids, block_deltas, delta)
     out_shape = tuple(p.shape[:-1]) + (k,)
     return ids.view(out_shape), deltas.view(out_shape)
 

@@ -13,7 +13,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .errors import DTypeError, LensStatsError, ShapeError, TargetIndexError, unsupported_dtype
+from .errors import (
+    DTypeError,
+    LensStatsError,
+    ShapeError,
+    TargetIndexError,
+    meta_tensor,
+    unsupported_dtype,
+)
 from .limits import MAX_K
 
 _DTYPE_NAMES = {
@@ -37,10 +44,24 @@ def shape_str(shape: Sequence[int]) -> str:
     return str(tuple(int(d) for d in shape))
 
 
+def _torch_readable(x: np.ndarray) -> np.ndarray:
+    """``x``, or a copy where torch cannot view it: negative strides, unaligned data, strides
+    that are not a multiple of the item size (a float field of a packed record array; torch
+    checks the strides of axes of length one too)."""
+    odd = any(s < 0 or s % x.itemsize for s in x.strides)
+    return x.copy() if odd or not x.flags.aligned else x
+
+
 def _from_numpy(x: np.ndarray) -> torch.Tensor:
     if x.dtype == np.uint16:  # raw bfloat16 bits
-        return torch.from_numpy(np.ascontiguousarray(x).view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(x if all(s >= 0 for s in x.strides) else x.copy())
+        bits = _torch_readable(np.ascontiguousarray(x)).view(np.int16)
+        return torch.from_numpy(bits).view(torch.bfloat16)
+    return torch.from_numpy(_torch_readable(x))
+
+
+def _check_has_data(arg: str, x: torch.Tensor) -> None:
+    if x.device.type == "meta":
+        raise meta_tensor(arg)
 
 
 def values(arg: str, x: object, device: torch.device | None = None) -> torch.Tensor:
@@ -48,6 +69,7 @@ def values(arg: str, x: object, device: torch.device | None = None) -> torch.Ten
 
     Raises:
         DTypeError: an element type the core does not read.
+        LensStatsError: a meta tensor.
     """
     if not isinstance(x, torch.Tensor):
         array = x if isinstance(x, np.ndarray) else np.asarray(x)
@@ -55,7 +77,9 @@ def values(arg: str, x: object, device: torch.device | None = None) -> torch.Ten
         if not (kind_ok or array.dtype == np.uint16) or not array.dtype.isnative:
             raise unsupported_dtype(arg, str(array.dtype))
         x = _from_numpy(array)
-    elif x.dtype == torch.uint16:  # raw bfloat16 bits, as for numpy
+    else:
+        _check_has_data(arg, x)
+    if x.dtype == torch.uint16:  # raw bfloat16 bits, as for numpy
         x = x.view(torch.bfloat16)
     elif x.dtype not in _DTYPE_NAMES:
         raise unsupported_dtype(arg, _numpy_name(x.dtype))
@@ -104,14 +128,16 @@ def ids(arg: str, ids: object, log_probs: torch.Tensor) -> torch.Tensor:
 
     The shape is checked before the dtype, and the range separately (:func:`check_range`),
     after every id argument's shape and dtype, as the core does.
+    Big-endian ids are converted to native byte order, as the core converts them.
     """
     if isinstance(ids, torch.Tensor):
+        _check_has_data(arg, ids)
         shape, dtype_name = tuple(ids.shape), _numpy_name(ids.dtype)
         ok = ids.dtype in _ID_DTYPES
     else:
         array = ids if isinstance(ids, np.ndarray) else np.asarray(ids)
         shape, dtype_name = array.shape, str(array.dtype)
-        ok = array.dtype.kind == "i" and array.dtype.itemsize in (4, 8) and array.dtype.isnative
+        ok = array.dtype.kind == "i" and array.dtype.itemsize in (4, 8)
     rows_shape = tuple(log_probs.shape[:-1])
     fits = len(shape) <= len(rows_shape) and all(
         s in (r, 1) for s, r in zip(reversed(shape), reversed(rows_shape))
@@ -123,7 +149,10 @@ def ids(arg: str, ids: object, log_probs: torch.Tensor) -> torch.Tensor:
         )
     if not ok:
         raise DTypeError(f"{arg}: unsupported dtype {dtype_name}; token ids must be int32 or int64")
-    tensor = ids if isinstance(ids, torch.Tensor) else torch.from_numpy(array)
+    if isinstance(ids, torch.Tensor):
+        tensor = ids
+    else:
+        tensor = torch.from_numpy(_torch_readable(array.astype(array.dtype.newbyteorder("="))))
     flat = torch.broadcast_to(tensor, rows_shape).reshape(-1)
     return flat.to(device=log_probs.device, dtype=torch.int64)
 
@@ -160,8 +189,29 @@ def out_array(out: object, logits: torch.Tensor) -> None:
     """``log_softmax``'s ``out=``: a float32 tensor (on the device of ``logits``, here)."""
     if not isinstance(out, torch.Tensor) or out.dtype != torch.float32:
         raise DTypeError("out: must be a float32 array")
+    _check_has_data("out", out)
     if out.device != logits.device:
         raise LensStatsError(f"out: is on {out.device} but logits is on {logits.device}")
+    if _overlap(out, logits):
+        raise LensStatsError("out: shares memory with logits; pass a separate buffer")
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the bytes the two tensors span intersect (as ``numpy.may_share_memory``).
+
+    Addresses are compared, not storages, so two tensors over one foreign buffer (two
+    ``torch.from_numpy`` of views of one ``bytearray``) count too.
+    """
+
+    def span(t: torch.Tensor) -> tuple[int, int]:
+        start = t.data_ptr()
+        reach = sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+        return start, start + (reach + 1) * t.element_size()
+
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
+        return False
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
 
 
 def out_shape(out: torch.Tensor, logits: torch.Tensor) -> None:

@@ -36,3 +36,8 @@ def unsupported_dtype(arg: str, dtype: str) -> DTypeError:
         dtype: The element type as numpy prints it (``"int64"``), or torch for types numpy lacks.
     """
     return DTypeError(f"{arg}: unsupported dtype {dtype}; {READABLE_DTYPES}")
+
+
+def meta_tensor(arg: str) -> LensStatsError:
+    """The error for a tensor on the ``meta`` device (a shape without data), on both routes."""
+    return LensStatsError(f"{arg}: is a meta tensor, which holds no data to compute on")
