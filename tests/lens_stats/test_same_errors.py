@@ -32,8 +32,28 @@ IDS = np.zeros((2, 3), np.int64)
 ONE_PAIR = ("kl_divergence", "js_divergence", "symmetric_kl", "total_variation", "max_abs_diff")
 ONE_INPUT = ("logsumexp", "entropy", "entropy_from_logits", "marginal_sums", "log_softmax")
 
+
+def _two_views(shift_rows: int, vocab: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (3, 5) and a C-contiguous out= buffer (3, vocab) over one bytearray, through two
+    ``frombuffer`` arrays (no common numpy base), the buffer ``shift_rows`` rows further on."""
+    buffer = bytearray(4 * 5 * (3 + shift_rows))
+    logits = np.frombuffer(buffer, np.float32)[:15].reshape(3, 5)
+    logits[...] = _lp(3, 5)
+    out = np.frombuffer(memoryview(buffer), np.float32)[5 * shift_rows :][: 3 * vocab]
+    return logits, out.reshape(3, vocab)
+
+
+META = torch.empty(2, 3, 5, device="meta")
+
 # (statistic, positional arguments, keyword arguments): each holds exactly one mistake.
 CASES: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {}
+
+
+def _overlap_case(shift_rows: int, vocab: int = 5) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    logits, out = _two_views(shift_rows, vocab)
+    return ("log_softmax", (logits,), {"out": out})
+
+
 for _name in ONE_INPUT:
     CASES[f"{_name}-0d"] = (_name, (np.float32(1.0),), {})
     CASES[f"{_name}-empty-vocab"] = (_name, (np.zeros((3, 0), np.float32),), {})
@@ -102,6 +122,24 @@ CASES.update(
         "log_softmax-out-shape": ("log_softmax", (GOOD,), {"out": np.empty((2, 3, 4), "f4")}),
         "log_softmax-out-list": ("log_softmax", (GOOD,), {"out": [[0.0] * 5] * 6}),
         "log_softmax-out-and-0d": ("log_softmax", (np.float32(0),), {"out": np.empty((), "f4")}),
+        "log_softmax-out-overlaps-one-row-on": _overlap_case(1),
+        "log_softmax-out-overlaps-same-bytes": _overlap_case(0),
+        "log_softmax-out-overlaps-and-bad-shape": _overlap_case(1, vocab=4),
+        "entropy-conj-complex-tensor": (
+            "entropy",
+            (torch.zeros(2, 5, dtype=torch.complex64).conj(),),
+            {},
+        ),
+        "entropy-meta": ("entropy", (META,), {}),
+        "top_k-meta": ("top_k", (META, 2), {}),
+        "kl_divergence-meta-q": ("kl_divergence", (GOOD, META), {}),
+        "forward_kl-meta-reference": ("forward_kl", (_lp(4, 3, 5), META[0]), {}),
+        "target_log_prob-meta-ids": (
+            "target_log_prob",
+            (_t(GOOD), torch.zeros(2, 3, dtype=torch.int64, device="meta")),
+            {},
+        ),
+        "log_softmax-meta-out": ("log_softmax", (GOOD,), {"out": META}),
     }
 )
 

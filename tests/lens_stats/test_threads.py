@@ -8,7 +8,9 @@ only overlap when the statistic really lets go of the GIL).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -173,7 +175,7 @@ def test_set_and_get_num_threads(restore_threads: None) -> None:
     assert ls.get_num_threads() >= 1
 
 
-def _run_python(code: str, env_value: str | None) -> str:
+def _run_python(code: str, env_value: str | None, timeout: float = 120) -> str:
     env = dict(os.environ)
     env.pop("TUNED_LENS_NUM_THREADS", None)
     if env_value is not None:
@@ -183,7 +185,7 @@ def _run_python(code: str, env_value: str | None) -> str:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -203,3 +205,59 @@ def test_env_var_sets_the_default_thread_count() -> None:
     assert _run_python(code, "3").split() == ["3", "1", "3"]
     first, one, back = (int(v) for v in _run_python(code, None).split())
     assert first >= 1 and one == 1 and back == first
+
+
+# ------------------------------------------------------------------------------------------
+# The thread count is bounded (4 × the logical CPUs, at least 64)
+
+
+LIMIT = re.compile(r"the limit is (\d+) threads \(4 × the (\d+) logical CPUs, at least 64\)")
+
+
+@pytest.mark.parametrize("extra", [1, 100_000, 2**70])
+def test_set_num_threads_refuses_more_than_the_limit(extra: int, restore_threads: None) -> None:
+    from tuned_lens.lens_stats import _native
+
+    limit = _native.MAX_THREADS
+    ls.set_num_threads(2)
+    with pytest.raises(ls.LensStatsError, match=r"^n: \d+ threads is too many: ") as info:
+        ls.set_num_threads(limit + extra)
+    named = LIMIT.search(str(info.value))
+    assert named is not None, str(info.value)
+    assert int(named[1]) == limit == max(64, 4 * int(named[2]))
+    assert ls.get_num_threads() == 2  # refused before any thread was started
+    ls.set_num_threads(limit)
+    assert ls.get_num_threads() == limit
+
+
+def _env_threads(value: str) -> tuple[int, int, list[str]]:
+    code = """
+        import json, warnings
+        import numpy as np
+        from tuned_lens import lens_stats as ls
+        from tuned_lens.lens_stats import _native
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ls.entropy(np.zeros((64, 1024), np.float32) - np.log(1024))
+            threads = ls.get_num_threads()
+        print(json.dumps([threads, _native.MAX_THREADS, [str(w.message) for w in caught]]))
+    """
+    threads, limit, messages = json.loads(_run_python(code, value, timeout=60))
+    return threads, limit, messages
+
+
+def test_env_var_above_the_limit_is_clamped_with_a_warning() -> None:
+    threads, limit, messages = _env_threads("5000")
+    assert threads == limit
+    assert len(messages) == 1, messages
+    assert messages[0].startswith("TUNED_LENS_NUM_THREADS=5000 is too many: the limit is ")
+    assert messages[0].endswith(f"; using {limit}")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3"])
+def test_env_var_that_is_not_a_positive_integer_is_ignored_with_a_warning(value: str) -> None:
+    threads, _, messages = _env_threads(value)
+    assert messages == [
+        f'TUNED_LENS_NUM_THREADS="{value}" is not a positive integer; using the {threads} '
+        "logical CPUs"
+    ]
