@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _explorer_helpers import BROWSER, DRIVER, make_pair
+from _explorer_helpers import BROWSER, DRIVER, V2, make_pair
 from tuned_lens.explorer import build_data, explore
 from tuned_lens.plotting import TokenFormatter
 
@@ -276,3 +276,27 @@ def test_time_to_interactive_of_a_30_layer_512_position_page(driver, tmp_path):
     )
     assert wall < 5.0
     assert build_data  # the same builder as every other test
+
+
+def test_a_logitlenskit_v2_file_imports_into_the_page(driver, page, tmp_path):
+    from selenium.webdriver.common.by import By
+    from tuned_lens.explorer import decode_view, from_logitlenskit
+
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(V2))
+    open_page(driver, page, "#pins=1&cell=2.3")
+    driver.find_element(By.ID, "import").send_keys(str(path))
+    for _ in range(100):
+        if js(driver, "window.tlExplorer.gridInfo().rows.length") == 3:
+            break
+        time.sleep(0.02)
+    assert js(driver, "document.getElementById('status').textContent") == ""
+    state = js(driver, "window.tlExplorer.state")
+    assert state["pins"] == [] and state["cell"] is None and state["stat"] == "max_prob"
+    converted = from_logitlenskit(V2)
+    expected = decode_view(converted, 0)["topk_probs"][..., 0][::-1]
+    grid = np.array(js(driver, "window.tlExplorer.gridValues()"), dtype=float)
+    np.testing.assert_allclose(grid, expected, atol=1e-3)
+    point_at(driver, 1, 1)
+    assert shown_topk(driver) == [("_fox", pytest.approx(0.6, abs=1e-4)), ("_brown", 0.2)]
+    assert js(driver, "document.title") == "tuned-lens explorer"

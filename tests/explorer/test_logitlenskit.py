@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from _explorer_helpers import V2
 from tuned_lens.errors import InvalidInputError
 from tuned_lens.explorer import (
     build_data,
@@ -15,22 +16,6 @@ from tuned_lens.explorer import (
     load_data,
     to_logitlenskit,
 )
-
-V2 = {
-    "meta": {"version": 2, "timestamp": "2026-01-02T03:00:07+00:00", "model": "gpt2"},
-    "layers": [0, 1, 2],
-    "input": ["The", " quick", "\n"],
-    "topk": [
-        [[" the", " a"], [" brown", " fox"], ["A", " the"]],
-        [[" the", " a"], [" fox", " brown"], [" the", "A"]],
-        [[" a", " the"], [" fox", " brown"], [" the", "A"]],
-    ],
-    "tracked": [
-        {" the": [0.5, 0.4, 0.25], " a": [0.25, 0.3, 0.5]},
-        {" brown": [0.3, 0.2, 0.1], " fox": [0.2, 0.6, 0.75]},
-        {"A": [0.4, 0.1, 0.05], " the": [0.3, 0.5, 0.6]},
-    ],
-}
 
 
 def close(left, right, tol=2e-3):

@@ -458,12 +458,68 @@
     doc.state = encodeState();
     return JSON.stringify(doc);
   }
+  // logitlenskit V2 (meta, layers, input, topk, tracked) -> a version-1 document, as
+  // tuned_lens.explorer.from_logitlenskit does it (arrays written as f32 / u32).
+  function b64(typed) {
+    var bytes = new Uint8Array(typed.buffer), out = "";
+    for (var i = 0; i < bytes.length; i += 0x8000) out += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    return btoa(out);
+  }
+  function arr(dtype, shape, values) {
+    var typed = dtype === "f32" ? new Float32Array(values) : dtype === "i32" ? new Int32Array(values) : new Uint32Array(values);
+    return { dtype: dtype, shape: shape, data: b64(typed) };
+  }
+  function formatV2(s, max) {
+    if (max && s.length > max) s = s.slice(0, max - 1) + "…";
+    return s.split("\n").join("\\n").split(" ").join("_");
+  }
+  function fromV2(v2) {
+    var R = v2.layers.length, T = v2.input.length, index = { "": 0 }, strings = [""];
+    var add = function (s) { s = String(s); if (!(s in index)) { index[s] = strings.length; strings.push(s); } return index[s]; };
+    if (v2.topk.length !== R || v2.tracked.length !== T) throw new Error("logitlenskit V2: topk / tracked do not fit layers x input");
+    v2.input.forEach(add);
+    var k = 1;
+    v2.topk.forEach(function (layer) { layer.forEach(function (cell) { cell.forEach(add); k = Math.max(k, cell.length); }); });
+    v2.tracked.forEach(function (entry) { Object.keys(entry).forEach(add); });
+    var ids = new Array(R * T * k).fill(0), probs = new Array(R * T * k).fill(NaN);
+    v2.topk.forEach(function (layer, r) {
+      layer.forEach(function (cell, q) {
+        cell.forEach(function (tok, j) {
+          var traj = v2.tracked[q][tok], x = traj ? traj[r] : null;
+          ids[(r * T + q) * k + j] = index[String(tok)]; probs[(r * T + q) * k + j] = x === null || x === undefined ? NaN : x;
+        });
+      });
+    });
+    var pos = [], toks = [], traj = [];
+    v2.tracked.forEach(function (entry, q) {
+      Object.keys(entry).forEach(function (tok) {
+        pos.push(q); toks.push(index[tok]);
+        entry[tok].forEach(function (x) { traj.push(x === null ? NaN : x); });
+      });
+    });
+    var meta = v2.meta || {};
+    return {
+      format: "tuned-lens-explorer", version: 1,
+      meta: { title: String(meta.prompt || ""), model: String(meta.model || ""), created: String(meta.timestamp || ""), generator: "logitlenskit V2 (converted in the page)", formatter: null },
+      tokens: { ids: arr("i32", [strings.length], strings.map(function () { return -1; })),
+        text: strings.map(function (s) { return formatV2(s, 0); }), short: strings.map(function (s) { return formatV2(s, 7); }), raw: strings },
+      lenses: [{ name: String(meta.lens || "logitlenskit"), kind: "logitlenskit" }], prompts: [String(meta.prompt || "prompt 0")],
+      views: [{ lens: 0, prompt: 0, rows: R, positions: T, k: k, row_labels: v2.layers.map(String),
+        input: arr("u32", [T], v2.input.map(function (s) { return index[String(s)]; })), targets: null,
+        topk_tokens: arr("u32", [R, T, k], ids), topk_probs: arr("f32", [R, T, k], probs), stats: {}, tracked: null,
+        pos_tracked: { positions: arr("u32", [pos.length], pos), tokens: arr("u32", [toks.length], toks), probs: arr("f32", [pos.length, R], traj) } }],
+      pairs: []
+    };
+  }
+  function isV2(doc) { return doc && doc.meta && doc.meta.version === 2 && doc.layers && doc.input && doc.topk && doc.tracked; }
   function importJSON(text) {
     var doc = JSON.parse(text);
+    if (isV2(doc)) doc = fromV2(doc);
     if (!doc || doc.format !== "tuned-lens-explorer" || doc.version !== 1) {
-      throw new Error("not a tuned-lens-explorer version 1 file (logitlenskit V2 files: convert with tuned_lens.explorer.load_data)");
+      throw new Error("not a tuned-lens-explorer version 1 file, nor a logitlenskit V2 file");
     }
     load(doc);
+    S.lens = 0; S.prompt = 0; S.cmp = -1; S.pins = []; S.ppos = []; S.cell = null; S.sx = 0;
     if (doc.state) applyHash(doc.state);
     update();
     $("scroller").scrollLeft = S.sx;
