@@ -26,6 +26,7 @@ __all__ = [
     "atomic_folder",
     "atomic_path",
     "exclusive_lock",
+    "shared_lock",
     "remove_stale_temp_files",
     "remove_stale_temp_folders",
     "temp_folder_prefix",
@@ -174,6 +175,41 @@ def exclusive_lock(lock_file: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
+def shared_lock(lock_file: str | Path, timeout_s: float = 2.0) -> Iterator[bool]:
+    """Hold a shared ``flock`` on an existing ``lock_file`` during the block, so that no
+    :func:`exclusive_lock` holder changes the folder meanwhile.
+
+    Never creates the file (readers may not write), and waits at most ``timeout_s`` for a
+    writer (one stopped while holding the lock must not block readers forever).
+
+    Yields:
+        Whether the lock is held (``False``: no lock file, no ``fcntl``, or the wait timed out).
+    """
+    try:
+        import fcntl
+
+        fd = os.open(lock_file, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield False
+        return
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                held = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    held = False
+                    break
+                time.sleep(0.005)
+        yield held
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temp_folders(path: str | Path) -> None:

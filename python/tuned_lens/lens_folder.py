@@ -4,7 +4,8 @@
 ``<folder>/.lens.lock``, removes the temporary files of killed writers, writes the parameters and
 the config (each atomically) and then ``lens_manifest.json``, which names both files and their
 SHA-256. Concurrent savers therefore take turns, and a saver killed between two renames leaves
-files that disagree with the manifest.
+files that disagree with the manifest. Readers hold a shared lock on the same file while they
+read (when it exists; at most 2 s, so a stopped saver cannot block them).
 
 :func:`read_lens_folder` reads each file once into memory and checks the bytes against the
 manifest when there is one; a mismatch (a save in progress) is retried a few times and then
@@ -30,6 +31,7 @@ import torch
 from tuned_lens._atomic import (
     exclusive_lock,
     remove_stale_temp_files,
+    shared_lock,
     write_bytes_atomically,
     write_json_atomically,
 )
@@ -157,11 +159,12 @@ def read_lens_folder(
         if attempt:
             time.sleep(0.02 * attempt)
         same_folder = config_path.parent == params_path.parent
-        manifest = _read_manifest(config_path.parent) if same_folder else None
-        config_bytes = read_file_once(config_path, "lens config", MAX_CONFIG_BYTES)
-        config = parse_lens_config(config_bytes, config_path)
-        _check_against_model(config, config_path, d_model, num_layers)
-        params = read_file_once(params_path, "lens parameters", params_byte_limit(config))
+        with shared_lock(config_path.parent / LOCK_NAME):  # savers wait until we have read
+            manifest = _read_manifest(config_path.parent) if same_folder else None
+            config_bytes = read_file_once(config_path, "lens config", MAX_CONFIG_BYTES)
+            config = parse_lens_config(config_bytes, config_path)
+            _check_against_model(config, config_path, d_model, num_layers)
+            params = read_file_once(params_path, "lens parameters", params_byte_limit(config))
         read = {config_path.name: config_bytes, params_path.name: params}
         mismatch = [
             name

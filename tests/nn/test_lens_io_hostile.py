@@ -229,7 +229,7 @@ def test_concurrent_savers_and_loaders_never_mix_two_lenses(tmp_path, model):
         assert saver.wait(timeout=60) == 0
     _check_consistent(TunedLens.from_unembed_and_pretrained(unembed, str(folder)))
     assert loads > 0
-    assert refusals <= loads, "loads during saves should mostly succeed"
+    assert refusals == 0, f"{refusals} loads refused although readers take the shared lock"
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
         "config.json",
         "lens_manifest.json",

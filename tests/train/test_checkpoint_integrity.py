@@ -24,7 +24,7 @@ from safetensors.torch import save as save_bytes
 from tuned_lens.data import PackedChunks
 from tuned_lens.nn import TunedLens
 from tuned_lens.training import checkpoint
-from tuned_lens.training.checkpoint import list_checkpoints, read_checkpoint
+from tuned_lens.training.checkpoint import list_checkpoints, read_checkpoint, save_checkpoint
 from tuned_lens.training.ingredients import DataSpec, ModelSpec
 from tuned_lens.training.train_loop import TrainConfig, train_lens
 
@@ -217,3 +217,60 @@ def test_training_summary_is_complete_json_and_leaves_no_temporaries(
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["num_steps"] == 1 and summary["start_step"] == 0
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+
+
+# -- 10: crafted checkpoint files ----------------------------------------------------------------
+
+
+def _small_checkpoint(folder: Path) -> Path:
+    return save_checkpoint(
+        folder,
+        step=2,
+        lens_state={"0.weight": torch.ones(2, 2)},
+        optimizer_state={"state": {}, "param_groups": []},
+        extra={},
+    )
+
+
+def _metadata_file(path: Path, metadata) -> None:
+    path.write_bytes(save_bytes({"lens.0.weight": torch.ones(2, 2)}, metadata=metadata))
+
+
+CRAFTED_CHECKPOINTS = {
+    "not-safetensors": lambda p: p.write_bytes(b"PK\x03\x04garbage"),
+    "empty": lambda p: p.write_bytes(b""),
+    "no-metadata": lambda p: _metadata_file(p, None),
+    "metadata-not-json": lambda p: _metadata_file(p, {"tuned_lens": "{nope"}),
+    "deep-nesting": lambda p: _metadata_file(p, {"tuned_lens": "[" * 100_000 + "]" * 100_000}),
+    "5000-digit-step": lambda p: _metadata_file(p, {"tuned_lens": '{"step": ' + "9" * 5000 + "}"}),
+    "document-is-a-list": lambda p: _forge_raw(p, []),
+    "step-as-text": lambda p: _forge(p, step="2"),
+    "step-as-bool": lambda p: _forge(p, step=True),
+    "optimizer-as-number": lambda p: _forge(p, optimizer=5),
+    "extra-as-list": lambda p: _forge(p, extra=[1]),
+    "format-version-huge": lambda p: _forge(p, format_version=10**40),
+    "tensor-list-missing": lambda p: _forge(p, tensors=None),
+}
+
+
+def _forge_raw(path: Path, document) -> None:
+    def edit(tensors, metadata):
+        metadata["tuned_lens"] = json.dumps(document)
+
+    _rewrite(path, edit)
+
+
+@pytest.mark.parametrize("name", sorted(CRAFTED_CHECKPOINTS))
+def test_crafted_checkpoints_give_a_lens_file_error_naming_the_file(tmp_path, name):
+    from tuned_lens.errors import LensFileError
+
+    path = _small_checkpoint(tmp_path)
+    CRAFTED_CHECKPOINTS[name](path)
+    with pytest.raises(LensFileError) as caught:
+        read_checkpoint(path)
+    assert str(path) in str(caught.value)
+
+
+def test_negative_steps_are_never_written(tmp_path):
+    with pytest.raises(ValueError, match="step"):
+        save_checkpoint(tmp_path, step=-1, lens_state={}, optimizer_state={}, extra={})
