@@ -278,11 +278,16 @@ def test_temp_files_of_a_killed_saver_are_removed_by_the_next_save(tmp_path, mod
     saver.stdout.close()
     # Leave one of the killed saver's own temporaries, in case the kill came between writes.
     (folder / f".config.json.tmp-{saver.pid}").write_text("{")
-    live = folder / f".config.json.tmp-{os.getpid()}"  # a writer in this (live) process
-    TunedLens.from_model(model).save(folder)
-    leftovers = sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name)
-    assert leftovers == [], leftovers
-    assert not live.exists()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = folder / f".config.json.tmp-{alive.pid}"  # a writer that is still running
+        live.write_text("{")
+        TunedLens.from_model(model).save(folder)
+        leftovers = sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name)
+        assert leftovers == [live.name], leftovers  # only the live writer's file is kept
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 # -- 10: crafted files ---------------------------------------------------------------------------
