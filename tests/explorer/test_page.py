@@ -81,3 +81,12 @@ def test_the_widget_needs_anywidget(pair):
             explorer_widget(pair[0])
     else:  # pragma: no cover - only where anywidget is installed
         assert "tl-data" in explorer_widget(pair[0]).html
+
+
+def test_a_screenshot_of_a_view(pair, tmp_path):
+    from _explorer_helpers import BROWSER
+
+    if BROWSER is None:
+        pytest.skip("no Chrome/Chromium installed")
+    png = pair[0].explore().screenshot(tmp_path / "view.png", state="stat=forward_kl&cell=2.3")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

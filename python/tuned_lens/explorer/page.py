@@ -128,6 +128,33 @@ class ExplorerPage:
         write_text_atomically(self.path, self.html)
         return self.path
 
+    def screenshot(
+        self, png_path: str | Path, *, state: str = "", width: int = 1400, height: int = 900
+    ) -> Path:
+        """A PNG of the page in a headless Chromium (:func:`tuned_lens.headless_chromium.screenshot`).
+
+        Args:
+            png_path: Where the PNG goes (written atomically).
+            state: The view to show, in the URL-hash form (``"stat=forward_kl&pins=12&cell=3.4"``).
+            width: Viewport width in CSS pixels.
+            height: Viewport height in CSS pixels.
+
+        Returns:
+            The PNG's path.
+
+        Raises:
+            BrowserNotFoundError: No Chrome/Chromium is installed.
+        """
+        import tempfile
+
+        from ..headless_chromium import screenshot
+
+        data = {**self.data, "state": state} if state else self.data
+        with tempfile.TemporaryDirectory() as folder:
+            page = Path(folder) / "page.html"
+            write_text_atomically(page, render_html(data))
+            return screenshot(page, png_path, width=width, height=height, budget_ms=2_000)
+
     def _repr_html_(self) -> str:
         """The page in an isolated ``<iframe srcdoc>`` (Jupyter, VS Code, Colab)."""
         return (
