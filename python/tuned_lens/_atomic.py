@@ -39,7 +39,7 @@ __all__ = [
 # live process (folder builds take seconds to a minute).
 STALE_AFTER_S = 3600.0
 # What atomic_path writes beside ``name``: ``.<name>.tmp-<pid>``.
-_TEMP_FILE = re.compile(r"^\..+\.tmp-(\d+)$")
+_TEMP_FILE = re.compile(r"^\.(.+)\.tmp-(\d+)$")
 
 
 def _current_umask() -> int:
@@ -137,9 +137,15 @@ def _is_stale(candidate: Path, pid_text: str, *, ours_too: bool = False) -> bool
     return not _pid_alive(pid) or age >= STALE_AFTER_S
 
 
-def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+def remove_stale_temp_files(
+    folder: str | Path, names: Callable[[str], bool] | None = None
+) -> list[Path]:
     """Delete the temporary files of :func:`atomic_path` in ``folder`` (``.<name>.tmp-<pid>``)
     whose writer is dead (``os.kill(pid, 0)`` fails) or that are older than an hour.
+
+    Args:
+        folder: The folder to clean (not its subfolders).
+        names: Only temporaries of final names it accepts are considered (default: all).
 
     Returns:
         The paths removed.
@@ -151,7 +157,9 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
         return removed
     for candidate in entries:
         match = _TEMP_FILE.match(candidate.name)
-        if match and candidate.is_file() and _is_stale(candidate, match.group(1)):
+        if not match or (names is not None and not names(match.group(1))):
+            continue
+        if candidate.is_file() and _is_stale(candidate, match.group(2)):
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed

@@ -96,7 +96,7 @@ def write_lens_folder(
     config_bytes = json.dumps(config.to_dict()).encode("utf-8")
     folder.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(folder / LOCK_NAME):
-        remove_stale_temp_files(folder)
+        remove_stale_temp_files(folder, {params_name, config_name, MANIFEST_NAME}.__contains__)
         write_bytes_atomically(folder / params_name, params)
         write_bytes_atomically(folder / config_name, config_bytes)
         manifest = {"files": {params_name: _sha256(params), config_name: _sha256(config_bytes)}}

@@ -268,6 +268,8 @@ def test_temp_files_of_a_killed_saver_are_removed_by_the_next_save(tmp_path, mod
     dead_pid = 4194305
     stale = folder / f".params.safetensors.tmp-{dead_pid}"
     stale.write_bytes(b"x" * 1000)
+    foreign = folder / f".notes.txt.tmp-{dead_pid}"
+    foreign.write_text("not ours")
     saver = subprocess.Popen(
         _python(_KILLED_SAVER) + [str(folder)], env=_env(), stdout=subprocess.PIPE, text=True
     )
@@ -284,7 +286,8 @@ def test_temp_files_of_a_killed_saver_are_removed_by_the_next_save(tmp_path, mod
         live.write_text("{")
         TunedLens.from_model(model).save(folder)
         leftovers = sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name)
-        assert leftovers == [live.name], leftovers  # only the live writer's file is kept
+        # Kept: the live writer's file, and another program's file that is not a lens file.
+        assert leftovers == [live.name, foreign.name], leftovers
     finally:
         alive.kill()
         alive.wait()

@@ -85,7 +85,7 @@ def list_checkpoints(folder: str | os.PathLike[str]) -> list[tuple[int, Path]]:
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> None:
     """Delete the temporary files of snapshot writers that were killed (their process is
     gone), logging what was removed."""
-    for path in remove_stale_temp_files(Path(folder)):
+    for path in remove_stale_temp_files(Path(folder), lambda name: bool(_NAME.match(name))):
         logger.warning("removed %s, left by a checkpoint writer that was killed", path)
 
 
