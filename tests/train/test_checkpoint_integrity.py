@@ -113,6 +113,23 @@ def test_deleted_optimizer_state_is_refused(finished_run, tiny, chunks, caplog):
     assert "incomplete state" in caplog.text
 
 
+def test_optimizer_state_missing_from_an_intact_file_is_refused(finished_run, tiny, chunks, caplog):
+    """Even with a consistent tensor list and checksum, momentum-less state is not resumed."""
+
+    def forge_without_optimizer(tensors, metadata):
+        for name in [n for n in tensors if n.startswith("optim.")]:
+            del tensors[name]
+        document = json.loads(metadata["tuned_lens"])
+        document["optimizer"]["state"] = {}
+        document["tensors"] = checkpoint._tensor_manifest(tensors)
+        metadata["tuned_lens"] = json.dumps(document)
+        metadata["sha256"] = checkpoint._digest(document, tensors)
+
+    _rewrite(_newest(finished_run), forge_without_optimizer)
+    assert _resume_start(tiny[0], chunks, finished_run, caplog) == 3
+    assert "incomplete optimiser state" in caplog.text
+
+
 def _forge(path: Path, **changes) -> None:
     """Change the document and recompute the checksum: a file that is intact but wrong."""
 
