@@ -7,8 +7,11 @@ The package promises one job per module and short functions; this keeps the prom
 * no function or method body longer than ``--max-function-lines`` lines (default 80), counted
   from the ``def`` line to its last line, without the docstring;
 * no import cycle between the package's modules through imports that run at import time
-  (module level, outside ``if TYPE_CHECKING:``); imports inside functions are deliberate lazy
-  imports and are not edges.
+  (module level, outside ``if TYPE_CHECKING:``), and with ``--lazy-cycles`` through imports
+  inside functions too. Importing ``a.b.c`` also runs the packages ``a`` and ``a.b``, so those
+  are edges as well. A lazy import that is a deliberate back-edge (a convenience method that
+  forwards to a module above it, such as ``traj.explore()``) carries the comment
+  ``# cycle-ok: <why>`` on its line and is not an edge.
 
 Exit status 0 when all hold, 1 otherwise (each violation printed on one line).
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "python" / "tuned_lens"
+PRAGMA = "# cycle-ok:"
 
 
 def module_name(path: Path) -> str:
@@ -80,12 +84,20 @@ def _import_time_nodes(body: list[ast.stmt], lazy: bool = False) -> Iterator[ast
 
 
 def imported_modules(
-    tree: ast.Module, name: str, is_package: bool, known: set[str], *, lazy: bool = False
+    tree: ast.Module,
+    name: str,
+    is_package: bool,
+    known: set[str],
+    *,
+    lazy: bool = False,
+    pragma_lines: frozenset[int] = frozenset(),
 ) -> set[str]:
     """Package modules that ``name`` imports at import time (with ``lazy``: at all)."""
     found: set[str] = set()
     package = name if is_package else name.rpartition(".")[0]
     for stmt in _import_time_nodes(tree.body, lazy):
+        if pragma_lines.intersection(range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1)):
+            continue
         if isinstance(stmt, ast.Import):
             targets = [alias.name for alias in stmt.names]
         elif isinstance(stmt, ast.ImportFrom):
@@ -103,6 +115,7 @@ def imported_modules(
                 target = target.rpartition(".")[0]
             if target and target != name:
                 found.add(target)
+                found.update(_ancestors(target) & known)
     return found
 
 
@@ -174,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         name = module_name(path)
         is_package = path.name == "__init__.py"
-        edges = imported_modules(tree, name, is_package, known, lazy=args.lazy_cycles)
+        source_lines = path.read_text(encoding="utf-8").splitlines()
+        pragmas = frozenset(i + 1 for i, line in enumerate(source_lines) if PRAGMA in line)
+        edges = imported_modules(
+            tree, name, is_package, known, lazy=args.lazy_cycles, pragma_lines=pragmas
+        )
         graph[name] = edges - _ancestors(name)
     for component in cycles(graph):
         problems.append("import cycle: " + " <-> ".join(component))

@@ -14,7 +14,8 @@ from __future__ import annotations
 from ._build import build_data
 from .logitlenskit import from_logitlenskit, is_logitlenskit, to_logitlenskit
 from .page import ExplorerPage, explore, render_html
-from .schema import FORMAT, VERSION, decode_view, load_data, save_data, validate
+from .reading import load_data
+from .schema import FORMAT, VERSION, decode_view, save_data, validate
 from .widget import explorer_widget
 
 __all__ = [

@@ -23,7 +23,6 @@ __all__ = [
     "STATISTICS",
     "VERSION",
     "decode_view",
-    "load_data",
     "save_data",
     "validate",
 ]
@@ -46,32 +45,32 @@ _VIEW_ARRAYS = ("input", "topk_tokens", "topk_probs")
 _PAIR_ARRAYS = ("kl_ab", "kl_ba", "js")
 
 
-def _fail(message: str) -> InvalidInputError:
+def fail(message: str) -> InvalidInputError:
     return InvalidInputError(f"explorer data: {message}", option="data")
 
 
 def _check_view(view: Any, index: int, n_tokens: int, n_lenses: int, n_prompts: int) -> None:
     if not isinstance(view, dict):
-        raise _fail(f"views[{index}] is not an object")
+        raise fail(f"views[{index}] is not an object")
     for key in ("lens", "prompt", "rows", "positions", "k", "stats", *_VIEW_ARRAYS):
         if key not in view:
-            raise _fail(f"views[{index}] lacks {key!r}")
+            raise fail(f"views[{index}] lacks {key!r}")
     if not 0 <= view["lens"] < n_lenses or not 0 <= view["prompt"] < n_prompts:
-        raise _fail(f"views[{index}] names a lens or prompt that does not exist")
+        raise fail(f"views[{index}] names a lens or prompt that does not exist")
     rows, positions, k = view["rows"], view["positions"], view["k"]
     shapes = {"input": [positions], "topk_tokens": [rows, positions, k]}
     shapes["topk_probs"] = shapes["topk_tokens"]
     for key, shape in shapes.items():
         if view[key]["shape"] != shape:
-            raise _fail(f"views[{index}].{key} has shape {view[key]['shape']}, not {shape}")
+            raise fail(f"views[{index}].{key} has shape {view[key]['shape']}, not {shape}")
     for name, stat in view["stats"].items():
         if name not in STATISTICS or stat["shape"] != [rows, positions]:
-            raise _fail(f"views[{index}].stats.{name} is unknown or not {[rows, positions]}")
+            raise fail(f"views[{index}].stats.{name} is unknown or not {[rows, positions]}")
     tables = [view["input"], view["topk_tokens"], view.get("targets")]
     for table in filter(None, tables):
         ids = decode_array(table, name=f"views[{index}] token indices")
         if ids.size and (ids.min() < 0 or ids.max() >= n_tokens):
-            raise _fail(f"views[{index}] indexes outside the token table ({n_tokens} entries)")
+            raise fail(f"views[{index}] indexes outside the token table ({n_tokens} entries)")
 
 
 def validate(data: Any) -> dict[str, Any]:
@@ -87,26 +86,26 @@ def validate(data: Any) -> dict[str, Any]:
         InvalidInputError: It is not one, naming the first problem found.
     """
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise _fail(f'not a {FORMAT} document (its "format" must be "{FORMAT}")')
+        raise fail(f'not a {FORMAT} document (its "format" must be "{FORMAT}")')
     if data.get("version") != VERSION:
-        raise _fail(f"version {data.get('version')!r} is not supported (this reads {VERSION})")
+        raise fail(f"version {data.get('version')!r} is not supported (this reads {VERSION})")
     for key in ("meta", "tokens", "lenses", "prompts", "views"):
         if key not in data:
-            raise _fail(f"the document lacks {key!r}")
+            raise fail(f"the document lacks {key!r}")
     tokens = data["tokens"]
     n_tokens = len(tokens.get("text", []))
     for key in ("short", "raw"):
         if len(tokens.get(key, [])) != n_tokens:
-            raise _fail(f"tokens.{key} and tokens.text differ in length")
+            raise fail(f"tokens.{key} and tokens.text differ in length")
     if decode_array(tokens["ids"], name="tokens.ids").shape != (n_tokens,):
-        raise _fail("tokens.ids and tokens.text differ in length")
+        raise fail("tokens.ids and tokens.text differ in length")
     if not data["views"]:
-        raise _fail("the document has no views")
+        raise fail("the document has no views")
     for index, view in enumerate(data["views"]):
         _check_view(view, index, n_tokens, len(data["lenses"]), len(data["prompts"]))
     for pair in data.get("pairs", []):
         if not all(0 <= pair[key] < len(data["views"]) for key in ("a", "b")):
-            raise _fail("a pair names a view that does not exist")
+            raise fail("a pair names a view that does not exist")
     return data
 
 
@@ -124,31 +123,6 @@ def save_data(data: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     write_text_atomically(path, json.dumps(data, separators=(",", ":"), allow_nan=False))
     return path
-
-
-def load_data(source: str | Path | dict[str, Any]) -> dict[str, Any]:
-    """Read a document from a file (or take a parsed one) and validate it.
-
-    A logitlenskit V2 document is converted (see :mod:`.logitlenskit`).
-
-    Args:
-        source: A path to a JSON file, or the parsed JSON.
-
-    Returns:
-        The version-1 document.
-    """
-    if isinstance(source, dict):
-        data = source
-    else:
-        try:
-            data = json.loads(Path(source).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise _fail(f"{source} is not JSON: {err}") from None
-    from .logitlenskit import from_logitlenskit, is_logitlenskit
-
-    if is_logitlenskit(data):
-        data = from_logitlenskit(data)
-    return validate(data)
 
 
 def decode_view(data: dict[str, Any], index: int) -> dict[str, Any]:

@@ -201,13 +201,13 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
         Returns:
             The :class:`tuned_lens.explorer.ExplorerPage` (notebooks show it inline).
         """
-        from ..explorer import explore
+        from ..explorer import explore  # cycle-ok: forwards to the explorer
 
         return explore(self, path, **options)
 
     def _repr_html_(self) -> str:
         """Notebooks (Jupyter, VS Code, Colab) show the explorer inline."""
-        from ..explorer import explore
+        from ..explorer import explore  # cycle-ok: forwards to the explorer
 
         return explore(self)._repr_html_()
 
