@@ -47,6 +47,9 @@ class TunedLensConfig:
         base_model_revision: Git revision of the base model, if known.
         unembed_hash: Fingerprint of the unembedding (see ``Unembed.unembedding_hash``).
         lens_type: Kind of lens; only ``"linear_tuned_lens"`` exists.
+        rank: ``None`` for full ``(d, d)`` translators (the original format); ``r`` for
+            low-rank translators ``h + U V^T h + b`` with ``U, V`` of shape ``(d, r)``.
+            Written to ``config.json`` only when set, so full-rank files keep their format.
     """
 
     base_model_name_or_path: str
@@ -56,6 +59,7 @@ class TunedLensConfig:
     base_model_revision: str | None = None
     unembed_hash: str | None = None
     lens_type: str = "linear_tuned_lens"
+    rank: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("d_model", "num_hidden_layers"):
@@ -73,14 +77,28 @@ class TunedLensConfig:
                     f"{name} must be a string, got {type(value).__name__} {value!r:.60}",
                     option=name,
                 )
+        rank = self.rank
+        if rank is not None and (
+            isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= self.d_model
+        ):
+            raise InvalidInputError(
+                f"rank must be an integer in 1..d_model={self.d_model} or None, got {rank!r:.60}",
+                option="rank",
+            )
         if self.lens_type != "linear_tuned_lens":
             raise InvalidInputError(
                 f"unsupported lens_type {self.lens_type!r:.60}", option="lens_type"
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as a JSON-serialisable dict (field order = JSON key order)."""
-        return dataclasses.asdict(self)
+        """The config as a JSON-serialisable dict (field order = JSON key order).
+
+        ``rank`` appears only for a low-rank lens: a full-rank config is the original's.
+        """
+        data = dataclasses.asdict(self)
+        if data["rank"] is None:
+            del data["rank"]
+        return data
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any]) -> TunedLensConfig:

@@ -55,6 +55,7 @@ __all__ = [
     "validate_lens_params",
     "check_params_size",
     "encode_lens_params",
+    "expected_param_shapes",
     "read_torch_zip_state_dict",
 ]
 
@@ -124,7 +125,22 @@ def params_byte_limit(config: TunedLensConfig) -> int:
     """The largest parameter file ``config`` justifies, in bytes: every expected element in
     float64 plus 1 MiB of headers. A larger file is refused unread."""
     d, n = config.d_model, config.num_hidden_layers
-    return n * (d * d + (d if config.bias else 0)) * 8 + (1 << 20)
+    per_layer = d * d if config.rank is None else 2 * d * config.rank
+    return n * (per_layer + (d if config.bias else 0)) * 8 + (1 << 20)
+
+
+def expected_param_shapes(config: TunedLensConfig, layer: int) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of translator ``layer``'s parameters: ``"{i}.weight"`` ``(d, d)`` for
+    a full lens, ``"{i}.u"`` and ``"{i}.v"`` ``(d, rank)`` for a low-rank one, plus
+    ``"{i}.bias"`` ``(d,)`` when the lens has biases."""
+    d, i = config.d_model, layer
+    if config.rank is None:
+        shapes: dict[str, tuple[int, ...]] = {f"{i}.weight": (d, d)}
+    else:
+        shapes = {f"{i}.u": (d, config.rank), f"{i}.v": (d, config.rank)}
+    if config.bias:
+        shapes[f"{i}.bias"] = (d,)
+    return shapes
 
 
 def parse_lens_params(
@@ -191,9 +207,7 @@ def validate_lens_params(
         )
     expected: dict[str, tuple[int, ...]] = {}
     for i in range(n):
-        expected[f"{i}.weight"] = (d, d)
-        if config.bias:
-            expected[f"{i}.bias"] = (d,)
+        expected.update(expected_param_shapes(config, i))
     missing = sorted(set(expected) - set(state), key=_natural_key)
     unexpected = sorted(set(state) - set(expected), key=_natural_key)
     if missing or unexpected:
@@ -275,8 +289,7 @@ class _Budget:
     def for_archive(cls, data: bytes, config: TunedLensConfig | None) -> _Budget:
         if config is None:  # no config: copies may not exceed the file's own size
             return cls(len(data))
-        d = config.d_model
-        shapes = {(d, d), (d,)} if config.bias else {(d, d)}
+        shapes = set(expected_param_shapes(config, 0).values())
         return cls(params_byte_limit(config), frozenset(shapes))
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, LensFileError
 from ..lens_io import TunedLensConfig
+from .low_rank import LowRankTranslator
 from .unembed import Unembed
 
 __all__ = ["Lens", "LogitLens", "TunedLens", "TunedLensConfig"]
@@ -210,8 +211,11 @@ class TunedLens(Lens):
     """A tuned lens: one affine translator per layer in front of the unembedding.
 
     Translator ``i`` maps ``h`` to ``h + W_i h + b_i``; ``W_i`` and ``b_i`` start at zero, so a
-    fresh tuned lens is exactly the logit lens. Parameters take the dtype and device of the
-    unembedding (float16 if the unembedding is not floating point).
+    fresh tuned lens is exactly the logit lens. With ``config.rank = r`` each translator is a
+    :class:`~tuned_lens.nn.low_rank.LowRankTranslator` (``h + U_i V_iᵀ h + b_i``, ``U_i = 0``
+    and ``V_i`` random, so a fresh one is the logit lens too and training moves both factors).
+    Parameters take the dtype and device of the unembedding (float16 if the unembedding is not
+    floating point).
 
     Args:
         unembed: The unembedding of the base model.
@@ -233,8 +237,19 @@ class TunedLens(Lens):
         self.config.unembed_hash = unembed.unembedding_hash()
         weight = unembed.unembedding.weight
         dtype = weight.dtype if weight.dtype.is_floating_point else torch.float16
-        translators = []
-        for _ in range(config.num_hidden_layers):
+        translators: list[nn.Module] = []
+        for i in range(config.num_hidden_layers):
+            if config.rank is not None:
+                low_rank = LowRankTranslator(
+                    config.d_model,
+                    config.rank,
+                    bias=config.bias,
+                    dtype=dtype,
+                    device=weight.device,
+                    seed=i,
+                )
+                translators.append(low_rank)
+                continue
             translator = nn.Linear(
                 config.d_model, config.d_model, bias=config.bias, dtype=dtype, device=weight.device
             )
@@ -248,7 +263,11 @@ class TunedLens(Lens):
 
     @classmethod
     def from_model(
-        cls, model: nn.Module, model_revision: str | None = None, bias: bool = True
+        cls,
+        model: nn.Module,
+        model_revision: str | None = None,
+        bias: bool = True,
+        rank: int | None = None,
     ) -> TunedLens:
         """Create a fresh (identity) lens for ``model``.
 
@@ -256,6 +275,7 @@ class TunedLens(Lens):
             model: The model to create the lens for.
             model_revision: The git revision of the model, recorded in the config.
             bias: Whether the translators have a bias.
+            rank: ``None`` for full translators, ``r`` for rank-``r`` ones.
         """
         unembed = Unembed(model)
         num_layers = _num_hidden_layers(model)
@@ -265,6 +285,7 @@ class TunedLens(Lens):
             num_hidden_layers=num_layers,
             bias=bias,
             base_model_revision=model_revision,
+            rank=rank,
         )
         return cls(unembed, config)
 
