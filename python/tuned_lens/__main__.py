@@ -144,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and evaluate tuned lenses (Belrose et al. 2023).",
     )
     parser.add_argument("--log_level", type=str.upper, default="INFO", choices=LOG_LEVELS)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,demo,serve}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,eval,demo,serve,explore}"
+    )
     train = sub.add_parser(
         "train", help="train a tuned lens", formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -159,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tuned_lens.explorer.serve_cli import add_serve_arguments
 
     add_serve_arguments(sub.add_parser("serve", help="the local explorer app on 127.0.0.1"))
+    from tuned_lens.explorer.explore_cli import add_explore_arguments
+
+    add_explore_arguments(sub.add_parser("explore", help="write an explorer page (.html/.json)"))
     for command in (train, ev):
         command.set_defaults(flags=flag_spellings(command))
     return parser
@@ -194,12 +199,40 @@ def _add_train_args(train: argparse.ArgumentParser) -> None:
         help="snapshot folder (default <output>/checkpoints)",
     )
     t.add_argument("--loss", type=_choice(("KL", "CE")), default="KL")
+    t.add_argument(
+        "--rank", type=int, default=None, help="low-rank translators h + U V^T h + b of this rank"
+    )
     o = train.add_argument_group("optimizer")
     o.add_argument("--weight_decay", type=float, default=1e-3)
     o.add_argument("--lr_scale", type=float, default=1.0)
     o.add_argument("--momentum", type=float, default=0.9)
     _add_bool(o, "--zero", default=False, help="accepted for compatibility; has no effect")
-    o.add_argument("--optimizer", type=_choice(("SGD", "ADAM")), default="SGD")
+    o.add_argument(
+        "--optimizer",
+        type=_choice(("SGD", "ADAM", "MUON")),
+        default="SGD",
+        help="MUON: torch.optim.Muon on the matrices, SGD on the biases (torch >= 2.9)",
+    )
+    t.add_argument(
+        "--init",
+        type=_choice(("IDENTITY", "LEAST_SQUARES")),
+        default="IDENTITY",
+        help="translator start: identity (the original's) or the least-squares shortcut",
+    )
+    t.add_argument(
+        "--init_tokens",
+        type=int,
+        default=None,
+        help="tokens of the stream the least-squares fit reads (default: one step's); "
+        "they count toward the budget",
+    )
+    t.add_argument(
+        "--recipe",
+        type=_choice(("ORIGINAL", "FAST")),
+        default="ORIGINAL",
+        help="fast: the measured preset (see docs/training.md); it sets --init, --optimizer, "
+        "--lr_scale and --warmup_steps",
+    )
     o.add_argument(
         "--warmup_steps",
         type=int,
@@ -324,6 +357,10 @@ def _train(args: argparse.Namespace) -> int:
         dataloader_shuffle=args.dataloader_shuffle,
         wandb=args.wandb,
         progress=args.progress,
+        rank=args.rank,
+        init=args.init,
+        init_tokens=args.init_tokens,
+        recipe=args.recipe,
     )
     run_train(
         model_spec=model_spec,
@@ -401,12 +438,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tuned_lens.training.ingredients import tune_cpu_allocator
 
         tune_cpu_allocator()
+    from tuned_lens.explorer.explore_cli import run_explore
     from tuned_lens.explorer.serve_cli import run_serve
 
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "train": _train,
         "eval": _eval,
         "serve": run_serve,
+        "explore": run_explore,
     }
     if args.command not in commands:  # pragma: no cover - "demo" is handled above
         return _run_demo([])

@@ -1,4 +1,9 @@
-"""Optimiser and learning-rate schedule for lens training (the original's recipe, one fix)."""
+"""Optimiser and learning-rate schedule for lens training (the original's recipe, one fix).
+
+``MUON`` (not the original's) runs ``torch.optim.Muon`` (torch >= 2.9) on the translators'
+``(d, d)`` matrices and Nesterov SGD on their biases, as one :class:`MuonWithBiases` optimiser
+(one state dict, so checkpoints and resume work unchanged).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from tuned_lens.errors import InvalidInputError
+from tuned_lens.errors import InvalidInputError, MissingDependencyError
 
-OPTIMIZERS = ("SGD", "ADAM")
+OPTIMIZERS = ("SGD", "ADAM", "MUON")
+MUON_BASE_LR = 0.02
+"""Muon's learning rate at ``lr_scale = 1`` (the matrices; the biases get SGD's)."""
 
 
 @dataclass(frozen=True)
@@ -18,10 +25,12 @@ class OptimizerConfig:
     """Optimiser settings (the CLI's ``--optimizer``, ``--lr_scale``, ``--momentum`` …).
 
     Attributes:
-        optimizer: ``"SGD"`` (Nesterov) or ``"ADAM"`` (amsgrad).
+        optimizer: ``"SGD"`` (Nesterov), ``"ADAM"`` (amsgrad) or ``"MUON"`` (Muon on the
+            matrices, Nesterov SGD on the biases; needs torch >= 2.9).
         lr_scale: multiplies the base learning rate: ``1 − momentum`` for SGD (so the effective
-            step is about ``lr_scale``), ``1e-3`` for Adam.
-        momentum: SGD momentum, or Adam's β1.
+            step is about ``lr_scale``), ``1e-3`` for Adam, :data:`MUON_BASE_LR` for Muon's
+            matrices (its biases get SGD's ``lr_scale · (1 − momentum)``).
+        momentum: SGD (and Muon) momentum, or Adam's β1.
         weight_decay: classic coupled L2 (pulls the residual translator towards identity).
         warmup_steps: linear warm-up length; ``None`` means ``min(1000, num_steps // 5)`` for
             Adam and 0 for SGD.
@@ -62,6 +71,8 @@ class OptimizerConfig:
     def base_lr(self) -> float:
         if self.optimizer == "SGD":
             return self.lr_scale * (1.0 - self.momentum)
+        if self.optimizer == "MUON":
+            return self.lr_scale * MUON_BASE_LR
         return self.lr_scale * 1e-3
 
     def resolved_warmup(self, num_steps: int) -> int:
@@ -75,6 +86,14 @@ class OptimizerConfig:
         params = list(params)
         if not params:
             raise InvalidInputError("no trainable lens parameters")
+        if self.optimizer == "MUON":
+            return MuonWithBiases(
+                params,
+                lr=self.base_lr,
+                bias_lr=self.lr_scale * (1.0 - self.momentum),
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+            )
         if self.optimizer == "SGD":
             return torch.optim.SGD(
                 params,
@@ -92,6 +111,95 @@ class OptimizerConfig:
         )
 
 
+def require_muon() -> type[torch.optim.Optimizer]:
+    """``torch.optim.Muon``.
+
+    Raises:
+        MissingDependencyError: this torch predates it (added in 2.9).
+    """
+    muon = getattr(torch.optim, "Muon", None)
+    if muon is None:
+        raise MissingDependencyError(
+            f"optimizer MUON needs torch >= 2.9 (torch.optim.Muon); this is torch "
+            f"{torch.__version__}: upgrade torch or use SGD/ADAM"
+        )
+    return muon
+
+
+class MuonWithBiases(torch.optim.Optimizer):
+    """Muon for the 2-D parameters, Nesterov SGD (coupled L2) for the others, as one optimiser.
+
+    Both inner optimisers share this one's ``param_groups`` (group dicts) and ``state``, so
+    ``state_dict`` / ``load_state_dict`` / ``zero_grad`` and the schedule (which reads each
+    group's ``base_lr``) see a single ordinary optimiser.
+
+    Args:
+        params: the trainable parameters (matrices ``(d, d)`` and biases ``(d,)``).
+        lr: Muon's learning rate (its default ``adjust_lr_fn``: square matrices unscaled).
+        bias_lr: SGD's learning rate for the non-matrix parameters.
+        momentum: both optimisers' (Nesterov) momentum.
+        weight_decay: Muon's decoupled and SGD's coupled weight decay.
+
+    Raises:
+        MissingDependencyError: torch < 2.9.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        *,
+        lr: float,
+        bias_lr: float,
+        momentum: float,
+        weight_decay: float,
+    ):
+        muon_cls = require_muon()
+        params = list(params)
+        matrices = [p for p in params if p.dim() == 2]
+        others = [p for p in params if p.dim() != 2]
+        self._inner: list[tuple[torch.optim.Optimizer, int]] = []
+        groups: list[dict] = []
+        if matrices:
+            muon = muon_cls(
+                matrices, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay
+            )
+            self._inner.append((muon, len(muon.param_groups)))
+        if others:
+            sgd = torch.optim.SGD(
+                others,
+                lr=bias_lr,
+                momentum=momentum,
+                nesterov=momentum > 0,
+                weight_decay=weight_decay,
+            )
+            self._inner.append((sgd, len(sgd.param_groups)))
+        for inner, _ in self._inner:
+            for group in inner.param_groups:
+                group["base_lr"] = group["lr"]
+                groups.append(group)
+        super().__init__([{"params": g["params"]} for g in groups], {})
+        self.param_groups = groups
+        self._link()
+
+    def _link(self) -> None:
+        """Point the inner optimisers at this one's group dicts and state."""
+        offset = 0
+        for inner, count in self._inner:
+            inner.param_groups = self.param_groups[offset : offset + count]
+            inner.state = self.state
+            offset += count
+
+    def load_state_dict(self, state_dict: dict) -> None:  # type: ignore[override]
+        super().load_state_dict(state_dict)
+        self._link()
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
+        """One step of each inner optimiser (no closure)."""
+        for inner, _ in self._inner:
+            inner.step()
+
+
 @dataclass(frozen=True)
 class LinearWarmupDecay:
     """Learning-rate factor: linear warm-up over ``warmup`` steps, then linear decay to 0.
@@ -102,10 +210,14 @@ class LinearWarmupDecay:
     run. (The original handed ``num_steps − warmup`` to the scheduler as its horizon, so with a
     warm-up its LR hit 0 early and the last ``warmup`` steps did nothing.) With ``warmup = 0``
     the factor is ``(num_steps − t) / num_steps``, the original's.
+
+    ``offset`` shifts the whole schedule: step ``offset + t`` gets the factor of ``t`` (a run
+    whose first ``offset`` steps of data went to the least-squares initialisation).
     """
 
     num_steps: int
     warmup: int = 0
+    offset: int = 0
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -119,13 +231,17 @@ class LinearWarmupDecay:
             )
 
     def factor(self, step: int) -> float:
+        step -= self.offset
         if step < self.warmup:
             return (step + 1) / (self.warmup + 1)
         return max(0.0, (self.num_steps - step) / (self.num_steps - self.warmup))
 
     def apply(self, optimizer: torch.optim.Optimizer, *, step: int, base_lr: float) -> float:
-        """Set the learning rate of every parameter group for ``step``; returns it."""
-        lr = base_lr * self.factor(step)
+        """Set the learning rate of every parameter group for ``step``; returns ``base_lr``'s.
+
+        A group with its own ``base_lr`` entry (:class:`MuonWithBiases`) is scaled from it.
+        """
+        factor = self.factor(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+            group["lr"] = group.get("base_lr", base_lr) * factor
+        return base_lr * factor

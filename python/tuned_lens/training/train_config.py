@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tuned_lens.errors import InvalidInputError
+from tuned_lens.training.init import INITS
 from tuned_lens.training.optim import OptimizerConfig
 
-__all__ = ["LOSSES", "TrainConfig", "TrainResult"]
+__all__ = ["FAST_RECIPE", "LOSSES", "RECIPES", "TrainConfig", "TrainResult"]
 
 LOSSES = ("KL", "CE")
+RECIPES = ("original", "fast")
+
+FAST_RECIPE = {"init": "least_squares", "optimizer": "SGD", "lr_scale": 1.0, "warmup_steps": 0}
+"""What ``recipe="fast"`` sets (chosen by measurement; see docs/training.md)."""
 
 
 @dataclass
@@ -31,6 +36,15 @@ class TrainConfig:
         dataloader_shuffle: shuffle the chunks (else use them in file order).
         wandb: W&B run name; ``None`` disables W&B.
         progress: show a tqdm progress bar on the primary process.
+        rank: train low-rank translators ``h + U Vᵀ h + b`` of this rank (``None``: full).
+        init: ``"identity"`` (the original's: every translator starts at zero, the logit lens)
+            or ``"least_squares"`` (the linear shortcut fitted on the start of the stream).
+        init_tokens: tokens of the training stream the least-squares fit reads, a multiple of
+            ``tokens_per_step`` (``None``: one step's). They count toward the budget: gradient
+            training takes the remaining ``num_steps − init_tokens / tokens_per_step`` steps.
+        recipe: ``"original"`` (the settings as given) or ``"fast"``: sets ``init`` and the
+            optimiser's name, ``lr_scale`` and warm-up to :data:`FAST_RECIPE` (the preset wins
+            over those fields; momentum and weight decay stay as given).
     """
 
     num_steps: int = 250
@@ -46,8 +60,13 @@ class TrainConfig:
     dataloader_shuffle: bool = True
     wandb: str | None = None
     progress: bool = True
+    rank: int | None = None
+    init: str = "identity"
+    init_tokens: int | None = None
+    recipe: str = "original"
 
     def __post_init__(self) -> None:
+        self._apply_recipe()
         self.loss = self.loss.upper()
         if self.loss not in LOSSES:
             raise InvalidInputError(
@@ -58,6 +77,8 @@ class TrainConfig:
             "tokens_per_step": self.tokens_per_step,
             "per_gpu_batch_size": self.per_gpu_batch_size,
             "checkpoint_freq": self.checkpoint_freq,
+            "rank": self.rank,
+            "init_tokens": self.init_tokens,
         }
         for option, value in at_least_one.items():
             if value is not None and value < 1:
@@ -66,6 +87,41 @@ class TrainConfig:
             raise InvalidInputError(
                 f"token_shift must be >= 0, got {self.token_shift}", option="token_shift"
             )
+        if self.init_tokens is not None and self.init_tokens % self.tokens_per_step:
+            raise InvalidInputError(
+                f"init_tokens {self.init_tokens} must be a multiple of tokens_per_step "
+                f"{self.tokens_per_step}",
+                option="init_tokens",
+            )
+        if self.init == "least_squares" and self.init_steps > self.num_steps:
+            raise InvalidInputError(
+                f"init_tokens {self.init_tokens} exceed the budget of {self.num_steps} steps of "
+                f"{self.tokens_per_step} tokens",
+                option="init_tokens",
+            )
+
+    def _apply_recipe(self) -> None:
+        self.recipe = self.recipe.lower()
+        if self.recipe not in RECIPES:
+            raise InvalidInputError(
+                f"recipe must be one of {RECIPES}, got {self.recipe!r}", option="recipe"
+            )
+        if self.recipe == "fast":
+            fast = dict(FAST_RECIPE)
+            self.init = str(fast.pop("init"))
+            self.optimizer = replace(self.optimizer, **fast)  # type: ignore[arg-type]
+        self.init = self.init.lower()
+        if self.init not in INITS:
+            raise InvalidInputError(
+                f"init must be one of {INITS}, got {self.init!r}", option="init"
+            )
+
+    @property
+    def init_steps(self) -> int:
+        """Steps of the stream that go to the least-squares fit (0 for the identity init)."""
+        if self.init != "least_squares":
+            return 0
+        return 1 if self.init_tokens is None else self.init_tokens // self.tokens_per_step
 
     @property
     def resolved_token_shift(self) -> int:

@@ -32,6 +32,7 @@ from tuned_lens.training.checkpoint import (
 )
 from tuned_lens.training.fused_loss import DEFAULT_CHUNK_SIZE, lens_state
 from tuned_lens.training.ingredients import DistContext
+from tuned_lens.training.init import fit_least_squares_translators
 from tuned_lens.training.lens_loss import autocast_for, fused_head_for, layer_losses, model_dtype
 from tuned_lens.training.optim import LinearWarmupDecay
 from tuned_lens.training.reporting import (
@@ -190,6 +191,8 @@ def _run_fingerprint(
         # The schedule is a pure function of the step, so these two are its whole state.
         "warmup_steps": config.optimizer.resolved_warmup(config.num_steps),
         "bias_only": config.bias_only,
+        # Only when not the original's, so that older snapshots still resume.
+        **({"init": config.init, "init_steps": config.init_steps} if config.init_steps else {}),
     }
 
 
@@ -241,11 +244,37 @@ def _set_up_run(
         params=params,
         translators=trainable_translators(lens),
         optimizer=config.optimizer.build(params),
-        schedule=LinearWarmupDecay(
-            config.num_steps, config.optimizer.resolved_warmup(config.num_steps)
-        ),
+        schedule=_schedule(config),
         model_dtype=model_dtype(model),
     )
+
+
+def _schedule(config: TrainConfig) -> LinearWarmupDecay:
+    """The learning-rate schedule over the gradient steps (after any least-squares fit)."""
+    steps = max(1, config.num_steps - config.init_steps)
+    warmup = config.optimizer.resolved_warmup(steps)
+    return LinearWarmupDecay(steps, warmup, offset=config.init_steps)
+
+
+def _resume_or_initialise(run: _Run) -> tuple[int, str | None]:
+    """:func:`_resume`; without a snapshot, the least-squares fit when ``config.init`` asks.
+
+    Returns:
+        The step gradient training starts from and the W&B run id to continue.
+    """
+    start_step, wandb_id = _resume(run)
+    if start_step == 0 and run.config.init_steps:
+        fit_least_squares_translators(
+            run.model,
+            run.lens,
+            run.chunks,
+            run.sampler,
+            run.samples_per_step,
+            steps=run.config.init_steps,
+            ctx=run.ctx,
+        )
+        start_step = run.config.init_steps
+    return start_step, wandb_id
 
 
 def _check_snapshot(run: _Run, snapshot: Snapshot) -> str | None:
@@ -429,7 +458,7 @@ def train_lens(
         ctx = DistContext(device=next(model.parameters()).device)
     ratio = chunks.nats_to_bpb if nats_to_bpb is None else nats_to_bpb
     run = _set_up_run(model, lens, chunks, config, ctx)
-    start_step, wandb_id = _resume(run)
+    start_step, wandb_id = _resume_or_initialise(run)
     wandb_logger = WandbLogger(
         config.wandb if ctx.primary else None,
         resume_id=wandb_id,
