@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 
-__all__ = ["add_serve_arguments", "run_serve"]
+__all__ = ["add_serve_arguments", "load_model_and_lenses", "run_serve"]
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,14 +65,34 @@ def _lenses(model: Any, specs: list[str]) -> dict[str, Any]:
     return lenses
 
 
+def load_model_and_lenses(
+    model_name: str, lens_specs: list[str], *, device: str = "cpu", precision: str = "auto"
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The model, its tokenizer and ``{name: lens}`` (for ``serve`` and ``explore``).
+
+    Args:
+        model_name: A model folder, Hugging Face id, or ``glassllm`` / ``smollm2``.
+        lens_specs: ``logit``, a tuned lens folder or Hub id, or ``name=folder`` each.
+        device: Where the model runs.
+        precision: The model's precision.
+
+    Returns:
+        ``(model, tokenizer, lenses)``.
+    """
+    from ..assets import resolve_model
+    from ..model_loading import load_model, load_tokenizer
+
+    path = resolve_model(model_name)
+    model = load_model(path, device=device, precision=precision)
+    return model, load_tokenizer(path), _lenses(model, lens_specs)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Load the model and lenses once, then serve until interrupted.
 
     Returns:
         0 when the server stops.
     """
-    from ..assets import resolve_model
-    from ..model_loading import load_model, load_tokenizer
     from .server import ExplorerApp, ServerLimits, start_server
 
     for option in ("max_tokens", "max_prompts", "max_concurrent", "topk"):
@@ -80,9 +100,9 @@ def run_serve(args: argparse.Namespace) -> int:
             raise InvalidInputError(
                 f"{option} must be >= 1, got {getattr(args, option)}", option=option
             )
-    path = resolve_model(args.model)
-    model = load_model(path, device=args.device, precision=args.precision)
-    tokenizer = load_tokenizer(path)
+    model, tokenizer, lenses = load_model_and_lenses(
+        args.model, args.lens or ["logit"], device=args.device, precision=args.precision
+    )
     limits = ServerLimits(
         max_tokens=args.max_tokens,
         max_prompts=args.max_prompts,
@@ -91,7 +111,7 @@ def run_serve(args: argparse.Namespace) -> int:
     app = ExplorerApp(
         model,
         tokenizer,
-        _lenses(model, args.lens or ["logit"]),
+        lenses,
         limits=limits,
         topk=args.topk,
         model_name=args.model,
