@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tuned_lens import demo
 
@@ -95,18 +96,32 @@ def test_metrics_json_is_complete_and_finite(quick_run):
 
 
 @pytest.mark.slow
-def test_html_files_hold_plotly_figures(quick_run):
+def test_kl_page_is_plotly_and_trajectories_are_explorer_pages(quick_run):
+    from tuned_lens.explorer import decode_view, validate
+
     kl_page = (quick_run / "kl_per_layer.html").read_text(encoding="utf-8")
     assert "Plotly.newPlot" in kl_page and "tuned lens" in kl_page
     pages = sorted((quick_run / "trajectories").glob("sentence_*.html"))
     assert [p.name for p in pages] == ["sentence_1.html", "sentence_2.html"]
-    for page in pages:
+    for page, sentence in zip(pages, SENTENCES):
         text = page.read_text(encoding="utf-8")
-        assert text.count("Plotly.newPlot") == 4  # entropy, forward KL, CE, logit-lens KL
-        assert '"type":"heatmap"' in text.replace(" ", "")
-        assert "plotly.js v" in text or "plotly.js" in text  # inlined: works offline
+        assert "Plotly" not in text and "<script src" not in text  # self-contained
+        assert page.stat().st_size < 200_000  # the plotly pages were ~4.9 MB each
+        data = validate(json.loads(text.split('id="tl-data">', 1)[1].split("</script>", 1)[0]))
+        # Both lenses over the sentence in one file, with their exact divergences.
+        assert [lens["name"] for lens in data["lenses"]] == ["tuned lens", "logit lens"]
+        assert data["prompts"] == [sentence] and len(data["views"]) == 2
+        assert len(data["pairs"]) == 1
+        assert data["state"] == "stat=forward_kl&cmp=1"
+        tuned, logit = decode_view(data, 0), decode_view(data, 1)
+        assert set(tuned["stats"]) == {"entropy", "forward_kl", "cross_entropy", "target_rank"}
+        # The output row is the model itself for both lenses; layer 0 is not.
+        np.testing.assert_array_equal(tuned["topk_tokens"][-1], logit["topk_tokens"][-1])
+        assert np.allclose(tuned["stats"]["forward_kl"][-1], 0, atol=1e-3)
+        assert tuned["stats"]["forward_kl"][0].mean() < logit["stats"]["forward_kl"][0].mean()
     figures = json.loads((quick_run / "metrics.json").read_text())["figures"]
     assert [t["sentence"] for t in figures["trajectories"]] == SENTENCES
+    assert all(t["lenses"] == ["tuned lens", "logit lens"] for t in figures["trajectories"])
 
 
 @pytest.mark.slow
@@ -177,6 +192,8 @@ def test_index_page_links_only_to_files_that_exist(quick_run):
     targets = re.findall(r'(?:href|src)="([^"]+)"', page)
     assert "kl_per_layer.html" in targets
     assert "trajectories/sentence_1.html" in targets and "trajectories/sentence_2.html" in targets
+    # The first sentence's explorer is shown in the page itself.
+    assert re.search(r'<iframe src="trajectories/sentence_1.html"', page)
     for target in targets:
         assert (quick_run / target).is_file(), target
     assert "<script" not in page  # a plain page: opens instantly

@@ -1,13 +1,16 @@
-"""The demo's pictures: the per-layer KL curve and one prediction-trajectory page per sentence.
+"""The demo's pictures: the per-layer KL curve and one trajectory explorer page per sentence.
 
 :func:`draw` writes them and returns a :class:`DrawnFigures` record of exactly what it wrote;
-it changes nothing it was given. Every page is standalone (plotly.js inline, nothing fetched);
-PNGs go through :func:`tuned_lens.plotting.export.write_png`, the library's one figure → PNG.
+it changes nothing it was given. Each sentence's page is the interactive explorer
+(:func:`tuned_lens.explorer.explore`) holding the tuned and the logit lens, so that one can
+switch between them and show their difference; the KL curve is a plotly page. Every page is
+standalone (nothing fetched). PNG previews (the KL curve, each sentence's tuned-lens entropy
+heat map from :meth:`~tuned_lens.plotting.TrajectoryStatistic.figure`) go through
+:func:`tuned_lens.plotting.export.write_png`, the library's one figure → PNG.
 """
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from tuned_lens.nn import TunedLens
+    from tuned_lens.plotting import PredictionTrajectory, TokenFormatter
 
 __all__ = [
     "DrawnFigures",
@@ -31,28 +35,34 @@ __all__ = [
     "TrajectoryPage",
     "draw",
     "kl_figure",
+    "sentence_trajectories",
     "trajectory_figures",
 ]
 
 # Tokens of a sentence drawn at most (the model's context permitting).
 _MAX_SENTENCE_TOKENS = 48
+# The lenses of a sentence's explorer page, in the order of its lens menu.
+LENS_NAMES = ("tuned lens", "logit lens")
 
 
 @dataclass(frozen=True)
 class TrajectoryPage:
-    """The files of one sentence's trajectory page.
+    """The files of one sentence's explorer page.
 
     Attributes:
         sentence: the sentence.
-        html: the page.
-        statistics: the heat maps on it, top to bottom.
-        png: a PNG of its first heat map, when one was written.
+        html: the page (the interactive explorer).
+        statistics: the per-cell statistics it stores (its "statistic" menu also offers
+            derived ones: max probability, pinned tokens, the difference between the lenses).
+        png: a PNG of the tuned lens's entropy heat map, when one was written.
+        lenses: the lenses stored in the page, in its lens menu's order.
     """
 
     sentence: str
     html: Path
     statistics: tuple[str, ...]
     png: Path | None = None
+    lenses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,8 @@ class DrawnFigures:
             }
             if page.png is not None:
                 entry["png"] = rel(page.png)
+            if page.lenses:
+                entry["lenses"] = list(page.lenses)
             record["trajectories"].append(entry)
         return record
 
@@ -119,11 +131,11 @@ def _finite_max(*arrays: np.ndarray) -> float | None:
     return max(values) if values else None
 
 
-def trajectory_figures(
+def sentence_trajectories(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, lens: TunedLens, sentence: str
-) -> list[tuple[str, go.Figure]]:
-    """The heat maps for one sentence: tuned-lens entropy, forward KL, cross-entropy, and the
-    logit lens's forward KL for contrast. Hovering a cell shows the top-10 predictions.
+) -> tuple[PredictionTrajectory, PredictionTrajectory]:
+    """The tuned and the logit lens's trajectories of one sentence (at most 48 tokens), each
+    position's target being the next token.
 
     Raises:
         TooShortSentenceError: the sentence has fewer than two tokens.
@@ -145,6 +157,20 @@ def trajectory_figures(
     logit = PredictionTrajectory.from_lens_and_model(
         LogitLens.from_model(model), model, inputs, tokenizer=tokenizer, targets=targets
     )
+    return tuned, logit
+
+
+def trajectory_figures(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, lens: TunedLens, sentence: str
+) -> list[tuple[str, go.Figure]]:
+    """Plotly heat maps for one sentence: tuned-lens entropy, forward KL, cross-entropy, and the
+    logit lens's forward KL for contrast (on one colour scale). Hovering a cell shows the
+    top-10 predictions. The demo's pages are explorer pages; these are the static figures.
+
+    Raises:
+        TooShortSentenceError: the sentence has fewer than two tokens.
+    """
+    tuned, logit = sentence_trajectories(model, tokenizer, lens, sentence)
     tuned_kl, logit_kl = tuned.forward_kl(), logit.forward_kl()
     # One colour scale for both KL maps, so that the contrast between the lenses shows.
     shared_max = _finite_max(tuned_kl.stats, logit_kl.stats)
@@ -166,28 +192,6 @@ def trajectory_figures(
     for _, fig in figures:
         fig.update_layout(height=height)
     return figures
-
-
-def _page(title: str, intro: str, figures: list[go.Figure]) -> str:
-    """One standalone HTML page (plotly.js inline once) holding several figures."""
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:16px}p{max-width:60em}</style>",
-        "</head>",
-        "<body>",
-        f"<h2>{html.escape(title)}</h2>",
-        f"<p>{html.escape(intro)}</p>",
-    ]
-    for index, fig in enumerate(figures):
-        parts.append(
-            fig.to_html(full_html=False, include_plotlyjs=index == 0, config={"responsive": False})
-        )
-    parts += ["</body>", "</html>", ""]
-    return "\n".join(parts)
 
 
 class _Pngs:
@@ -214,23 +218,48 @@ class _Pngs:
             return None
 
 
+def _formatter(traj: PredictionTrajectory) -> TokenFormatter:
+    """Byte-level BPE markers (``Ġ``, ``Ċ``) by default; SentencePiece's ``▁`` when its
+    tokens carry it (glassllm), newlines then being literal characters."""
+    from tuned_lens.plotting import TokenFormatter
+
+    convert = getattr(traj.tokenizer, "convert_ids_to_tokens", None)
+    tokens = convert([int(i) for i in traj.input_ids]) if convert else []
+    if any(isinstance(t, str) and "▁" in t for t in tokens):
+        return TokenFormatter(whitespace_token="▁", newline_token="\n")
+    return TokenFormatter()
+
+
 def _draw_sentence(
     number: int,
     sentence: str,
-    figures: list[tuple[str, go.Figure]],
+    trajectories: tuple[PredictionTrajectory, PredictionTrajectory],
+    settings: DemoSettings,
     folder: Path,
     pngs: _Pngs,
 ) -> TrajectoryPage:
-    page = folder / f"sentence_{number}.html"
-    intro = (
-        f"“{sentence}” — each column is an input token, each row a layer; a cell "
-        "shows the lens's top prediction for the next token, its colour the "
-        "statistic, and hovering lists the top 10 predictions."
+    """One sentence's explorer page (tuned and logit lens in one file) and its PNG preview."""
+    from tuned_lens.explorer import build_data, render_html
+
+    tuned = trajectories[0]
+    data = build_data(
+        dict(zip(LENS_NAMES, trajectories)),
+        title=f"Prediction trajectory {number}: “{sentence}”",
+        model=settings.model,
+        prompt_names=[sentence],
+        formatter=_formatter(tuned),
     )
-    title = f"Prediction trajectory {number}"
-    write_text_atomically(page, _page(title, intro, [fig for _, fig in figures]))
-    png = pngs.write(figures[0][1], folder / f"sentence_{number}_entropy.png")
-    return TrajectoryPage(sentence, page, tuple(name for name, _ in figures), png)
+    # Open on the forward KL, where the lenses differ most, the logit lens (view 1) compared.
+    data["state"] = "stat=forward_kl&cmp=1"
+    path = folder / f"sentence_{number}.html"
+    write_text_atomically(path, render_html(data))
+    png = None
+    if pngs.on:
+        figure = tuned.entropy().figure(title="Tuned lens: entropy of the prediction")
+        figure.update_layout(height=max(420, 150 + 26 * (tuned.num_layers + 1)))
+        png = pngs.write(figure, folder / f"sentence_{number}_entropy.png")
+    statistics = tuple(data["views"][0]["stats"])
+    return TrajectoryPage(sentence, path, statistics, png, LENS_NAMES)
 
 
 def draw(
@@ -242,7 +271,7 @@ def draw(
     paths: dict[str, Path],
     log: Log,
 ) -> DrawnFigures:
-    """Write the per-layer KL page and the sentences' trajectory pages (PNGs too, if asked).
+    """Write the per-layer KL page and the sentences' explorer pages (PNGs too, if asked).
 
     Args:
         model: the model.
@@ -266,10 +295,10 @@ def draw(
     pages: list[TrajectoryPage] = []
     for number, sentence in enumerate(settings.sentences, start=1):
         try:
-            figures = trajectory_figures(model, tokenizer, lens, sentence)
+            trajectories = sentence_trajectories(model, tokenizer, lens, sentence)
         except TooShortSentenceError as err:
             log(f"      skipped: {err}")
             continue
-        pages.append(_draw_sentence(number, sentence, figures, folder, pngs))
+        pages.append(_draw_sentence(number, sentence, trajectories, settings, folder, pngs))
         log(f"      {pages[-1].html}")
     return DrawnFigures(paths["kl_html"].parent, paths["kl_html"], kl_png, tuple(pages))

@@ -40,9 +40,10 @@ def _figure_links(figures: JsonObject) -> tuple[list[str], str]:
         f'<li><a href="{esc(figures["kl_per_layer_html"])}">KL(model ‖ lens) per layer</a></li>'
     ]
     for entry in figures["trajectories"]:
+        lenses = " vs ".join(entry.get("lenses", []))
         links.append(
-            f'<li><a href="{esc(entry["html"])}">Prediction trajectory</a>: '
-            f"“{esc(entry['sentence'])}”</li>"
+            f'<li><a href="{esc(entry["html"])}">Trajectory explorer</a>'
+            f"{f' ({esc(lenses)})' if lenses else ''}: “{esc(entry['sentence'])}”</li>"
         )
     pictures = []
     if "kl_per_layer_png" in figures:
@@ -54,8 +55,30 @@ def _figure_links(figures: JsonObject) -> tuple[list[str], str]:
     return links, images
 
 
+_EXPLORER_HELP = (
+    "<p>Each sentence has an interactive explorer page (one self-contained file, no server): "
+    "layers × positions coloured by a statistic, the top token in each cell. Click a cell for "
+    "its top-10; click a token there to pin it and follow its probability and rank across "
+    "layers; switch between the tuned and the logit lens, or compare them (KL, JS, Δp of a "
+    "pinned token). The view is kept in the URL, so a link reopens it.</p>"
+)
+
+
+def _explorer_frame(figures: JsonObject) -> str:
+    """The first sentence's explorer, shown in the index page itself (an iframe, no script)."""
+    if not figures["trajectories"]:
+        return ""
+    first = figures["trajectories"][0]
+    return (
+        f'<iframe src="{html.escape(first["html"])}" title="trajectory explorer: '
+        f'{html.escape(first["sentence"])}" style="width:100%;height:860px;'
+        'border:1px solid #ccc"></iframe>'
+    )
+
+
 def index_page(summary: JsonObject, settings: DemoSettings) -> str:
-    """A small landing page (no scripts) linking every result, with the per-layer table.
+    """A small landing page (no scripts of its own) linking every result, with the per-layer
+    table and the first sentence's explorer in a frame.
 
     Args:
         summary: the content of ``metrics.json`` (``layers``, ``baseline``, ``figures``,
@@ -92,10 +115,12 @@ def index_page(summary: JsonObject, settings: DemoSettings) -> str:
             rows,
             f"<tr><td>model</td><td>0</td><td>0</td><td>{baseline:.3f}</td>"
             f"<td>{baseline:.3f}</td></tr></table>",
-            "<h2>Figures</h2>",
+            "<h2>Prediction trajectories and figures</h2>",
+            _EXPLORER_HELP,
             "<ul>",
             *links,
             "</ul>",
+            _explorer_frame(summary["figures"]),
             images,
             "</body>",
             "</html>",
@@ -116,8 +141,8 @@ def summary_text(settings: DemoSettings, outputs: DemoOutputs) -> str:
         "  eval/                  the evaluator's full output (aggregate_metrics.json, ...)",
         "  kl_per_layer.html      KL(model ‖ lens) per layer, tuned vs logit lens"
         + (" (+ .png)" if outputs.kl_plot_png else ""),
-        f"  trajectories/          prediction trajectories for {len(outputs.trajectory_html)} "
-        "sentences (open the .html in a browser and hover the cells)",
+        f"  trajectories/          trajectory explorers for {len(outputs.trajectory_html)} "
+        "sentences, tuned vs logit lens (open the .html in a browser; click the cells)",
         "",
         "Next, try:",
         f"  python -m tuned_lens demo --model smollm2 --output {out}-smollm2   "
@@ -135,7 +160,9 @@ def summary_text(settings: DemoSettings, outputs: DemoOutputs) -> str:
         f"  lens = TunedLens.from_model_and_pretrained(model, '{out / 'lens'}')",
         "  ids = tok('Alice opened the door').input_ids",
         "  traj = PredictionTrajectory.from_lens_and_model(lens, model, ids, tokenizer=tok)",
-        "  traj.entropy().figure(title='entropy').write_html('entropy.html')",
+        "  traj.explore('alice.html')  # the interactive explorer; .entropy().figure(): plotly",
         "  EOF",
+        f"  python -m tuned_lens explore --model {settings.model} --lens logit "
+        f"--lens tuned={out / 'lens'} --text 'Alice opened the door' -o alice.html",
     ]
     return "\n".join(lines)
