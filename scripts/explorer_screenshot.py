@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Make the explorer screenshot of docs/explorer.md (docs/explorer.png) with the code itself.
+"""Make the explorer screenshots of README.md and docs/explorer.md with the code itself.
 
 glassllm (offline) and the logit lens on one sentence, with a selected cell, two pinned
-(tracked) tokens and a pinned position; drawn by
-:meth:`tuned_lens.explorer.ExplorerPage.screenshot` in a headless Chromium.
+(tracked) tokens and a pinned position, drawn by
+:meth:`tuned_lens.explorer.ExplorerPage.screenshot` in a headless Chromium: ``explorer.png``
+(light, entropy) and ``explorer-dark.png`` (dark mode, forward KL).
 
-Usage: ``python scripts/explorer_screenshot.py [out.png]``.
+Usage: ``python scripts/explorer_screenshot.py [folder]`` (default ``docs/images``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tuned_lens.plotting import PredictionTrajectory, TokenFormatter
 TEXT = "Alice was beginning to get very tired of sitting by her sister on the bank"
 
 
-def main(out: str = "docs/explorer.png") -> int:
+def main(folder: str = "docs/images") -> int:
     model, tokenizer = load_glassllm()
     ids = tokenizer(TEXT).input_ids
     traj = PredictionTrajectory.from_lens_and_model(
@@ -40,9 +41,11 @@ def main(out: str = "docs/explorer.png") -> int:
     )
     table = decode_array(page.data["tokens"]["ids"])
     pins = ",".join(str(int(np.searchsorted(table, i))) for i in pinned)
-    state = f"stat=entropy&pins={pins}&ppos=10&cell=3.10&w=56"
-    path = page.screenshot(Path(out), state=state, width=1400, height=760)
-    print(f"wrote {path}")
+    view = f"pins={pins}&ppos=10&cell=3.10&w=56"
+    shots = {"explorer.png": "stat=entropy", "explorer-dark.png": "stat=forward_kl&dark=1"}
+    for name, look in shots.items():
+        path = page.screenshot(Path(folder) / name, state=f"{look}&{view}", width=1400, height=760)
+        print(f"wrote {path}")
     return 0
 
 
