@@ -7,9 +7,10 @@ Face ``datasets`` name (read from local files or the cache; ``HF_HUB_OFFLINE=1``
 
 Packing follows the original GPT-style scheme: the token ids of every document are concatenated
 with one EOS token before each document (so the stream starts with EOS), and the stream is cut
-into rows of ``chunk_len`` tokens; the short tail is dropped. The ratio
+into rows of ``chunk_len`` tokens; the short tail is dropped (:func:`pack_documents`). The ratio
 ``(tokens / bytes) / ln 2`` is recorded so that a per-token loss in nats can be converted to bits
-per byte.
+per byte. The original's ``datasets``-based ``chunk_and_tokenize`` and
+``compute_nats_to_bpb_ratio`` are here too (from :mod:`tuned_lens.integrations.hf_datasets`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ import torch
 from tuned_lens._text_files import read_json_texts, read_text
 from tuned_lens.errors import InvalidInputError, MissingDependencyError, NotEnoughDataError
 from tuned_lens.hub import hub_offline
+from tuned_lens.integrations.hf_datasets import (
+    chunk_and_tokenize,
+    compute_nats_to_bpb_ratio,
+    get_columns_all_equal,
+    silence_datasets_messages,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +40,11 @@ __all__ = [
     "NotEnoughDataError",
     "PackedChunks",
     "load_documents",
+    "pack_documents",
     "chunk_and_tokenize",
+    "compute_nats_to_bpb_ratio",
+    "get_columns_all_equal",
+    "silence_datasets_messages",
     "shuffle_documents",
     "split_documents",
     "HELD_OUT_FRACTION",
@@ -256,14 +267,17 @@ def _separator(tokenizer: Any) -> tuple[list[int], str]:
     return list(ids), _FALLBACK_SEPARATOR
 
 
-def chunk_and_tokenize(
+def pack_documents(
     docs: Sequence[str],
     tokenizer: Any,
     *,
     max_seq_len: int = 2048,
     batch_size: int = 256,
 ) -> PackedChunks:
-    """Tokenise documents and pack them into rows of equal length.
+    """Tokenise a list of documents and pack them into rows of equal length (the fast path).
+
+    The original's ``datasets``-based :func:`chunk_and_tokenize` (a ``Dataset`` in,
+    ``(dataset, nats_to_bpb)`` out) is kept under its name for code written against it.
 
     The chunk length is ``min(max_seq_len, tokenizer.model_max_length)``. Each document is
     tokenised on its own without special tokens, then the stream ``EOS d0 EOS d1 …`` is cut into
@@ -281,6 +295,12 @@ def chunk_and_tokenize(
     Raises:
         NotEnoughDataError: the stream is shorter than one chunk.
     """
+    if isinstance(docs, str) or not isinstance(docs, Sequence):
+        raise InvalidInputError(
+            f"docs must be a list of strings, got {type(docs).__name__} (for a datasets.Dataset "
+            "use chunk_and_tokenize)",
+            option="docs",
+        )
     if max_seq_len < 2:
         raise InvalidInputError(
             f"max_seq_len must be at least 2, got {max_seq_len}", option="max_seq_len"

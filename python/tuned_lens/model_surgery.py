@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from torch import nn
 
@@ -43,8 +43,26 @@ __all__ = [
 
 #: A Hugging Face ``PreTrainedModel`` or a TransformerLens ``HookedTransformer``.
 Model = nn.Module
-#: Any normalisation module (LayerNorm, RMSNorm, Gemma's RMSNorm, ...).
-Norm = nn.Module
+if TYPE_CHECKING:
+    #: Any normalisation module (LayerNorm, RMSNorm, Gemma's RMSNorm, ...).
+    Norm = nn.Module
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``Norm``: the original's ``typing.Union`` of norm classes, built on first use.
+
+        ``Union[nn.LayerNorm, LlamaRMSNorm, GemmaRMSNorm, nn.Module]`` as in the original, so
+        code reading ``Norm.__args__`` keeps working; it is built lazily because importing the
+        two ``transformers`` modeling modules takes seconds.
+        """
+        if name != "Norm":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+        from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+        norm = Union[nn.LayerNorm, LlamaRMSNorm, GemmaRMSNorm, nn.Module]  # noqa: UP007
+        globals()["Norm"] = norm
+        return norm
 
 
 def get_value_for_key(obj: Any, key: str) -> Any:

@@ -10,8 +10,8 @@ import torch
 from tuned_lens.data import (
     ChunkSampler,
     NotEnoughDataError,
-    chunk_and_tokenize,
     load_documents,
+    pack_documents,
     shuffle_documents,
 )
 
@@ -50,7 +50,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
 
 def test_packing_puts_eos_before_every_document(tokenizer):
     docs = ["to be or not to be", "that is the question", "whether tis nobler"]
-    packed = chunk_and_tokenize(docs, tokenizer, max_seq_len=4)
+    packed = pack_documents(docs, tokenizer, max_seq_len=4)
     eos = tokenizer.eos_token_id
     stream = [eos]
     for i, doc in enumerate(docs):
@@ -67,10 +67,10 @@ def test_packing_puts_eos_before_every_document(tokenizer):
 
 
 def test_chunk_length_is_capped_by_the_tokenizer(tokenizer, text_jsonl):
-    packed = chunk_and_tokenize(load_documents(str(text_jsonl)), tokenizer, max_seq_len=4096)
+    packed = pack_documents(load_documents(str(text_jsonl)), tokenizer, max_seq_len=4096)
     assert packed.chunk_len == tokenizer.model_max_length == 128
     with pytest.raises(NotEnoughDataError, match="fewer than one chunk"):
-        chunk_and_tokenize(["tiny"], tokenizer, max_seq_len=64)
+        pack_documents(["tiny"], tokenizer, max_seq_len=64)
 
 
 def test_document_shuffle_is_seeded():

@@ -146,15 +146,15 @@ def test_batch_count_follows_the_token_budget():
 def test_tuned_lens_beats_the_logit_lens_at_every_layer_on_glassllm():
     """Quality bar: a short run on tinyshakespeare gives lower held-out KL at EVERY layer."""
     from tuned_lens.assets import load_glassllm, tinyshakespeare_text
-    from tuned_lens.data import chunk_and_tokenize
+    from tuned_lens.data import pack_documents
     from tuned_lens.nn import LogitLens, TunedLens
     from tuned_lens.training.train_loop import TrainConfig, train_lens
 
     model, tokenizer = load_glassllm()
     text = tinyshakespeare_text()
     cut = text.index("\n\n", int(len(text) * 0.9)) + 2  # hold out the last tenth
-    train = chunk_and_tokenize([text[:cut]], tokenizer, max_seq_len=128)
-    held_out = chunk_and_tokenize([text[cut:]], tokenizer, max_seq_len=128)
+    train = pack_documents([text[:cut]], tokenizer, max_seq_len=128)
+    held_out = pack_documents([text[cut:]], tokenizer, max_seq_len=128)
     lens = TunedLens.from_model(model)
     # 24k tokens: a few seconds on an idle 2-core machine; the margins are wide (e.g. layer 3:
     # 0.22 vs 0.32 nats, layer 0: 4.8 vs 13.7).

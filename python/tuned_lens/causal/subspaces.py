@@ -77,6 +77,35 @@ def subspace_projector_basis(A: Tensor, *, orthonormal: bool = False) -> Tensor:
     return left[:, singular > cutoff]
 
 
+def _as_matrix(A: Tensor) -> Tensor:
+    """``A`` as a (d, k) matrix: a single (d,) vector is the span of one direction."""
+    if A.ndim == 1:
+        return A[:, None]
+    if A.ndim != 2:
+        raise ValueError(f"A must be a (d,) vector or a (d, k) matrix, got shape {tuple(A.shape)}")
+    return A
+
+
+def _subspace_coordinates(rows: Tensor, A: Tensor, orthonormal: bool) -> tuple[Tensor, Tensor]:
+    """``(coords, B)`` with ``P rows = coords @ Bᵀ`` for the projector P onto col(A).
+
+    Orthonormal columns: ``coords = rows A``, ``B = A``. Otherwise the normal equations
+    ``(AᵀA) c = Aᵀ u`` are solved by a Cholesky factorisation of the (k, k) Gram matrix (the
+    original's ``A (AᵀA)⁻¹ Aᵀ`` without forming a (d, d) projector); a rank-deficient A, where
+    the factorisation fails, falls back to an SVD basis of col(A).
+    """
+    if orthonormal:
+        return rows @ A, A
+    gram = A.T @ A
+    factor, info = torch.linalg.cholesky_ex(gram)
+    if int(info) == 0:
+        coords = torch.cholesky_solve((rows @ A).T, factor).T
+        if bool(torch.isfinite(coords).all()):
+            return coords, A
+    basis = subspace_projector_basis(A)
+    return rows @ basis, basis
+
+
 def remove_subspace(
     u: Tensor,
     A: Tensor,
@@ -97,9 +126,9 @@ def remove_subspace(
 
     Args:
         u: (..., d) vectors.
-        A: (d, k) matrix whose columns span the subspace.
+        A: (d, k) matrix whose columns span the subspace, or one (d,) direction.
         mode: ``"zero"``, ``"mean"`` or ``"resample"``.
-        orthonormal: the columns of ``A`` are already orthonormal (skips the SVD).
+        orthonormal: the columns of ``A`` are already orthonormal (``P = A Aᵀ``).
         generator: random source for ``"resample"``.
 
     Returns:
@@ -107,16 +136,17 @@ def remove_subspace(
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    if u.ndim == 0 or A.ndim != 2 or A.shape[0] != u.shape[-1]:
+    matrix = _as_matrix(A)
+    if u.ndim == 0 or matrix.shape[0] != u.shape[-1]:
         raise ValueError(
-            f"u must be (..., d) and A (d, k) with the same d, got u {tuple(u.shape)} "
+            f"u must be (..., d) and A (d, k) or (d,) with the same d, got u {tuple(u.shape)} "
             f"and A {tuple(A.shape)}"
         )
-    dtype = torch.promote_types(u.dtype, A.dtype)
-    basis = subspace_projector_basis(A.to(device=u.device, dtype=dtype), orthonormal=orthonormal)
+    dtype = torch.promote_types(u.dtype, matrix.dtype)
     rows = u.reshape(-1, u.shape[-1]).to(dtype)
-
-    coords = rows @ basis  # (N, r)
+    coords, basis = _subspace_coordinates(
+        rows, matrix.to(device=u.device, dtype=dtype), orthonormal
+    )
     if mode == "zero":
         target = torch.zeros_like(coords)
     elif mode == "mean":

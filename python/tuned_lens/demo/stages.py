@@ -101,14 +101,14 @@ def _chunk_capped(
     docs: Sequence[str], tokenizer: PreTrainedTokenizerBase, seq_len: int, tokens_needed: int
 ) -> PackedChunks:
     """Chunks of about what a budget can use (everything, when a capped text falls short)."""
-    from tuned_lens.data import chunk_and_tokenize
+    from tuned_lens.data import pack_documents
 
     limit = (tokens_needed + 2 * seq_len) * CHARS_PER_TOKEN_BOUND
     if sum(len(d) for d in docs) > limit:
-        chunks = chunk_and_tokenize(cap_characters(docs, limit), tokenizer, max_seq_len=seq_len)
+        chunks = pack_documents(cap_characters(docs, limit), tokenizer, max_seq_len=seq_len)
         if len(chunks) * chunks.chunk_len >= tokens_needed:
             return chunks
-    return chunk_and_tokenize(docs, tokenizer, max_seq_len=seq_len)
+    return pack_documents(docs, tokenizer, max_seq_len=seq_len)
 
 
 def load_data(

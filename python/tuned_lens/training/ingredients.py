@@ -271,9 +271,9 @@ class DataSpec:
 
     def pack(self, docs: list[str], tokenizer: PreTrainedTokenizerBase) -> PackedChunks:
         """Tokenise and pack documents from :meth:`read`."""
-        from tuned_lens.data import chunk_and_tokenize
+        from tuned_lens.data import pack_documents
 
-        return chunk_and_tokenize(docs, tokenizer, max_seq_len=self.max_seq_len)
+        return pack_documents(docs, tokenizer, max_seq_len=self.max_seq_len)
 
     def load(self, tokenizer: PreTrainedTokenizerBase) -> PackedChunks:
         """Read, optionally shuffle, tokenise and pack the documents."""
