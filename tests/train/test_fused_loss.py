@@ -244,3 +244,19 @@ def test_lens_state_then_head_is_the_lens():
     if head.bias is not None:
         logits = logits + head.bias
     torch.testing.assert_close(logits, lens(h, 1))
+
+
+def test_bfloat16_model_under_autocast_gives_the_same_losses():
+    """A bfloat16 model on the CPU: the lens runs under bfloat16 autocast both ways."""
+    from tuned_lens.testing import TINY_VOCAB_SIZE, tiny_model
+
+    model = tiny_model("llama", seed=0).to(torch.bfloat16).requires_grad_(False)
+    head = fused_head_for(TunedLens.from_model(model), CPU, torch.bfloat16)
+    assert head is not None and head.matmul_dtype == torch.bfloat16
+    (unfused, result_u), (fused, result_f) = _train_both_ways(model, _chunks(TINY_VOCAB_SIZE))
+    # bfloat16 logits round to ~3 significant digits; the fused loss sums them in float32.
+    torch.testing.assert_close(result_f.losses, result_u.losses, rtol=2e-2, atol=1e-5)
+    for name, tensor in unfused.items():
+        assert torch.isfinite(fused[name]).all()
+        scale = tensor.float().abs().max().item()
+        torch.testing.assert_close(fused[name], tensor, rtol=0.05, atol=0.05 * scale)
