@@ -21,6 +21,7 @@ from tuned_lens.errors import InvalidInputError, LensFileError
 
 __all__ = [
     "TunedLensConfig",
+    "expected_param_shapes",
     "parse_lens_config",
     "read_file_once",
     "read_lens_config",
@@ -135,6 +136,20 @@ class TunedLensConfig:
         if required:
             raise TypeError(f"lens config is missing required keys: {required}")
         return cls(**data)
+
+
+def expected_param_shapes(config: TunedLensConfig, layer: int) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of translator ``layer``'s parameters: ``"{i}.weight"`` ``(d, d)`` for
+    a full lens, ``"{i}.u"`` and ``"{i}.v"`` ``(d, rank)`` for a low-rank one, plus
+    ``"{i}.bias"`` ``(d,)`` when the lens has biases."""
+    d, i = config.d_model, layer
+    if config.rank is None:
+        shapes: dict[str, tuple[int, ...]] = {f"{i}.weight": (d, d)}
+    else:
+        shapes = {f"{i}.u": (d, config.rank), f"{i}.v": (d, config.rank)}
+    if config.bias:
+        shapes[f"{i}.bias"] = (d,)
+    return shapes
 
 
 def read_file_once(path: Path, what: str, limit: int | None = None) -> bytes:

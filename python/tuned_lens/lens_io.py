@@ -35,6 +35,7 @@ from tuned_lens._atomic import write_bytes_atomically
 from tuned_lens.errors import InvalidInputError, LensFileError, UnsafeLensFileError
 from tuned_lens.lens_config import (
     TunedLensConfig,
+    expected_param_shapes,
     parse_lens_config,
     read_file_once,
     read_lens_config,
@@ -127,20 +128,6 @@ def params_byte_limit(config: TunedLensConfig) -> int:
     d, n = config.d_model, config.num_hidden_layers
     per_layer = d * d if config.rank is None else 2 * d * config.rank
     return n * (per_layer + (d if config.bias else 0)) * 8 + (1 << 20)
-
-
-def expected_param_shapes(config: TunedLensConfig, layer: int) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of translator ``layer``'s parameters: ``"{i}.weight"`` ``(d, d)`` for
-    a full lens, ``"{i}.u"`` and ``"{i}.v"`` ``(d, rank)`` for a low-rank one, plus
-    ``"{i}.bias"`` ``(d,)`` when the lens has biases."""
-    d, i = config.d_model, layer
-    if config.rank is None:
-        shapes: dict[str, tuple[int, ...]] = {f"{i}.weight": (d, d)}
-    else:
-        shapes = {f"{i}.u": (d, config.rank), f"{i}.v": (d, config.rank)}
-    if config.bias:
-        shapes[f"{i}.bias"] = (d,)
-    return shapes
 
 
 def parse_lens_params(

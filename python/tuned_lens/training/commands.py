@@ -148,7 +148,13 @@ def run_train(
         if lens_name_or_path is not None:
             lens = TunedLens.from_model_and_pretrained(model, lens_name_or_path)
         else:
-            lens = TunedLens.from_model(model)
+            lens = TunedLens.from_model(model, rank=config.rank)
+        if config.rank is not None and lens.config.rank != config.rank:
+            raise InvalidInputError(
+                f"rank {config.rank} differs from the rank {lens.config.rank} of the lens "
+                f"{lens_name_or_path!r} to warm-start from",
+                option="rank",
+            )
         frozen: torch.nn.Module = model
         if dist_spec.fsdp:
             # After the lens copied the unembedding, so it holds plain tensors.
