@@ -21,6 +21,7 @@ __all__ = [
     "CompactTrajectory",
     "load_lens_artifacts",
     "available_lens_artifacts",
+    "evaluate",
     "__version__",
 ]
 
@@ -36,9 +37,11 @@ _LAZY = {
     "CompactTrajectory": "tuned_lens.plotting",
     "load_lens_artifacts": "tuned_lens.load_artifacts",
     "available_lens_artifacts": "tuned_lens.load_artifacts",
+    "evaluate": "tuned_lens.evaluation.compare",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .evaluation.compare import evaluate
     from .lens_io import TunedLensConfig
     from .load_artifacts import available_lens_artifacts, load_lens_artifacts
     from .nn.lenses import Lens, LogitLens, TunedLens

@@ -251,6 +251,17 @@ def _add_eval_args(ev: argparse.ArgumentParser) -> None:
     e = ev.add_argument_group("evaluation")
     e.add_argument("-l", "--lens_name", default=None, help="tuned lens folder to evaluate")
     _add_bool(e, "--logit", default=True, help="also evaluate the logit lens")
+    e.add_argument(
+        "--lens",
+        dest="lenses",
+        action="append",
+        default=None,
+        metavar="[NAME=]KIND[:PATH]",
+        help="compare lenses (repeatable): logit, tuned:PATH, jacobian:PATH, shortcut:PATH; "
+        "writes comparison.{json,md,html} instead of the classic result files",
+    )
+    e.add_argument("--top_k", type=int, default=10, help="k of overlap@k (with --lens)")
+    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (--lens)")
     e.add_argument("--seed", type=int, default=42)
     e.add_argument("--tokens", type=int, default=None, help="tokens to evaluate (default: all)")
     e.add_argument("--token_shift", type=int, default=1)
@@ -378,6 +389,8 @@ def _eval(args: argparse.Namespace) -> int:
     from tuned_lens.training.eval_loop import EvalConfig
 
     model_spec, data_spec, dist_spec = _specs(args)
+    if args.lenses:
+        return _compare(args, model_spec, data_spec, dist_spec)
     a, b = args.per_gpu_batch_size, args.eval_batch_alias
     if a is not None and b is not None and a != b:
         raise InvalidInputError(
@@ -405,6 +418,29 @@ def _eval(args: argparse.Namespace) -> int:
         output=args.output,
         lens_name=args.lens_name,
         logit=args.logit,
+        dist_spec=dist_spec,
+    )
+    return 0
+
+
+def _compare(
+    args: argparse.Namespace, model_spec: ModelSpec, data_spec: DataSpec, dist_spec: DistSpec
+) -> int:
+    """``eval --lens …``: the listed lenses (and ``-l``'s tuned lens) on the same documents."""
+    from tuned_lens.evaluation.command import run_compare
+
+    specs = list(args.lenses) + ([f"tuned:{args.lens_name}"] if args.lens_name else [])
+    batch = args.per_gpu_batch_size or args.eval_batch_alias or 8
+    run_compare(
+        model_spec=model_spec,
+        data_spec=data_spec,
+        lens_specs=specs,
+        output=args.output,
+        tokens=args.tokens,
+        batch_size=batch,
+        top_k=args.top_k,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
         dist_spec=dist_spec,
     )
     return 0

@@ -13,15 +13,44 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import plotly.graph_objects as go
 
-__all__ = ["METRIC_TITLES", "PerLayerValues", "per_layer_figure", "per_layer_from_aggregate"]
+__all__ = [
+    "METRIC_TITLES",
+    "PerLayerErrors",
+    "PerLayerValues",
+    "per_layer_figure",
+    "per_layer_from_aggregate",
+]
 
 #: lens name -> metric name -> layer index -> value (nats per token).
 PerLayerValues = Mapping[str, Mapping[str, Mapping[int, float]]]
 
 #: How each metric is named on a plot.
-METRIC_TITLES = {"kl": "KL(model ‖ lens)", "ce": "cross-entropy", "entropy": "entropy"}
-_HOVER_NAMES = {"kl": "KL", "ce": "CE", "entropy": "entropy"}
-_LENS_COLOURS = {"logit": "#1f77b4", "tuned": "#d62728"}
+METRIC_TITLES = {
+    "kl": "KL(model ‖ lens)",
+    "ce": "cross-entropy",
+    "entropy": "entropy",
+    "top1": "top-1 agreement with the model",
+    "overlap": "overlap@k with the model",
+    "rank": "rank of the model's top token",
+}
+_HOVER_NAMES = {"kl": "KL", "ce": "CE", "entropy": "entropy", "top1": "top-1", "overlap": "overlap"}
+#: The unit of each metric's axis and hover text (nats when not listed).
+_UNITS = {
+    "top1": "fraction",
+    "overlap": "fraction",
+    "rank": "rank",
+    "kl_bpb": "bpb",
+    "ce_bpb": "bpb",
+}
+_LENS_COLOURS = {
+    "logit": "#1f77b4",
+    "tuned": "#d62728",
+    "jacobian": "#2ca02c",
+    "shortcut": "#9467bd",
+}
+
+#: lens name -> metric name -> layer index -> (low, high) of an interval around the value.
+PerLayerErrors = Mapping[str, Mapping[str, Mapping[int, tuple[float, float]]]]
 
 
 def per_layer_from_aggregate(
@@ -56,11 +85,29 @@ def per_layer_from_aggregate(
     return values, baseline
 
 
-def _trace(lens: str, metric: str, per_layer: Mapping[int, float], *, legend: bool) -> go.Scatter:
+def _trace(
+    lens: str,
+    metric: str,
+    per_layer: Mapping[int, float],
+    *,
+    legend: bool,
+    errors: Mapping[int, tuple[float, float]] | None = None,
+) -> go.Scatter:
     import plotly.graph_objects as go
 
     layers = sorted(per_layer)
     hover = _HOVER_NAMES.get(metric, metric)
+    unit = _UNITS.get(metric, "nats")
+    extra = {}
+    if errors:
+        extra["error_y"] = {
+            "type": "data",
+            "symmetric": False,
+            "array": [errors[j][1] - per_layer[j] if j in errors else 0.0 for j in layers],
+            "arrayminus": [per_layer[j] - errors[j][0] if j in errors else 0.0 for j in layers],
+            "thickness": 1,
+        }
+    colour = _LENS_COLOURS.get(lens, _LENS_COLOURS.get(lens.split(":")[0]))
     return go.Scatter(
         x=layers,
         y=[per_layer[j] for j in layers],
@@ -68,8 +115,9 @@ def _trace(lens: str, metric: str, per_layer: Mapping[int, float], *, legend: bo
         name=f"{lens} lens",
         legendgroup=lens,
         showlegend=legend,
-        line={"color": _LENS_COLOURS.get(lens), "width": 3},
-        hovertemplate=f"layer %{{x}}<br>{hover} %{{y:.3f}} nats<extra>{lens} lens</extra>",
+        line={"color": colour, "width": 3},
+        hovertemplate=f"layer %{{x}}<br>{hover} %{{y:.3f}} {unit}<extra>{lens} lens</extra>",
+        **extra,
     )
 
 
@@ -81,6 +129,7 @@ def per_layer_figure(
     title: str,
     width: int,
     height: int,
+    errors: PerLayerErrors | None = None,
 ) -> go.Figure:
     """Curves of each lens's metrics by layer, one panel per metric.
 
@@ -93,6 +142,8 @@ def per_layer_figure(
         title: The figure's title.
         width: Figure width in pixels.
         height: Figure height in pixels.
+        errors: lens -> metric -> layer -> ``(low, high)``, drawn as error bars where given
+            (e.g. the bootstrap intervals of :func:`tuned_lens.evaluate`).
 
     Returns:
         A Plotly figure.
@@ -108,7 +159,8 @@ def per_layer_figure(
     for col, metric in enumerate(metrics, start=1):
         for lens, per_metric in values.items():
             if metric in per_metric:
-                trace = _trace(lens, metric, per_metric[metric], legend=col == 1)
+                bars = (errors or {}).get(lens, {}).get(metric)
+                trace = _trace(lens, metric, per_metric[metric], legend=col == 1, errors=bars)
                 fig.add_trace(trace, row=1, col=col)
         if baseline is not None and metric in baseline:
             fig.add_hline(
@@ -123,7 +175,8 @@ def per_layer_figure(
         _single_panel_layout(fig, metrics[0])
     else:
         fig.update_xaxes(title_text="layer", tickmode="linear", dtick=1)
-        fig.update_yaxes(title_text="nats")
+        for col, metric in enumerate(metrics, start=1):
+            fig.update_yaxes(title_text=_UNITS.get(metric, "nats"), row=1, col=col)
     fig.update_layout(title={"text": title, "x": 0.5}, width=width, height=height)
     return fig
 
