@@ -13,6 +13,13 @@ floor of a layer: the logits forward and the input-gradient backward):
 * the softmax half of the gradient, ``E = Σ_chunks exp(logit_c - m) W_c``, rescaled with ``S``
   whenever ``m`` moves, so ``Σ_v q_v W_v = E / S`` once the row is done.
 
+``backward`` then only scales the stored ``(N, d)`` gradient by the incoming per-row weights.
+Recomputing the chunk logits in ``backward`` instead would cost a third matmul per chunk; the
+price of computing the gradient early is that a forward run with grad enabled but never
+back-propagated does the gradient work for nothing (under ``no_grad`` it is skipped). Alive at
+any time: two to four ``(N, C)`` blocks (logits, turned into exponentials in place; a cast copy
+for bfloat16 matmuls; with a soft-cap its slope and the target block) and ``(N, d)`` sums.
+
 The target half needs no pass per layer: with ``p`` the target distribution, the cross term
 ``Σ_v p_v logit_v = z · (Σ_v p_v W_v) + Σ_v p_v b_v`` and the gradient's ``Σ_v p_v W_v`` are
 the same for every layer, so :func:`kl_target` / :func:`ce_target` compute ``PW = p W`` once
