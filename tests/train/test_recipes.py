@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tuned_lens.errors import InvalidInputError, MissingDependencyError
 from tuned_lens.training.optim import MuonWithBiases, OptimizerConfig
 from tuned_lens.training.train_config import TrainConfig
@@ -94,7 +93,9 @@ def test_muon_steps_matrices_with_muon_and_biases_with_sgd():
     hybrid = OptimizerConfig(optimizer="muon").build(layers.parameters())
     assert isinstance(hybrid, MuonWithBiases)
     muon = torch.optim.Muon([twin[0], twin[2]], lr=0.02, momentum=0.9, weight_decay=1e-3)
-    sgd = torch.optim.SGD([twin[1], twin[3]], lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    sgd = torch.optim.SGD(
+        [twin[1], twin[3]], lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3
+    )
     for _ in range(2):
         for p, q, g in zip(layers.parameters(), twin, grads):
             p.grad, q.grad = g.clone(), g.clone()

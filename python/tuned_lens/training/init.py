@@ -118,7 +118,9 @@ def fit_least_squares_translators(
 
     if steps < 1:
         raise InvalidInputError(f"the fit needs >= 1 step of data, got {steps}", option="init")
-    translators = lens.layer_translators  # type: ignore[attr-defined]
+    translators = lens.layer_translators
+    if not isinstance(translators, torch.nn.ModuleList):
+        raise InvalidInputError("init least_squares needs a tuned lens", option="init")
     with torch.no_grad():
         sums = _accumulate(model, chunks, sampler, samples_per_step, steps, ctx.device)
     if len(sums) != len(translators):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -111,7 +112,7 @@ class OptimizerConfig:
         )
 
 
-def require_muon() -> type[torch.optim.Optimizer]:
+def require_muon() -> Any:
     """``torch.optim.Muon``.
 
     Raises:
@@ -189,7 +190,7 @@ class MuonWithBiases(torch.optim.Optimizer):
             inner.state = self.state
             offset += count
 
-    def load_state_dict(self, state_dict: dict) -> None:  # type: ignore[override]
+    def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self._link()
 
