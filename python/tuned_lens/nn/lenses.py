@@ -190,6 +190,16 @@ def _pad_token_id(model: nn.Module, eos_ids: list[int]) -> int | None:
     return eos_ids[0] if eos_ids else None
 
 
+def _placement_tensor(unembed: nn.Module) -> torch.Tensor:
+    """A tensor whose dtype and device new translators take: the unembedding weight, else the
+    module's first floating-point parameter or buffer, else an empty float32 CPU tensor."""
+    weight = getattr(getattr(unembed, "unembedding", None), "weight", None)
+    if isinstance(weight, torch.Tensor):
+        return weight
+    tensors = (*unembed.parameters(), *unembed.buffers())
+    return next((t for t in tensors if t.is_floating_point()), torch.empty(0))
+
+
 class LogitLens(Lens):
     """The logit lens: decode every layer with the model's final norm and unembedding."""
 
@@ -227,15 +237,17 @@ class TunedLens(Lens):
 
     def __init__(self, unembed: Unembed, config: TunedLensConfig):
         super().__init__(unembed)
-        if config.d_model != unembed.d_model:
+        # Any module with the original's interface (forward, unembedding_hash) is accepted:
+        # d_model comes from the config, checked only against an unembed that states its own.
+        d_model = getattr(unembed, "d_model", None)
+        if isinstance(d_model, int) and config.d_model != d_model:
             raise InvalidInputError(
-                f"config.d_model={config.d_model} does not match the model's hidden size "
-                f"{unembed.d_model}",
+                f"config.d_model={config.d_model} does not match the model's hidden size {d_model}",
                 option="config",
             )
         self.config = copy.copy(config)
         self.config.unembed_hash = unembed.unembedding_hash()
-        weight = unembed.unembedding.weight
+        weight = _placement_tensor(unembed)
         dtype = weight.dtype if weight.dtype.is_floating_point else torch.float16
         translators: list[nn.Module] = []
         for i in range(config.num_hidden_layers):
@@ -303,15 +315,17 @@ class TunedLens(Lens):
                 ``revision``, ``repo_id``, ``cache_dir``) or to the parameter reader
                 (``map_location``; see :meth:`from_unembed_and_pretrained`).
         """
+        unembed = Unembed(model)
         if lens_resource_id is None:
-            lens_resource_id = getattr(getattr(model, "config", None), "name_or_path", None)
+            # The model's name: config.name_or_path (also of a bridge's or nnsight's model).
+            lens_resource_id = unembed.model_name_or_path
             if not lens_resource_id:
                 raise InvalidInputError(
                     "lens_resource_id is required: the model has no name_or_path",
                     option="lens_resource_id",
                 )
         expected = _num_hidden_layers(model)
-        lens = cls._load_pretrained(Unembed(model), lens_resource_id, kwargs, num_layers=expected)
+        lens = cls._load_pretrained(unembed, lens_resource_id, kwargs, num_layers=expected)
         if len(lens) != expected:  # read_lens_folder checked it before building anything
             raise LensFileError(
                 f"lens {lens_resource_id!r} has {len(lens)} translators but the model has "

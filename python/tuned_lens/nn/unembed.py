@@ -47,8 +47,9 @@ class Unembed(nn.Module):
     logits.
 
     Args:
-        model: A Hugging Face causal LM (or TransformerLens ``HookedTransformer``) whose
-            architecture :func:`tuned_lens.architectures.resolve_architecture` knows.
+        model: A Hugging Face causal LM (or TransformerLens ``HookedTransformer`` or
+            ``TransformerBridge``, or an nnsight model) whose architecture
+            :func:`tuned_lens.architectures.resolve_architecture` knows.
 
     Attributes:
         final_norm: The copied final norm (``nn.Identity`` when the model has none).
@@ -65,6 +66,10 @@ class Unembed(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
+        from ..integrations import unwrap_model
+        from ..integrations.transformer_lens import model_name_or_path
+
+        model = unwrap_model(model)  # an nnsight model: the Hugging Face model inside it
         parts = resolve_architecture(model)
         self.final_norm = copy.deepcopy(parts.final_norm) if parts.final_norm else nn.Identity()
         self.pre_unembed = copy.deepcopy(parts.pre_unembed) if parts.pre_unembed else nn.Identity()
@@ -75,6 +80,8 @@ class Unembed(nn.Module):
         self.model_name_or_path: str | None = getattr(config, "name_or_path", None) or None
         if parts.source == "transformer_lens":
             self.model_name_or_path = getattr(model.cfg, "model_name", None)
+        elif parts.source == "transformer_bridge":
+            self.model_name_or_path = model_name_or_path(model)
         self.d_model = self._infer_d_model(model)
 
     def _infer_d_model(self, model: nn.Module) -> int:

@@ -298,6 +298,8 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
         """
         import torch
 
+        from tuned_lens.integrations.transformer_lens import cached_residual
+
         batch = _model_inputs.token_batch(input_ids)
         targets_np = _model_inputs.aligned_ids(targets, batch, "targets")
         anti_np = _model_inputs.aligned_ids(anti_targets, batch, "anti_targets")
@@ -314,7 +316,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
             )
         hidden_states = []
         for layer in range(_cache_layers(lens, cache)):
-            hidden = cache[residual_component, layer]
+            hidden = cached_residual(cache, residual_component, layer)
             if hidden.ndim == 2:
                 hidden = hidden[None]
             if hidden.shape[-2] != n_tokens or hidden.shape[0] != n_batch:
