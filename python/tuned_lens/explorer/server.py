@@ -344,6 +344,14 @@ def _handler(app: ExplorerApp) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    """socketserver's listen backlog is 5: a burst of 20 connections overflowed it while the
+    accepting thread waited for the interpreter, and the kernel reset some of them."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def start_server(
     app: ExplorerApp, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[ThreadingHTTPServer, threading.Thread]:
@@ -359,8 +367,7 @@ def start_server(
     """
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("serving on %s: other machines can reach this server", host)
-    server = ThreadingHTTPServer((host, port), _handler(app))
-    server.daemon_threads = True
+    server = _Server((host, port), _handler(app))
     thread = threading.Thread(target=server.serve_forever, name="explorer-http", daemon=True)
     thread.start()
     return server, thread
