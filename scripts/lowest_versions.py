@@ -35,7 +35,8 @@ def lowest(requirement: str) -> str:
     if floor is None:
         return requirement
     version = floor.group(1)
-    # A bound such as 2.4 names a release series: take its first release (2.4.0 / 2.4).
+    # A bound such as 2.4 names a release series: take that series (its newest patch release,
+    # which is what users of the oldest supported minor version install).
     return f"{name}=={version}" if version.count(".") >= 2 else f"{name}=={version}.*"
 
 
@@ -43,11 +44,11 @@ def requirements(pyproject: str) -> list[str]:
     """The runtime dependencies and :data:`TEST_PACKAGES`, each at its lowest version."""
     with open(pyproject, "rb") as file:
         meta = tomllib.load(file)["project"]
-    test = [
-        req
-        for req in meta["optional-dependencies"]["test"]
-        if _REQUIREMENT.match(req) and _REQUIREMENT.match(req).group(1).lower() in TEST_PACKAGES  # type: ignore[union-attr]
-    ]
+    test = []
+    for req in meta["optional-dependencies"]["test"]:
+        match = _REQUIREMENT.match(req)
+        if match is not None and match.group(1).lower() in TEST_PACKAGES:
+            test.append(req)
     return [lowest(req) for req in meta["dependencies"] + test]
 
 
