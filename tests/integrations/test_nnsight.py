@@ -82,3 +82,18 @@ def test_tuned_lens_inside_a_trace_as_documented(glassllm, glassllm_copy, ring_i
     # The nnsight documentation's version, lm_head(norm(A h + b)), is a different function.
     wrong = model.lm_head(model.model.norm(translator(hidden)))
     assert not torch.allclose(wrong, expected, atol=1e-3)
+
+
+def test_compact_trajectory_on_a_language_model(glassllm, glassllm_copy, ring_ids):
+    from tuned_lens.plotting import CompactTrajectory
+
+    model, tokenizer, _ = glassllm
+    lm = _language_model(glassllm_copy, tokenizer=tokenizer)
+    prompts = [ring_ids, ring_ids[:7]]
+    kwargs = {"targets": "next", "batch_size": 2, "progress": False}
+    want = CompactTrajectory.from_lens_and_model(
+        LogitLens.from_model(model), model, prompts, **kwargs
+    )
+    got = CompactTrajectory.from_lens_and_model(LogitLens.from_model(lm), lm, prompts, **kwargs)
+    np.testing.assert_array_equal(got.entropy_cells, want.entropy_cells)
+    np.testing.assert_array_equal(got.top_k_ids, want.top_k_ids)

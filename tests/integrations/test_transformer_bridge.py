@@ -128,3 +128,23 @@ def test_raw_bridge_does_not_warn(bridge, ring_ids):
         warnings.simplefilter("error", UserWarning)
         lens = LogitLens.from_model(bridge)
         PredictionTrajectory.from_lens_and_model(lens, bridge, ring_ids)
+
+
+def test_compact_trajectory_of_padded_prompts_on_a_bridge(glassllm, bridge, ring_ids):
+    """Prompts of different lengths: the bridge gets the attention mask and position ids."""
+    from tuned_lens.plotting import CompactTrajectory
+
+    model = glassllm[0]
+    prompts = [ring_ids, ring_ids[:7]]
+    kwargs = {"targets": "next", "batch_size": 2, "progress": False}
+    want = CompactTrajectory.from_lens_and_model(
+        LogitLens.from_model(model), model, prompts, **kwargs
+    )
+    got = CompactTrajectory.from_lens_and_model(
+        LogitLens.from_model(bridge), bridge, prompts, **kwargs
+    )
+    real = np.asarray(want.attention_mask, dtype=bool)  # (prompts, T): padding is not decoded
+    for i in range(len(prompts)):
+        np.testing.assert_allclose(
+            got.entropy_cells[i][..., real[i]], want.entropy_cells[i][..., real[i]], atol=1e-3
+        )
