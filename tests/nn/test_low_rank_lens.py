@@ -125,3 +125,25 @@ def test_rank_r_fits_a_rank_r_map_and_rank_d_spans_every_full_lens():
         rank_d.v.copy_(torch.eye(d, dtype=torch.float64))
         rank_d.bias.copy_(full.bias)
     torch.testing.assert_close(rank_d(x), full(x), rtol=1e-12, atol=1e-12)
+
+
+def test_low_rank_lens_in_trajectories(model):
+    from tuned_lens.nn import LogitLens
+    from tuned_lens.plotting import CompactTrajectory, PredictionTrajectory
+
+    lens = TunedLens.from_model(model, rank=2)
+    with torch.no_grad():
+        for t in lens:
+            t.u.normal_(0.0, 0.3)
+    ids = tiny_input_ids(1, 6)[0]
+    traj = PredictionTrajectory.from_lens_and_model(lens, model, ids)
+    with torch.no_grad():
+        hidden = model(ids[None], output_hidden_states=True).hidden_states
+        expected = lens(hidden[1][0], 1).double().log_softmax(-1)
+    torch.testing.assert_close(
+        torch.as_tensor(traj.log_probs[1]).double(), expected, rtol=1e-5, atol=1e-5
+    )
+    compact = CompactTrajectory.from_lens_and_model(
+        lens, model, [ids.tolist()], progress=False, other_lens=LogitLens.from_model(model)
+    )
+    assert compact is not None
