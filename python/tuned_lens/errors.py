@@ -25,7 +25,8 @@ Hierarchy::
     │   │   └── TargetIndexError (IndexError)      a token id outside [0, V)
     │   ├── MissingTargetsError                    a statistic needs targets that are absent
     │   ├── NotEnoughDataError                     fewer tokens or chunks than asked for
-    │   └── TooShortSentenceError                  a trajectory needs two tokens or more
+    │   ├── TooShortSentenceError                  a trajectory needs two tokens or more
+    │   └── RequestError                           a request the local explorer app refuses
     ├── LensFileError (ValueError)                 a lens or checkpoint file is unusable
     │   └── UnsafeLensFileError                    a pickle that references code
     ├── UnsupportedArchitectureError (NotImplementedError)
@@ -49,6 +50,7 @@ __all__ = [
     "MissingTargetsError",
     "NotEnoughDataError",
     "TooShortSentenceError",
+    "RequestError",
     "LensFileError",
     "UnsafeLensFileError",
     "UnsupportedArchitectureError",
@@ -110,6 +112,20 @@ class NotEnoughDataError(InvalidInputError):
 
 class TooShortSentenceError(InvalidInputError):
     """A trajectory sentence needs at least two tokens (one input, one target)."""
+
+
+class RequestError(InvalidInputError):
+    """A request that the local explorer app (``tuned-lens serve``) refuses.
+
+    Args:
+        status: The HTTP status of the answer (an ``http.HTTPStatus`` or its int): 400 for a
+            malformed request, 413 for one too large, 503 when the app is busy, ...
+        message: What the user should change, sent back in the JSON body.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class LensFileError(TunedLensError, ValueError):

@@ -24,7 +24,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, RequestError
 from ._app_page import APP_PAGE
 from ._build import build_data
 from .page import render_html
@@ -62,14 +62,6 @@ class ServerLimits:
     wait_s: float = 60.0
     max_batch: int = 16
     batch_window_s: float = 0.005
-
-
-class RequestError(Exception):
-    """A request the app refuses, with its HTTP status and a message for the user."""
-
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
