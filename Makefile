@@ -1,6 +1,7 @@
 # One entry point for set-up, tests, the demo and the benchmarks.
 #   make demo    set everything up, then run the main job on the embedded default
-#   make test    set everything up, then run the whole test suite (cargo test + pytest)
+#   make test    set everything up, then run the whole test suite (cargo test + pytest, and the
+#                TransformerLens 4 integration tests in their own folder: test-tl4)
 #   make lint    the lint gate: ruff (check + format), cargo fmt, clippy (all features), mypy,
 #                the generated stub against the build, module/function sizes and import cycles
 #   make bench   the benchmark suite (not part of the tests)
@@ -39,7 +40,7 @@ test-rust:
 test-python: build
 	$(PY) -m pytest
 
-test: build test-rust test-python
+test: build test-rust test-python test-tl4
 
 demo: build
 	$(PY) -m tuned_lens demo $(ARGS)
