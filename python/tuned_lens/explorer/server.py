@@ -329,7 +329,7 @@ def _handler(app: ExplorerApp) -> type[BaseHTTPRequestHandler]:
                 else:
                     self._json(HTTPStatus.OK, {"html": render_html(data)})
             except RequestError as err:
-                self._error(err.status, str(err))
+                self._error(HTTPStatus(err.status), str(err))
             except InvalidInputError as err:
                 self._error(HTTPStatus.BAD_REQUEST, str(err))
 
