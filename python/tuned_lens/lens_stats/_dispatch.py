@@ -90,7 +90,12 @@ def run(name: str, args: Mapping[str, object], keep_device: bool, **options: obj
     Returns:
         What the core returns (numpy arrays, tuples of them, ints), or tensors (above).
     """
-    tensors = [x for x in args.values() if is_tensor(x)]
+    values = args.values()
+    if all(type(x) is np.ndarray for x in values):
+        # The common case, kept short: a (4, 64) entropy call takes 1.6 us this way, 2.1 us
+        # through the general path below (1.4 us before the facade became a package).
+        return getattr(_native, name)(*values, **options)
+    tensors = [x for x in values if is_tensor(x)]
     if any(on_gpu(t) for t in tensors):
         from . import _torch
 
