@@ -36,6 +36,7 @@ from ..errors import InvalidInputError, MissingTargetsError, TrajectoryShapeErro
 from ..types import BoolArray, CausalLM, F32Array, IdArray, TokenIds, Tokenizer
 from . import _model_inputs
 from ._cells import CELL_STATISTICS, POSITION_FIELDS
+from ._explorable import ExplorableMixin
 from ._statistics import PairwiseKind, TrajectoryStatisticsMixin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,7 +84,7 @@ class PairwiseCells:
 
 
 @dataclass
-class CompactTrajectory(TrajectoryStatisticsMixin):
+class CompactTrajectory(TrajectoryStatisticsMixin, ExplorableMixin):
     """Per-cell statistics of a lens over ``N`` prompts, without the vocabulary axis.
 
     Cells are indexed ``(prompt, row, position)`` with ``L+1`` rows (the last is the model's
@@ -188,28 +189,6 @@ class CompactTrajectory(TrajectoryStatisticsMixin):
             elif isinstance(value, PairwiseCells):
                 total += sum(getattr(value, g.name).nbytes for g in fields(value))
         return total
-
-    # ------------------------------------------------------------------ explorer
-    def explore(self, path: Any = None, **options: Any) -> Any:
-        """The interactive explorer of this trajectory: :func:`tuned_lens.explorer.explore`.
-
-        Args:
-            path: Write the self-contained HTML page there (a str or Path); None: in memory.
-            **options: For :func:`tuned_lens.explorer.explore` (``title``, ``track``, ``topk``,
-                ``formatter``, ``prompt_names``, ...).
-
-        Returns:
-            The :class:`tuned_lens.explorer.ExplorerPage` (notebooks show it inline).
-        """
-        from ..explorer import explore  # cycle-ok: forwards to the explorer
-
-        return explore(self, path, **options)
-
-    def _repr_html_(self) -> str:
-        """Notebooks (Jupyter, VS Code, Colab) show the explorer inline."""
-        from ..explorer import explore  # cycle-ok: forwards to the explorer
-
-        return explore(self)._repr_html_()
 
     # ------------------------------------------------------------------ views
     def _map_cells(

@@ -22,6 +22,7 @@ from ..decoding import LayerDecoder, check_model_inputs, model_device
 from ..errors import DTypeError, InvalidInputError, TargetIndexError, TrajectoryShapeError
 from ..types import BoolArray, CausalLM, F32Array, IdArray, TokenIds, Tokenizer
 from . import _model_inputs
+from ._explorable import ExplorableMixin
 from ._statistics import PairwiseKind, TrajectoryStatisticsMixin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,7 +62,7 @@ def _as_int_array(value: TokenIds | None, name: str) -> IdArray | None:
 
 
 @dataclass
-class PredictionTrajectory(TrajectoryStatisticsMixin):
+class PredictionTrajectory(TrajectoryStatisticsMixin, ExplorableMixin):
     """The next-token predictions of every layer of a model for some token sequences.
 
     A prediction trajectory is the set of next-token distributions produced by a lens at each
@@ -172,28 +173,6 @@ class PredictionTrajectory(TrajectoryStatisticsMixin):
         if _is_torch(self.log_probs):
             return self.log_probs.exp()  # type: ignore[union-attr]
         return np.exp(self.log_probs)
-
-    # ------------------------------------------------------------------ explorer
-    def explore(self, path: Any = None, **options: Any) -> Any:
-        """The interactive explorer of this trajectory: :func:`tuned_lens.explorer.explore`.
-
-        Args:
-            path: Write the self-contained HTML page there (a str or Path); None: in memory.
-            **options: For :func:`tuned_lens.explorer.explore` (``title``, ``track``, ``topk``,
-                ``formatter``, ``prompt_names``, ...).
-
-        Returns:
-            The :class:`tuned_lens.explorer.ExplorerPage` (notebooks show it inline).
-        """
-        from ..explorer import explore  # cycle-ok: forwards to the explorer
-
-        return explore(self, path, **options)
-
-    def _repr_html_(self) -> str:
-        """Notebooks (Jupyter, VS Code, Colab) show the explorer inline."""
-        from ..explorer import explore  # cycle-ok: forwards to the explorer
-
-        return explore(self)._repr_html_()
 
     # ------------------------------------------------------------------ constructors
     @classmethod
