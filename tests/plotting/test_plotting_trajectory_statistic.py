@@ -156,3 +156,31 @@ def test_figure_layout():
     assert figure.layout.title.x == 0.5
     assert figure.layout.xaxis.title.text == "Input"
     assert figure.layout.yaxis.title.text == "Layer"
+
+
+def test_notebooks_render_a_statistic_inline():
+    """In a notebook (plotly's mimetype renderer) a statistic shows its heat map; elsewhere
+    the bundle is empty and nothing is opened."""
+    import plotly.io as pio
+
+    stats = np.arange(6, dtype=float).reshape(2, 3)
+    stat = TrajectoryStatistic("Entropy", stats, units="nats")
+    before = pio.renderers.default
+    try:
+        pio.renderers.default = ""
+        assert stat._repr_mimebundle_() == {}
+        pio.renderers.default = "plotly_mimetype"
+        bundle = stat._repr_mimebundle_()
+    finally:
+        pio.renderers.default = before
+    spec = bundle["application/vnd.plotly.v1+json"]
+    heatmap = spec["data"][0]
+    assert heatmap["type"] == "heatmap"
+    z = heatmap["z"]
+    if isinstance(z, dict):  # plotly >= 6 sends arrays as typed base64 buffers
+        import base64
+
+        raw = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"])
+        z = raw.reshape([int(n) for n in str(z["shape"]).split(",")])
+    np.testing.assert_array_equal(np.asarray(z, dtype=float), stats)
+    assert spec["layout"]["title"]["text"] == "Entropy"

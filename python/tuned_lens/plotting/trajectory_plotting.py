@@ -336,3 +336,12 @@ class TrajectoryStatistic:
             xaxis_title="Input",
             yaxis_title="Layer",
         )
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Notebooks (Jupyter, VS Code, Colab) show the heat map inline, as its figure would.
+
+        Plotly's notebook renderers build the bundle; outside a notebook it is empty.
+        """
+        return self.figure(title=self.name)._repr_mimebundle_(include, exclude, **kwargs)
