@@ -85,6 +85,17 @@ def test_zero_batch_size_is_refused_not_rounded_up(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flag", ["--per_gpu_batch_size", "--dist.per_gpu_batch_size"])
+def test_zero_batch_size_is_refused_when_comparing_lenses(
+    tmp_path: Path, docs: Path, flag: str
+) -> None:
+    """`eval --lens ...` takes the same batch-size checks (it used to turn 0 into 8)."""
+    proc = _run(*EVAL, "--lens", "logit", "--data.name", docs, "-o", tmp_path / "out", flag, "0")
+    line = _error_line(proc, "eval")
+    assert line.startswith(f"{flag} must be >= 1, got 0"), line
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("flag", "value"),
     [

@@ -389,8 +389,6 @@ def _eval(args: argparse.Namespace) -> int:
     from tuned_lens.training.eval_loop import EvalConfig
 
     model_spec, data_spec, dist_spec = _specs(args)
-    if args.lenses:
-        return _compare(args, model_spec, data_spec, dist_spec)
     a, b = args.per_gpu_batch_size, args.eval_batch_alias
     if a is not None and b is not None and a != b:
         raise InvalidInputError(
@@ -401,6 +399,8 @@ def _eval(args: argparse.Namespace) -> int:
     for flag, value in (("--dist.per_gpu_batch_size", a), ("--per_gpu_batch_size", b)):
         if value is not None and value < 1:
             raise InvalidInputError(f"{flag} must be >= 1, got {value}")
+    if args.lenses:  # after the checks above, which hold for every kind of evaluation
+        return _compare(args, model_spec, data_spec, dist_spec)
     config = EvalConfig(
         tokens=args.tokens,
         per_gpu_batch_size=a if a is not None else b if b is not None else 1,
@@ -430,7 +430,8 @@ def _compare(
     from tuned_lens.evaluation.command import run_compare
 
     specs = list(args.lenses) + ([f"tuned:{args.lens_name}"] if args.lens_name else [])
-    batch = args.per_gpu_batch_size or args.eval_batch_alias or 8
+    a, b = args.per_gpu_batch_size, args.eval_batch_alias  # checked by _eval (>= 1)
+    batch = a if a is not None else b if b is not None else 8
     run_compare(
         model_spec=model_spec,
         data_spec=data_spec,
