@@ -496,5 +496,5 @@ def get_num_threads() -> int:
 
 
 def simd_level() -> str:
-    """The instruction set of the hot loops in use: ``"avx512"``, ``"avx2"`` or ``"portable"``."""
+    """The instruction set in use: ``"avx512"``, ``"avx2"``, ``"portable"`` (TUNED_LENS_SIMD)."""
     return _native.simd_level()

@@ -51,14 +51,19 @@ pub(super) fn detached<T: Send>(
 }
 
 /// Show what building the pool had to correct in `TUNED_LENS_NUM_THREADS` (clamped to the
-/// limit, or ignored) as a `RuntimeWarning`, once.
+/// limit, or ignored), and what choosing the compiled copy had to correct in `TUNED_LENS_SIMD`
+/// (a copy this CPU cannot run, or an unknown name), as `RuntimeWarning`s, once each.
 pub(super) fn warn_pool_notice(py: Python<'_>) -> PyResult<()> {
-    let Some(notice) = crate::pool::take_notice() else {
-        return Ok(());
-    };
-    let message = std::ffi::CString::new(notice).unwrap_or_default();
-    let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
-    PyErr::warn(py, &category, &message, 1)
+    let notices = [
+        crate::pool::take_notice(),
+        crate::simd::select::take_notice(),
+    ];
+    for notice in notices.into_iter().flatten() {
+        let message = std::ffi::CString::new(notice).unwrap_or_default();
+        let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+        PyErr::warn(py, &category, &message, 1)?;
+    }
+    Ok(())
 }
 
 /// A float input, borrowed when C-contiguous and aligned, else a C-ordered copy made by numpy.

@@ -355,13 +355,12 @@ mod _native {
         Ok(threads)
     }
 
-    /// simd_level(): the compiled copy of the hot loops in use ("avx512", "avx2" or "portable").
+    /// simd_level(): the compiled copy of the hot loops in use ("avx512", "avx2" or "portable";
+    /// the best the CPU runs unless TUNED_LENS_SIMD names a lower one).
     #[pyfunction]
-    fn simd_level() -> &'static str {
-        match crate::IsaKind::detect() {
-            crate::IsaKind::Avx512 => "avx512",
-            crate::IsaKind::Avx2 => "avx2",
-            crate::IsaKind::Portable => "portable",
-        }
+    fn simd_level(py: Python<'_>) -> PyResult<&'static str> {
+        let name = crate::IsaKind::detect().name();
+        convert::warn_pool_notice(py)?;
+        Ok(name)
     }
 }

@@ -9,6 +9,7 @@
 //! the rounding of fused multiply-adds.
 
 pub mod math;
+pub mod select;
 
 use std::sync::OnceLock;
 
@@ -348,13 +349,11 @@ pub enum IsaKind {
 }
 
 impl IsaKind {
-    /// The best copy this CPU supports (detected once).
+    /// The copy calls run (decided once): the best this CPU supports, or a lower one named by
+    /// the env var `TUNED_LENS_SIMD` (see [`select`]).
     pub fn detect() -> Self {
-        static BEST: OnceLock<IsaKind> = OnceLock::new();
-        *BEST.get_or_init(|| {
-            let all = Self::available();
-            all[all.len() - 1]
-        })
+        static CHOSEN: OnceLock<IsaKind> = OnceLock::new();
+        *CHOSEN.get_or_init(|| select::from_env(&Self::available()))
     }
 
     /// Every copy this CPU can run, worst first (tests compare them on the same data).

@@ -1,0 +1,165 @@
+"""``TUNED_LENS_SIMD`` picks a lower compiled copy of the hot loops (``simd_level()`` says which
+runs), every copy gives the float64 oracle's answers, and a bad value warns and falls back.
+
+Each copy runs in its own subprocess (the choice is made once per process), on the same inputs
+saved by this process; the answers are compared here with the oracle and with the default copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import _oracle as oracle
+import numpy as np
+import pytest
+from _stats_inputs import assert_close, assert_top_k, make_inputs
+from tuned_lens import lens_stats as ls
+
+LEVELS = ("portable", "avx2", "avx512")
+DTYPES = ("float32", "float16", "bfloat16-bits")
+# Worst first, as the core orders them; the copies this CPU runs are those up to the default.
+RUNNABLE = LEVELS[: LEVELS.index(ls.simd_level()) + 1]
+K = 7
+
+CHILD = """
+    import json, sys, warnings
+    import numpy as np
+    from tuned_lens import lens_stats as ls
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        level = ls.simd_level()
+    out = {}
+    dtypes, k = json.loads(sys.argv[3])
+    for dtype in dtypes:
+        d = np.load(sys.argv[1] + "/" + dtype + ".npz")
+        lp, lq, logits, t = d["lp"], d["lq"], d["logits"], d["targets"]
+        top, top_ids = ls.max_probability(lp)
+        ids, probs = ls.top_k(lp, k)
+        delta_ids, delta = ls.top_k_delta(lp, lq, k)
+        out.update({
+            dtype + "/log_softmax": ls.log_softmax(logits),
+            dtype + "/logsumexp": ls.logsumexp(logits),
+            dtype + "/entropy": ls.entropy(lp),
+            dtype + "/entropy_from_logits": ls.entropy_from_logits(logits),
+            dtype + "/max_probability": top,
+            dtype + "/max_probability_ids": top_ids,
+            dtype + "/target_rank": ls.target_rank(lp, t),
+            dtype + "/kl_divergence": ls.kl_divergence(lp, lq),
+            dtype + "/js_divergence": ls.js_divergence(lp, lq),
+            dtype + "/symmetric_kl": ls.symmetric_kl(lp, lq),
+            dtype + "/total_variation": ls.total_variation(lp, lq),
+            dtype + "/max_abs_diff": ls.max_abs_diff(lp, lq),
+            dtype + "/top_k_ids": ids, dtype + "/top_k_probs": probs,
+            dtype + "/top_k_delta_ids": delta_ids, dtype + "/top_k_delta": delta,
+        })
+    np.savez(sys.argv[2], **out)
+    print(json.dumps([level, [str(w.message) for w in caught]]))
+"""
+
+
+def _run(value: str | None, inputs: Path, output: Path) -> tuple[str, list[str]]:
+    """simd_level() and the warnings of a process with ``TUNED_LENS_SIMD=value``."""
+    env = dict(os.environ)
+    env.pop("TUNED_LENS_SIMD", None)
+    if value is not None:
+        env["TUNED_LENS_SIMD"] = value
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(CHILD),
+            str(inputs),
+            str(output),
+            json.dumps([DTYPES, K]),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    level, messages = json.loads(done.stdout)
+    return level, messages
+
+
+def _save_inputs(folder: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Inputs per dtype (V = 2,600: two and a half sum blocks and a tail) and their float64."""
+    exact = {}
+    for dtype in DTYPES:
+        data = make_inputs((3, 4), 2600, dtype, seed=17)
+        arrays = {"lp": data.lp, "lq": data.lq, "logits": data.logits, "targets": data.targets}
+        np.savez(folder / f"{dtype}.npz", **{n: np.asarray(a) for n, a in arrays.items()})
+        exact[dtype] = {"lp": data.lp64, "lq": data.lq64, "logits": data.logits64}
+        exact[dtype]["targets"] = data.targets
+    return exact
+
+
+def _check_against_oracle(
+    got: dict[str, np.ndarray], exact: dict[str, np.ndarray], dtype: str
+) -> None:
+    lp, lq, logits = exact["lp"], exact["lq"], exact["logits"]
+    tol = {"rtol": 2e-5, "atol": 2e-6}
+    pairs = {
+        "log_softmax": oracle.log_softmax(logits),
+        "logsumexp": oracle.logsumexp(logits),
+        "entropy": oracle.entropy(lp),
+        "entropy_from_logits": oracle.entropy_from_logits(logits),
+        "max_probability": oracle.max_probability(lp)[0],
+        "kl_divergence": oracle.kl_divergence(lp, lq),
+        "js_divergence": oracle.js_divergence(lp, lq),
+        "symmetric_kl": oracle.symmetric_kl(lp, lq),
+        "total_variation": oracle.total_variation(lp, lq),
+        "max_abs_diff": oracle.max_abs_diff(lp, lq),
+    }
+    for name, want in pairs.items():
+        assert_close(got[f"{dtype}/{name}"], want, **tol, what=f"{dtype} {name}")
+    np.testing.assert_array_equal(got[f"{dtype}/max_probability_ids"], np.argmax(lp, axis=-1))
+    ranks = oracle.target_rank(lp, exact["targets"])
+    np.testing.assert_array_equal(got[f"{dtype}/target_rank"], ranks)
+    p, q = np.exp(lp), np.exp(lq)
+    assert_top_k(got[f"{dtype}/top_k_ids"], got[f"{dtype}/top_k_probs"], p, p, K, what=dtype)
+    ids, delta = got[f"{dtype}/top_k_delta_ids"], got[f"{dtype}/top_k_delta"]
+    assert_top_k(ids, delta, np.abs(q - p), q - p, K, what=f"{dtype} delta")
+
+
+def test_every_copy_this_cpu_runs_is_chosen_by_the_variable_and_agrees(tmp_path: Path) -> None:
+    exact = _save_inputs(tmp_path)
+    answers = {}
+    for level in RUNNABLE:
+        output = tmp_path / f"{level}.npz"
+        assert _run(f" {level.upper()} ", tmp_path, output) == (level, [])
+        answers[level] = dict(np.load(output))
+        for dtype in DTYPES:
+            _check_against_oracle(answers[level], exact[dtype], dtype)
+    best = answers[RUNNABLE[-1]]
+    for level in RUNNABLE[:-1]:
+        for name, values in answers[level].items():
+            if name.endswith(("ids", "rank")):
+                np.testing.assert_array_equal(values, best[name], err_msg=f"{level} {name}")
+            else:
+                # The copies differ only by the rounding of fused multiply-adds.
+                scale = np.maximum(np.abs(best[name]), 1e-2)
+                assert np.all(np.abs(values - best[name]) <= 2e-6 * scale), f"{level} {name}"
+
+
+@pytest.mark.parametrize("value", ["", "auto"])
+def test_empty_or_auto_is_the_best_copy(value: str, tmp_path: Path) -> None:
+    _save_inputs(tmp_path)
+    assert _run(value, tmp_path, tmp_path / "out.npz") == (RUNNABLE[-1], [])
+
+
+@pytest.mark.parametrize("value", ["sse9", "avx-512"] + list(LEVELS[len(RUNNABLE) :]))
+def test_unknown_or_unsupported_copy_warns_and_runs_the_best(value: str, tmp_path: Path) -> None:
+    _save_inputs(tmp_path)
+    level, messages = _run(value, tmp_path, tmp_path / "out.npz")
+    assert level == RUNNABLE[-1]
+    why = "is not supported by this CPU" if value in LEVELS else "is not one of auto, portable"
+    runs = ", ".join(RUNNABLE)
+    assert len(messages) == 1, messages
+    assert messages[0].startswith(f'TUNED_LENS_SIMD="{value}" {why}'), messages
+    assert messages[0].endswith(f"(this CPU runs: {runs}); using {RUNNABLE[-1]}"), messages
