@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, LensFileError
 from ..lens_io import TunedLensConfig
+from .hub_mixin import LensHubMixin
 from .low_rank import LowRankTranslator
 from .unembed import Unembed
 
@@ -217,7 +218,7 @@ class LogitLens(Lens):
         return self.unembed(h)
 
 
-class TunedLens(Lens):
+class TunedLens(LensHubMixin, Lens):
     """A tuned lens: one affine translator per layer in front of the unembedding.
 
     Translator ``i`` maps ``h`` to ``h + W_i h + b_i``; ``W_i`` and ``b_i`` start at zero, so a
@@ -225,7 +226,8 @@ class TunedLens(Lens):
     :class:`~tuned_lens.nn.low_rank.LowRankTranslator` (``h + U_i V_iᵀ h + b_i``, ``U_i = 0``
     and ``V_i`` random, so a fresh one is the logit lens too and training moves both factors).
     Parameters take the dtype and device of the unembedding (float16 if the unembedding is not
-    floating point).
+    floating point). ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` publish it as a
+    Hugging Face model repository (:class:`~tuned_lens.nn.hub_mixin.LensHubMixin`).
 
     Args:
         unembed: The unembedding of the base model.
