@@ -65,7 +65,9 @@ PROVENANCE_FORMAT = "tuned-lens-provenance"
 PROVENANCE_VERSION = 1
 CARD_MARKER = "<!-- model card written by tuned-lens; it is regenerated from provenance.json -->"
 MAX_PROVENANCE_BYTES = 8 << 20
-_PACKAGES = ("tuned-lens", "torch", "transformers", "numpy", "huggingface_hub", "safetensors")
+# Recorded name -> distribution name.
+_PACKAGES = {"tuned-lens": "tuned-lens-rs", "torch": "torch", "transformers": "transformers",
+             "numpy": "numpy", "huggingface_hub": "huggingface_hub", "safetensors": "safetensors"}  # fmt: skip
 _HASHED_FILE_LIMIT = 1 << 30
 
 
@@ -76,9 +78,9 @@ def _now() -> str:
 def package_versions() -> dict[str, str | None]:
     """The installed versions of the packages a lens's numbers depend on (``None``: absent)."""
     versions: dict[str, str | None] = {"python": sys.version.split()[0]}
-    for name in _PACKAGES:
+    for name, distribution in _PACKAGES.items():
         try:
-            versions[name] = importlib.metadata.version(name)
+            versions[name] = importlib.metadata.version(distribution)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     return versions

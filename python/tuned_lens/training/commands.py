@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tuned_lens._atomic import write_json_atomically
 from tuned_lens.errors import InvalidInputError, TunedLensError
@@ -25,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from tuned_lens.data import PackedChunks
     from tuned_lens.nn.lenses import Lens
 
 logger = logging.getLogger(__name__)
@@ -161,7 +165,8 @@ def run_train(
             frozen = shard_model_fsdp(model, cpu_offload=dist_spec.cpu_offload)
         result = train_lens(frozen, lens, chunks, config, ctx=ctx)
         if ctx.primary:
-            lens.save(output)
+            record = _training_provenance(model, model_spec, data_spec, config, result, chunks)
+            lens.save_pretrained(output, provenance=record)
             summary = {
                 "final_step_loss_nats": result.losses[-1] if result.losses else None,
                 "start_step": result.start_step,
@@ -203,6 +208,7 @@ def run_eval(
     ctx = init_distributed(device=dist_spec.device, timeout_s=dist_spec.nccl_timeout)
     try:
         check_writable_folder(output, "output")
+        annotate = _lens_folder_to_annotate(lens_name)  # a corrupt provenance fails here
         docs = data_spec.read()
         model, tokenizer = _load(model_spec, dist_spec, ctx)
         chunks = data_spec.pack(docs, tokenizer)
@@ -218,7 +224,94 @@ def run_eval(
         if ctx.primary:
             written = write_outputs(result, output)
             logger.info("wrote %s", ", ".join(str(p) for p in written.values()))
+            if annotate is not None:
+                _record_evaluation(annotate, result, data_spec, len(chunks))
         ctx.barrier()
         return result
     finally:
         ctx.close()
+
+
+def _corpus(data_spec: DataSpec, **sizes: int) -> dict[str, Any]:
+    from tuned_lens.model_card import corpus_record
+
+    return corpus_record(
+        data_spec.name,
+        split=data_spec.split,
+        revision=data_spec.revision,
+        text_column=data_spec.text_column,
+        max_seq_len=data_spec.max_seq_len,
+        **sizes,
+    )
+
+
+def _training_provenance(
+    model: torch.nn.Module,
+    model_spec: ModelSpec,
+    data_spec: DataSpec,
+    config: TrainConfig,
+    result: TrainResult,
+    chunks: PackedChunks,
+) -> dict[str, Any]:
+    """What ``provenance.json`` records about a training run (see :mod:`tuned_lens.model_card`)."""
+    from tuned_lens.model_card import new_provenance, package_versions
+
+    model_config = getattr(model, "config", None)
+    recipe = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    return new_provenance(
+        {
+            "command": list(sys.argv),
+            "base_model": {
+                "name": model_spec.name,
+                "name_or_path": getattr(model_config, "name_or_path", None),
+                "revision": model_spec.revision,
+                "commit": getattr(model_config, "_commit_hash", None),
+                "precision": model_spec.precision,
+            },
+            "corpus": _corpus(
+                data_spec,
+                documents=chunks.num_documents,
+                chunks=len(chunks),
+                chunk_len=chunks.chunk_len,
+            ),
+            "tokens_seen": config.num_steps * config.tokens_per_step,
+            "steps_run": len(result.losses),
+            "start_step": result.start_step,
+            "recipe": recipe,
+            "final_train_loss_per_layer": result.losses[-1] if result.losses else None,
+            "held_out_kl_per_layer": None,  # ``tuned-lens eval -l`` adds held-out metrics
+            "nats_to_bpb": chunks.nats_to_bpb,
+            "packages": package_versions(),
+        }
+    )
+
+
+def _lens_folder_to_annotate(lens_name: str | None) -> Path | None:
+    """The local lens folder whose card and provenance ``eval`` updates, checked now.
+
+    ``None`` for a Hub id, a folder in the Hugging Face cache (its files are links into the
+    cache) and a folder this process cannot write.
+
+    Raises:
+        LensFileError: The folder's ``provenance.json`` is corrupt (before any work is done).
+    """
+    from tuned_lens.model_card import read_provenance
+
+    if lens_name is None or not Path(lens_name).expanduser().is_dir():
+        return None
+    folder = Path(lens_name).expanduser()
+    if any(p.is_symlink() for p in folder.iterdir()) or not os.access(folder, os.W_OK):
+        logger.info("not adding the metrics to %s (read-only or a Hub cache snapshot)", folder)
+        return None
+    read_provenance(folder)
+    return folder
+
+
+def _record_evaluation(folder: Path, result: EvalResult, data_spec: DataSpec, chunks: int) -> None:
+    from tuned_lens.model_card import evaluation_record, record_evaluation
+
+    evaluation = evaluation_record(
+        result.aggregate, corpus=_corpus(data_spec, chunks=chunks), tokens=result.tokens
+    )
+    record_evaluation(folder, evaluation)
+    logger.info("added the held-out metrics to %s", folder)
