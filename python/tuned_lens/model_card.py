@@ -445,7 +445,8 @@ def _card_is_ours(path: Path) -> bool:
     if not path.exists():
         return True
     try:
-        return CARD_MARKER in path.read_text(encoding="utf-8", errors="replace")
+        with path.open("rb") as handle:  # the marker follows the metadata: 1 MiB is plenty
+            return CARD_MARKER.encode() in handle.read(1 << 20)
     except OSError:
         return False
 

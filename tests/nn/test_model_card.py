@@ -96,6 +96,18 @@ def test_a_readme_not_written_by_tuned_lens_is_kept(tmp_path, model):
     assert (tmp_path / "params.safetensors").is_file()
 
 
+def test_a_broken_card_of_ours_is_regenerated_from_the_provenance(tmp_path, model):
+    from tuned_lens.model_card import CARD_MARKER
+
+    record = provenance()
+    lens_for(model).save_pretrained(tmp_path, provenance=record)
+    (tmp_path / CARD_NAME).write_text(f"---\nlibrary_name: [unclosed\n---\n{CARD_MARKER}\n")
+    record_evaluation(tmp_path, {"kl_per_layer": [0.5, 0.25]})
+    card = ModelCard.load(tmp_path / CARD_NAME)
+    assert card.data.library_name == "tuned-lens"
+    assert len(read_provenance(tmp_path)["evaluations"]) == 2
+
+
 def test_hostile_strings_stay_inside_their_cells(model):
     hostile = "x | y\n---\nlibrary_name: evil\n<script>alert(1)</script>"
     record = provenance(command=[hostile], corpus={"name": [hostile]})
