@@ -79,3 +79,30 @@ def test_train_writes_card_and_provenance_and_eval_adds_metrics(glassllm, tmp_pa
     assert proc.returncode == 2 and "provenance" in proc.stderr and "not valid JSON" in proc.stderr
     assert {p.name: p.read_bytes() for p in lens.iterdir() if p.is_file()} == before
     assert not (tmp_path / "e2" / "aggregate_metrics.json").exists()  # refused before the work
+
+
+def test_eval_comparison_adds_each_tuned_lens_metrics(tmp_path, tiny_model_dir, text_jsonl):
+    import torch
+    from transformers import AutoModelForCausalLM
+    from tuned_lens.__main__ import main
+    from tuned_lens.model_card import read_provenance
+    from tuned_lens.nn import TunedLens
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lens = TunedLens.from_model(model)
+    with torch.no_grad():
+        for p in lens.layer_translators.parameters():
+            p.normal_(0, 0.02)
+    lens.save_pretrained(tmp_path / "lens")
+    out = tmp_path / "cmp"
+    code = main(["eval", "--model.name", str(tiny_model_dir), "--data.name", str(text_jsonl),
+                 "--max_seq_len", "32", "--tokens", "512", "--bootstrap", "20", "--lens", "logit",
+                 "--lens", f"tuned:{tmp_path / 'lens'}", "-o", str(out)])  # fmt: skip
+    assert code == 0
+    table = json.loads((out / "comparison.json").read_text())["lenses"]
+    (evaluation,) = read_provenance(tmp_path / "lens")["evaluations"]
+    for key, name in (("kl_per_layer", "tuned"), ("logit_lens_kl_per_layer", "logit")):
+        expected = [table[name]["layers"][str(j)]["kl"]["mean"] for j in range(2)]
+        assert evaluation[key] == pytest.approx(expected, rel=1e-12)
+    card = ModelCard.load(tmp_path / "lens" / "README.md")
+    assert card.data.tuned_lens["held_out_kl_per_layer"] == evaluation["kl_per_layer"]

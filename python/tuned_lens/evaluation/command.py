@@ -65,7 +65,12 @@ def run_compare(
     from tuned_lens.evaluation.lens_specs import load_lenses, parse_lens_specs
     from tuned_lens.evaluation.report import write_comparison
     from tuned_lens.lens_stats import MAX_K
-    from tuned_lens.training.commands import DistSpec, _load, check_writable_folder
+    from tuned_lens.training.commands import (
+        DistSpec,
+        _lens_folder_to_annotate,
+        _load,
+        check_writable_folder,
+    )
     from tuned_lens.training.ingredients import init_distributed
 
     if not 1 <= top_k <= MAX_K:
@@ -81,6 +86,8 @@ def run_compare(
         if ctx.distributed:
             raise InvalidInputError("comparing lenses runs in one process", option="lens")
         check_writable_folder(output, "output")
+        # Tuned-lens folders whose card gets these metrics (a corrupt provenance fails here).
+        annotate = {s.name: _lens_folder_to_annotate(s.path) for s in specs if s.kind == "tuned"}
         docs = data_spec.read()
         model, tokenizer = _load(model_spec, dist_spec, ctx)
         documents = _token_documents(docs, tokenizer, data_spec.max_seq_len, tokens)
@@ -99,6 +106,35 @@ def run_compare(
         )
         written = write_comparison(result, output)
         logger.info("wrote %s", ", ".join(str(p) for p in written.values()))
+        for name, folder in annotate.items():
+            if folder is not None:
+                _record_comparison(folder, name, result, data_spec)
         return result
     finally:
         ctx.close()
+
+
+def _record_comparison(
+    folder: Path, name: str, result: ComparisonResult, data_spec: DataSpec
+) -> None:
+    """Add lens ``name``'s per-layer means (and the logit lens's KL) to its folder's card."""
+    from tuned_lens.model_card import evaluation_record, record_evaluation
+    from tuned_lens.training.commands import _corpus
+
+    def tree(lens: str) -> dict[str, dict[str, float]]:
+        layers = result.lenses.get(lens, {})
+        return {
+            m: {f"layer_{j}": v[m].mean for j, v in sorted(layers.items()) if m in v}
+            for m in ("kl", "ce", "entropy")
+        }
+
+    aggregate = {name: tree(name), "logit": tree("logit")}
+    if "ce" in result.model:
+        aggregate["baseline"] = {"ce": {"final": result.model["ce"].mean}}
+    evaluation = evaluation_record(
+        aggregate, lens_key=name, corpus=_corpus(data_spec), tokens=result.tokens
+    )
+    record_evaluation(
+        folder, {**evaluation, "source": "eval --lens (intervals in comparison.json)"}
+    )
+    logger.info("added the held-out metrics of %s to %s", name, folder)
