@@ -243,3 +243,20 @@ def test_push_to_hub_as_a_pull_request_and_offline(monkeypatch, model):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InvalidInputError, match="offline"):
         lens.push_to_hub(REPO, api=RecordingApi())
+
+
+def test_a_loaded_folder_pushes_with_its_provenance(monkeypatch, tmp_path, model):
+    from tuned_lens.model_card import new_provenance
+
+    record = new_provenance({"tokens_seen": 123, "command": ["tuned-lens", "train"]})
+    random_lens(model, 9).save_pretrained(tmp_path / "lens", provenance=record)
+    (tmp_path / "lens" / "training_summary.json").write_text("{}")
+    loaded = TunedLens.from_pretrained(tmp_path / "lens", model=model)
+    assert loaded.provenance == record
+    online(monkeypatch)
+    api = RecordingApi()
+    loaded.push_to_hub(REPO, api=api)
+    files = {op.path_in_repo: _operation_bytes(op) for op in api.calls[-1][2]["operations"]}
+    assert json.loads(files["provenance.json"]) == record
+    assert "training_summary.json" not in files
+    assert "| tokens seen | 123 |" in files["README.md"].decode()

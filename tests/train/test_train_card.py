@@ -34,13 +34,15 @@ def glassllm():
 def test_train_writes_card_and_provenance_and_eval_adds_metrics(glassllm, tmp_path, text_jsonl):
     lens = tmp_path / "lens"
     train = ("train", "--model.name", "glassllm", "--data.name", text_jsonl, "--max_seq_len",
-             "32", "--tokens_per_step", "128", "--num_steps", "2", "--noprogress", "-o", lens)  # fmt: skip
+             "32", "--tokens_per_step", "128", "--num_steps", "2", "--noprogress", "--model.revision", "main", "-o", lens)  # fmt: skip
     proc = _run(*train)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((lens / "provenance.json").read_text())
     training = record["training"]
     assert training["command"][1:] == [str(a) for a in train]
     assert training["base_model"]["name"] == "glassllm"
+    assert training["base_model"]["revision"] == "main"
+    assert json.loads((lens / "config.json").read_text())["base_model_revision"] == "main"
     assert Path(training["base_model"]["name_or_path"]).is_dir()
     assert training["tokens_seen"] == 256 and training["recipe"]["num_steps"] == 2
     corpus = training["corpus"]

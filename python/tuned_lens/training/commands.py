@@ -152,7 +152,7 @@ def run_train(
         if lens_name_or_path is not None:
             lens = TunedLens.from_model_and_pretrained(model, lens_name_or_path)
         else:
-            lens = TunedLens.from_model(model, rank=config.rank)
+            lens = TunedLens.from_model(model, model_revision=model_spec.revision, rank=config.rank)
         if config.rank is not None and lens.config.rank != config.rank:
             raise InvalidInputError(
                 f"rank {config.rank} differs from the rank {lens.config.rank} of the lens "
