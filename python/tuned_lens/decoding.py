@@ -2,7 +2,8 @@
 
 :class:`LayerDecoder` holds one batch of hidden states (from a model run, or from any cache)
 and yields, chunk of positions by chunk of positions, the log-probabilities of every trajectory
-row: the model's own output row first, then lens layers ``0 .. L-1``. Every trajectory builder
+row: the model's own output row first, then the lens layers every lens covers (all of
+``0 .. L-1`` unless a lens covers only some; see :mod:`tuned_lens._coverage`). Every trajectory builder
 (:class:`~tuned_lens.plotting.PredictionTrajectory`,
 :class:`~tuned_lens.plotting.CompactTrajectory`) reads its rows from here, so the masking of
 input tokens, the row selection and the device / dtype policy exist once.
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import lens_stats
+from ._coverage import check_lens_matches, covered_layers, decoded_layers, shared_layers
 from .errors import InvalidInputError, TargetIndexError
 from .types import BoolArray, CausalLM, F32Array, IdArray, LogProbs
 
@@ -44,16 +46,19 @@ __all__ = [
     "check_input_ids",
     "check_lens_matches",
     "check_model_inputs",
+    "covered_layers",
     "input_vocab_mask",
     "log_softmax",
     "model_device",
     "model_vocab_size",
     "run_model",
+    "shared_layers",
     "warn_if_longer_than_model",
 ]
 
 Destination = Callable[[int, IdArray], "F32Array | None"]
-"""``(row, positions) -> (n, V)`` C-contiguous float32 array to write a row into, or None."""
+"""``(row, positions) -> (n, V)`` C-contiguous float32 array to write trajectory row ``row``
+(:attr:`DecodedLayer.row`) into, or None."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,9 @@ class DecodedLayer:
     """The log-probabilities of one trajectory row at some positions of the batch.
 
     Attributes:
-        layer: The trajectory row: ``0 .. L-1`` a lens layer, ``L`` the model's output.
+        layer: The hidden-state index: ``0 .. L-1`` a lens layer, ``L`` the model's output.
+        row: The trajectory row: the position of ``layer`` in :attr:`LayerDecoder.layers`,
+            ``len(layers)`` for the output row (equal to ``layer`` when every layer is covered).
         positions: ``(n,)`` flat indices into the ``b * T`` positions of the batch
             (``prompt * T + position``), ascending.
         log_probs: One ``(n, V)`` :data:`~tuned_lens.types.LogProbs` per lens, in the order
@@ -75,6 +82,11 @@ class DecodedLayer:
     positions: IdArray
     log_probs: tuple[LogProbs, ...]
     is_output: bool
+    row: int = -1
+
+    def __post_init__(self) -> None:
+        if self.row < 0:
+            object.__setattr__(self, "row", self.layer)
 
 
 class LogSoftmaxBuffers:
@@ -162,6 +174,11 @@ class LayerDecoder:
             in the lens rows (not the output row), or None for no masking.
         attention_mask: ``(b, T)`` True at real tokens: padding ids are not masked.
         buffers: Reused host buffers (pass one across batches to keep its pages).
+        layers: The hidden-state indices to decode, ascending; default: those every lens
+            covers (:func:`shared_layers`).
+
+    Attributes:
+        layers: The decoded hidden-state indices: trajectory row ``r`` is ``layers[r]``.
     """
 
     def __init__(
@@ -173,11 +190,13 @@ class LayerDecoder:
         mask_input_ids: IdArray | None = None,
         attention_mask: BoolArray | None = None,
         buffers: LogSoftmaxBuffers | None = None,
+        layers: Sequence[int] | None = None,
     ) -> None:
         if not lenses:
             raise InvalidInputError("at least one lens is needed", option="lens")
         self.lenses = tuple(lenses)
         self.hidden_states = tuple(hidden_states)
+        self.layers = decoded_layers(self.lenses, len(self.hidden_states), layers)
         self.model_logits = model_logits.detach()
         self.buffers = buffers if buffers is not None else LogSoftmaxBuffers()
         self.vocab_mask: BoolArray | None = None
@@ -196,6 +215,7 @@ class LayerDecoder:
         *,
         mask_input: bool = False,
         buffers: LogSoftmaxBuffers | None = None,
+        layers: Sequence[int] | None = None,
     ) -> LayerDecoder:
         """Run ``model`` once on ``(b, T)`` ids and get ready to decode its hidden states.
 
@@ -207,6 +227,7 @@ class LayerDecoder:
             device: Where the inputs go.
             mask_input: Mask every input id in the lens rows.
             buffers: Reused host buffers.
+            layers: The hidden-state indices to decode (default: those every lens covers).
         """
         hidden_states, logits = run_model(model, ids, mask, device)
         n_layers = len(hidden_states) - 1
@@ -219,6 +240,7 @@ class LayerDecoder:
             mask_input_ids=ids if mask_input else None,
             attention_mask=mask,
             buffers=buffers,
+            layers=layers,
         )
 
     @property
@@ -246,7 +268,7 @@ class LayerDecoder:
         """Yield every row's log-probabilities, chunk by chunk of positions.
 
         Per chunk the output row comes first (a statistic against the model's row can be
-        computed as each lens row arrives), then lens layers ``0 .. L-1``.
+        computed as each lens row arrives), then the lens layers of :attr:`layers`.
 
         Args:
             positions: ``(n,)`` ascending flat positions (``prompt * T + position``) to
@@ -274,21 +296,22 @@ class LayerDecoder:
         # between items runs in its own grad mode).
         for lo in range(0, len(selected), size):
             chunk = selected[lo : lo + size]
-            out = None if destination is None else destination(self.num_layers, chunk)
+            n_rows = len(self.layers)
+            out = None if destination is None else destination(n_rows, chunk)
             model_lp = log_softmax(
                 _take(logits_flat, chunk), out=out, buffers=self.buffers, slot="model"
             )
-            yield DecodedLayer(self.num_layers, chunk, (model_lp,) * n_lenses, True)
+            yield DecodedLayer(self.num_layers, chunk, (model_lp,) * n_lenses, True, n_rows)
             row_mask = self._row_mask(chunk // t, logits_flat.device)
-            for layer in range(self.num_layers):
-                out = None if destination is None else destination(layer, chunk)
+            for row, layer in enumerate(self.layers):
+                out = None if destination is None else destination(row, chunk)
                 with torch.no_grad():
                     hidden = _take(hidden_flat[layer], chunk)
                     decoded = tuple(
                         self._decode(lens, hidden, layer, row_mask, out, f"lens{i}")
                         for i, lens in enumerate(self.lenses)
                     )
-                yield DecodedLayer(layer, chunk, decoded, False)
+                yield DecodedLayer(layer, chunk, decoded, False, row)
 
     def _row_mask(self, prompts: IdArray, device: torch.device) -> torch.Tensor | None:
         """``(n, V)`` the vocabulary mask of each decoded position's prompt, or None."""
@@ -469,19 +492,3 @@ def check_model_inputs(
     model = unwrap_model(model)  # an nnsight model: the Hugging Face model inside it
     check_input_ids(model, ids, mask, name=name)
     warn_if_longer_than_model(model, ids, mask)
-
-
-def check_lens_matches(lens: Lens, n_hidden_states: int) -> int:
-    """Number of lens layers ``L``; the model must return ``L + 1`` hidden states."""
-    n_layers = n_hidden_states - 1
-    try:
-        lens_layers = len(lens)  # type: ignore[arg-type]
-    except TypeError:
-        return n_layers
-    if lens_layers != n_layers:
-        raise InvalidInputError(
-            f"the lens has {lens_layers} layers but the model returned {n_hidden_states} "
-            f"hidden states (expected {lens_layers + 1})",
-            option="lens",
-        )
-    return n_layers

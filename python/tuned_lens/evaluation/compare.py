@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tuned_lens import lens_stats
-from tuned_lens.decoding import LayerDecoder, LogSoftmaxBuffers, model_device
+from tuned_lens.decoding import LayerDecoder, LogSoftmaxBuffers, covered_layers, model_device
 from tuned_lens.errors import InvalidInputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,8 +114,8 @@ class _Sums:
 
 
 def _covers(lens: Lens, layer: int) -> bool:
-    layers = getattr(lens, "layers", None)  # a JacobianLens may cover only some layers
-    return layers is None or layer in layers
+    n = lens.num_layers  # a JacobianLens may cover only some layers
+    return n is None or layer in covered_layers(lens, n)
 
 
 def _as_numpy(values: Any) -> np.ndarray:

@@ -45,6 +45,7 @@ class _Cells:
     stats: dict[str, NDArray[Any]]
     tracked_ids: NDArray[np.int64] | None
     tracked_log_probs: NDArray[np.float32] | None
+    row_labels: list[str]
 
 
 def _flat(array: NDArray[Any], n_batch: int) -> NDArray[Any]:
@@ -94,6 +95,7 @@ def _cells_of(traj: Trajectory, topk: int, track: Sequence[int] | None) -> _Cell
         stats={name: _flat(np.asarray(v), nb) for name, v in stats.items()},
         tracked_ids=tracked_ids,
         tracked_log_probs=maybe(tracked_lp),
+        row_labels=traj.row_labels,  # the true hidden-state indices, then "output"
     )
 
 
@@ -179,7 +181,7 @@ def _view(cells: _Cells, lens: int, prompt: int, table: _TokenTable) -> dict[str
         "rows": rows,
         "positions": positions,
         "k": k,
-        "row_labels": [*map(str, range(rows - 1)), "output"],
+        "row_labels": cells.row_labels,
         "input": table.encode(cells.input_ids[prompt][keep]),
         "targets": targets,
         "topk_tokens": table.encode(ids),
@@ -201,8 +203,10 @@ def _pairs(
             tb = items[b][1]
             if not (isinstance(ta, PredictionTrajectory) and isinstance(tb, PredictionTrajectory)):
                 continue
-            if ta.log_probs.shape != tb.log_probs.shape or not np.array_equal(
-                ta.input_ids, tb.input_ids
+            if (
+                ta.log_probs.shape != tb.log_probs.shape
+                or ta.layer_indices != tb.layer_indices
+                or not np.array_equal(ta.input_ids, tb.input_ids)
             ):
                 continue
             nb = ta.n_batch_axis

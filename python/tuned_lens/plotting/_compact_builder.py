@@ -94,6 +94,7 @@ class CompactBuilder:
         self.statistics: tuple[CellStatistic, ...] = active_statistics(options)
         self.arrays: dict[str, NDArray[Any]] = {}
         self.vocab_size: int | None = None
+        self.layers: tuple[int, ...] | None = None  # the decoded hidden-state indices
         self._buffers = LogSoftmaxBuffers(min_rows=chunk_rows)
 
     def _allocate(self, n_rows: int, vocab: int) -> None:
@@ -152,8 +153,9 @@ class CompactBuilder:
             buffers=self._buffers,
         )
         if not self.arrays:
-            self._allocate(decoder.num_layers + 1, decoder.vocab_size)
-        elif self.arrays["entropy_cells"].shape[1] != decoder.num_layers + 1:
+            self._allocate(len(decoder.layers) + 1, decoder.vocab_size)
+            self.layers = decoder.layers
+        elif self.layers != decoder.layers:
             raise InvalidInputError(
                 "the model's number of layers changed between batches", option="model"
             )
@@ -167,9 +169,7 @@ class CompactBuilder:
             prompts, columns = np.divmod(item.positions, width)
             # The model row is compared with itself (as in two full trajectories of one model).
             other_lp = item.log_probs[1] if len(item.log_probs) > 1 else None
-            self._store(
-                item.layer, (start + prompts, columns), item.log_probs[0], model_lp, other_lp
-            )
+            self._store(item.row, (start + prompts, columns), item.log_probs[0], model_lp, other_lp)
 
     def _store(
         self,

@@ -24,11 +24,12 @@ from ._pairwise import (
     TVDefinition,
     choose_definition,
 )
+from ._rows import LayerRowsMixin
 from .token_formatter import TokenFormatter
 from .trajectory_plotting import TrajectoryLabels, TrajectoryStatistic
 
 
-class TrajectoryStatisticsMixin:
+class TrajectoryStatisticsMixin(LayerRowsMixin):
     """Statistic methods over per-cell arrays supplied by the ``_cell_*`` hooks.
 
     Subclasses define the attributes ``input_ids``, ``targets``, ``anti_targets``,
@@ -255,6 +256,7 @@ class TrajectoryStatisticsMixin:
         max: float | None = None,  # noqa: A002
         includes_output: bool = True,
     ) -> TrajectoryStatistic:
+        rows = self._statistic_row_labels(includes_output)
         return TrajectoryStatistic(
             name=name,
             units=units,
@@ -264,6 +266,7 @@ class TrajectoryStatisticsMixin:
             min=min,
             max=max,
             includes_output=includes_output,
+            _layer_labels=rows,
         )
 
     # ------------------------------------------------------------------ statistics
@@ -439,9 +442,10 @@ class TrajectoryStatisticsMixin:
         Returns:
             "KL(Self | Other)" in "nats", min 0.
         """
-        cells = self._cell_pairwise(other, "kl")
-        labels = self.largest_delta_in_prob_labels(other, **kwargs)
-        return self._statistic(
+        this, other = self._align(other)
+        cells = this._cell_pairwise(other, "kl")
+        labels = this.largest_delta_in_prob_labels(other, **kwargs)
+        return this._statistic(
             "KL(Self | Other)", "nats", cells, labels, formatter=kwargs.get("formatter"), min=0
         )
 
@@ -464,9 +468,10 @@ class TrajectoryStatisticsMixin:
             "JS(Self | Other)" in "nats", min 0, max ln 2 (or the symmetrised KL).
         """
         kind, name, upper = choose_definition(JS_DEFINITIONS, definition)
-        cells = self._cell_pairwise(other, kind)
-        labels = self.largest_delta_in_prob_labels(other, **kwargs)
-        return self._statistic(
+        this, other = self._align(other)
+        cells = this._cell_pairwise(other, kind)
+        labels = this.largest_delta_in_prob_labels(other, **kwargs)
+        return this._statistic(
             name, "nats", cells, labels, formatter=kwargs.get("formatter"), min=0, max=upper
         )
 
@@ -487,8 +492,9 @@ class TrajectoryStatisticsMixin:
             "TV(Self | Other)" in "probs", min 0, max 1.
         """
         kind, name = choose_definition(TV_DEFINITIONS, definition)
-        cells = self._cell_pairwise(other, kind)
-        labels = self.largest_delta_in_prob_labels(other, **kwargs)
-        return self._statistic(
+        this, other = self._align(other)
+        cells = this._cell_pairwise(other, kind)
+        labels = this.largest_delta_in_prob_labels(other, **kwargs)
+        return this._statistic(
             name, "probs", cells, labels, formatter=kwargs.get("formatter"), min=0, max=1
         )

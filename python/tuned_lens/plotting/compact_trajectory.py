@@ -37,6 +37,7 @@ from ..types import BoolArray, CausalLM, F32Array, IdArray, TokenIds, Tokenizer
 from . import _model_inputs
 from ._cells import CELL_STATISTICS, POSITION_FIELDS
 from ._explorable import ExplorableMixin
+from ._rows import check_row_layers
 from ._statistics import PairwiseKind, TrajectoryStatisticsMixin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,8 +107,11 @@ class CompactTrajectory(TrajectoryStatisticsMixin, ExplorableMixin):
         anti_target_log_prob_cells: ``(N, L+1, T)`` or None.
         tracked_ids: ``(n,)`` token ids followed at every cell, or None.
         tracked_log_probs: ``(N, L+1, T, n)`` their log-probabilities, or None.
-        comparison: Statistics against another lens, or None.
+        comparison: Statistics against another lens (on the layers both lenses cover), or
+            None.
         vocab_size: The vocabulary size of the model.
+        layers: The hidden-state index of each lens row when the lens (or the pair) covered
+            only some layers; ``None``: rows ``0 .. L-1``.
     """
 
     input_ids: IdArray
@@ -126,6 +130,7 @@ class CompactTrajectory(TrajectoryStatisticsMixin, ExplorableMixin):
     tracked_log_probs: F32Array | None = None
     comparison: PairwiseCells | None = None
     vocab_size: int | None = None
+    layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         cells = self.entropy_cells.shape
@@ -141,6 +146,7 @@ class CompactTrajectory(TrajectoryStatisticsMixin, ExplorableMixin):
             )
         if self.attention_mask is not None and bool(np.all(self.attention_mask)):
             self.attention_mask = None
+        self.layers = check_row_layers(self.layers, self.num_layers)
 
     # ------------------------------------------------------------------ shape properties
     @property
@@ -408,6 +414,7 @@ class CompactTrajectory(TrajectoryStatisticsMixin, ExplorableMixin):
             tracked_ids=track_np,
             comparison=None if compared is None else PairwiseCells(**compared),
             vocab_size=builder.vocab_size,
+            layers=builder.layers,
             **cells,
         )
 

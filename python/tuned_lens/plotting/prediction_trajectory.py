@@ -10,8 +10,8 @@ prompts, :class:`~tuned_lens.plotting.CompactTrajectory` keeps only the per-cell
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, Union
 
 import numpy as np
@@ -23,6 +23,7 @@ from ..errors import DTypeError, InvalidInputError, TargetIndexError, Trajectory
 from ..types import BoolArray, CausalLM, F32Array, IdArray, TokenIds, Tokenizer
 from . import _model_inputs
 from ._explorable import ExplorableMixin
+from ._rows import check_row_layers, row_positions, shared_rows
 from ._statistics import PairwiseKind, TrajectoryStatisticsMixin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,6 +84,8 @@ class PredictionTrajectory(TrajectoryStatisticsMixin, ExplorableMixin):
         tokenizer: A Hugging Face tokenizer; without one there are no labels.
         attention_mask: ``(*B, T)`` True at real tokens, False at padding; padded cells are
             left out of batch averages and labels. ``None``: nothing is padded.
+        layers: The hidden-state index of each lens row when the lens covered only some
+            layers (e.g. a published Jacobian lens: ``1 .. L-1``); ``None``: rows ``0 .. L-1``.
     """
 
     log_probs: TrajectoryArray
@@ -91,6 +94,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin, ExplorableMixin):
     anti_targets: IdArray | None = None
     tokenizer: Tokenizer | None = None
     attention_mask: BoolArray | None = None
+    layers: tuple[int, ...] | None = None
     _top_k_cache: dict[str, Any] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -126,6 +130,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin, ExplorableMixin):
                     f"attention_mask has shape {mask.shape}, input_ids has {self.input_ids.shape}"
                 )
             self.attention_mask = None if mask.all() else mask
+        self.layers = check_row_layers(self.layers, self.num_layers)
 
     # ------------------------------------------------------------------ shape properties
     @property
@@ -238,6 +243,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin, ExplorableMixin):
             anti_targets=batch.unbatch(anti_np),
             tokenizer=tokenizer,
             attention_mask=batch.unbatch(batch.mask),
+            layers=decoder.layers,
         )
 
     @classmethod
@@ -313,6 +319,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin, ExplorableMixin):
             targets=batch.unbatch(targets_np),
             anti_targets=batch.unbatch(anti_np),
             tokenizer=tokenizer,
+            layers=decoder.layers,
         )
 
     # ------------------------------------------------------------------ slicing
@@ -342,6 +349,7 @@ class PredictionTrajectory(TrajectoryStatisticsMixin, ExplorableMixin):
             anti_targets=cut(self.anti_targets),
             tokenizer=self.tokenizer,
             attention_mask=cut(self.attention_mask),
+            layers=self.layers,
         )
         cached = self._cached_top_k()
         if cached is not None:
@@ -404,9 +412,36 @@ class PredictionTrajectory(TrajectoryStatisticsMixin, ExplorableMixin):
             cached = self._top_k_cache
         return cached["ids"][..., :k], cached["probs"][..., :k]
 
-    def _check_other(self, other: object) -> PredictionTrajectory:
+    def select_layers(self, layers: Sequence[int]) -> PredictionTrajectory:
+        """The rows of some held hidden-state indices (ascending) and the output row.
+
+        Raises:
+            InvalidInputError: An index this trajectory does not hold.
+        """
+        rows = [*row_positions(self.layer_indices, layers), self.num_layers]
+        return replace(self, log_probs=self.log_probs[..., rows, :, :], layers=tuple(layers))
+
+    def _align(self, other: object) -> tuple[PredictionTrajectory, PredictionTrajectory]:
+        """Both trajectories on the layers both hold (unchanged when they agree)."""
+        other = self._check_type(other)
+        if other.layer_indices == self.layer_indices:
+            return self, other
+        shared = shared_rows(self.layer_indices, other.layer_indices)
+        return self.select_layers(shared), other.select_layers(shared)
+
+    def _check_type(self, other: object) -> PredictionTrajectory:
         if not isinstance(other, PredictionTrajectory):
             raise TypeError(f"other must be a PredictionTrajectory, got {type(other).__name__}")
+        return other
+
+    def _check_other(self, other: object) -> PredictionTrajectory:
+        other = self._check_type(other)
+        if other.layer_indices != self.layer_indices:
+            raise TrajectoryShapeError(
+                f"other holds layers {list(other.layer_indices)}, self "
+                f"{list(self.layer_indices)}; compare through kl_divergence & co., which use the "
+                "shared layers, or select_layers()"
+            )
         if tuple(other.log_probs.shape) != tuple(self.log_probs.shape):
             raise TrajectoryShapeError(
                 f"other.log_probs has shape {tuple(other.log_probs.shape)}, self has "
@@ -443,13 +478,13 @@ def _cache_layers(lens: Lens, cache: Mapping[tuple[str, int], torch.Tensor]) -> 
 
 
 def _full_log_probs(decoder: LayerDecoder) -> F32Array:
-    """``(b, L+1, T, V)`` float32: every row of the decoder written in place.
+    """``(b, R+1, T, V)`` float32 (``R`` decoded layers): every row written in place.
 
     Decoded one sequence at a time, each row straight into its ``(T, V)`` slice of the result
     (under :mod:`tuned_lens.decoding`'s policy for a float32 host destination).
     """
     n_batch, n_tokens = decoder.batch_shape
-    shape = (n_batch, decoder.num_layers + 1, n_tokens, decoder.vocab_size)
+    shape = (n_batch, len(decoder.layers) + 1, n_tokens, decoder.vocab_size)
     log_probs = np.empty(shape, dtype=np.float32)
 
     def destination(row: int, positions: IdArray) -> F32Array:

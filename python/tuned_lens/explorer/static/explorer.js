@@ -436,7 +436,9 @@
     options($("prompt"), D.prompts.map(function (p, i) { return [i, p]; }), S.prompt);
     var cur = view(currentIndex()), cmp = [[-1, "nothing"]];
     D.views.forEach(function (vv, i) {
-      if (i !== cur.index && vv.rows === cur.R && vv.positions === cur.T) cmp.push([i, D.lenses[vv.lens].name + " · " + D.prompts[vv.prompt]]);
+      // Views compare row by row only when their rows are the same layers (a lens covering some).
+      var same = String(vv.row_labels || "") === String(D.views[cur.index].row_labels || "");
+      if (i !== cur.index && vv.rows === cur.R && vv.positions === cur.T && same) cmp.push([i, D.lenses[vv.lens].name + " · " + D.prompts[vv.prompt]]);
     });
     if (!cmp.some(function (c) { return c[0] === S.cmp; })) S.cmp = -1;
     options($("cmp"), cmp, S.cmp);
