@@ -121,9 +121,7 @@ def test_bad_layers_are_refused(model, ids):
     only_0 = JacobianLens(Unembed(model), _random_jacobians(model, [0]), num_layers=N_BLOCKS)
     only_2 = JacobianLens(Unembed(model), _random_jacobians(model, [2]), num_layers=N_BLOCKS)
     with pytest.raises(InvalidInputError, match="share no layer"):
-        CompactTrajectory.from_lens_and_model(
-            only_0, model, ids, other_lens=only_2, progress=False
-        )
+        CompactTrajectory.from_lens_and_model(only_0, model, ids, other_lens=only_2, progress=False)
 
 
 def _pairs(model, published):
