@@ -5,10 +5,13 @@
 //! `#[target_feature(enable = ...)]` frame for AVX-512 or AVX2+FMA+F16C, chosen at run time with
 //! `is_x86_feature_detected!`, so the compiler vectorises the same code for the widest unit the
 //! CPU has; a portable copy (whatever the build target allows, SSE2 on a default x86-64 build)
-//! is the fallback. Every path computes the same lanes in the same order; results differ only by
-//! the rounding of fused multiply-adds.
+//! is the fallback. On AArch64 a NEON copy (`neon.rs`, always present there) runs instead.
+//! Every path computes the same lanes in the same order; results differ only by the rounding
+//! of fused multiply-adds.
 
 pub mod math;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod select;
 
 use std::sync::OnceLock;
@@ -339,6 +342,8 @@ mod x86 {
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 pub use x86::{Avx2, Avx512};
+#[cfg(target_arch = "aarch64")]
+pub use neon::Neon;
 
 /// Which compiled copy of the hot loops runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,6 +351,8 @@ pub enum IsaKind {
     Portable,
     Avx2,
     Avx512,
+    /// AArch64 Advanced SIMD (every AArch64 CPU has it).
+    Neon,
 }
 
 impl IsaKind {
@@ -375,6 +382,8 @@ impl IsaKind {
                 }
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        kinds.push(Self::Neon);
         kinds
     }
 }
@@ -402,6 +411,9 @@ pub(crate) fn run_block<K: RowOp>(
         #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
         // SAFETY: as above for AVX2 + FMA + F16C.
         IsaKind::Avx2 => unsafe { block_avx2(op, first, out, per_row) },
+        #[cfg(target_arch = "aarch64")]
+        // No frame needed: NEON is part of every AArch64 target's baseline.
+        IsaKind::Neon => block_generic::<Neon, K>(op, first, out, per_row),
         _ => block_generic::<Portable, K>(op, first, out, per_row),
     }
 }
@@ -484,6 +496,8 @@ mod tests {
                 IsaKind::Avx2 => check::<Avx2>("avx2"),
                 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
                 IsaKind::Avx512 => check::<Avx512>("avx512"),
+                #[cfg(target_arch = "aarch64")]
+                IsaKind::Neon => check::<Neon>("neon"),
                 #[allow(unreachable_patterns)]
                 _ => {}
             }

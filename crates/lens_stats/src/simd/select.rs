@@ -2,12 +2,13 @@
 //! [`SIMD_ENV`] (`TUNED_LENS_SIMD`) asks for a lower one.
 //!
 //! The variable is read once, when [`IsaKind::detect`] first runs. Its values are the names
-//! `simd_level()` reports (`portable`, `avx2`, `avx512`; case and surrounding blanks ignored),
-//! or `auto` / empty for the default. It exists to measure and test a lower copy on a machine
-//! that has a higher one (the AVX2 copy on an AVX-512 CPU). A copy this CPU cannot run, or an
-//! unknown name, is **not** an error: the best copy runs and a notice is left for the binding to
-//! show as a `RuntimeWarning` ([`take_notice`]), as for `TUNED_LENS_NUM_THREADS` (an environment
-//! variable reaches every child process; failing a statistic deep inside one would be worse).
+//! `simd_level()` reports (`portable`, `avx2`, `avx512`, `neon`; case and surrounding blanks
+//! ignored), or `auto` / empty for the default. It exists to measure and test a lower copy on a
+//! machine that has a higher one (the AVX2 copy on an AVX-512 CPU). A copy this CPU cannot run,
+//! or an unknown name, is **not** an error: the best copy runs and a notice is left for the
+//! binding to show as a `RuntimeWarning` ([`take_notice`]), as for `TUNED_LENS_NUM_THREADS` (an
+//! environment variable reaches every child process; failing a statistic deep inside one would
+//! be worse).
 
 use std::sync::{Mutex, PoisonError};
 
@@ -21,7 +22,12 @@ static NOTICE: Mutex<Option<String>> = Mutex::new(None);
 
 impl IsaKind {
     /// Every copy this build knows, worst first (whether or not this CPU runs it).
-    pub const ALL: &'static [IsaKind] = &[IsaKind::Portable, IsaKind::Avx2, IsaKind::Avx512];
+    pub const ALL: &'static [IsaKind] = &[
+        IsaKind::Portable,
+        IsaKind::Avx2,
+        IsaKind::Avx512,
+        IsaKind::Neon,
+    ];
 
     /// The name `simd_level()` reports and [`SIMD_ENV`] takes.
     pub fn name(self) -> &'static str {
@@ -29,6 +35,7 @@ impl IsaKind {
             IsaKind::Portable => "portable",
             IsaKind::Avx2 => "avx2",
             IsaKind::Avx512 => "avx512",
+            IsaKind::Neon => "neon",
         }
     }
 }
