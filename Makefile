@@ -1,7 +1,8 @@
 # One entry point for set-up, tests, the demo and the benchmarks.
 #   make demo    set everything up, then run the main job on the embedded default
 #   make test    set everything up, then run the whole test suite (cargo test + pytest, and the
-#                TransformerLens 4 integration tests in their own folder: test-tl4)
+#                TransformerLens 4 integration tests in their own folder: test-tl4; the Rust
+#                core cross-built for aarch64 and tested under qemu: test-aarch64)
 #   make lint    the lint gate: ruff (check + format), cargo fmt, clippy (all features), mypy,
 #                the generated stub against the build, module/function sizes and import cycles
 #   make bench   the benchmark suite (not part of the tests)
@@ -12,7 +13,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 
 .PHONY: setup build stubs stubs-check test test-rust test-python demo bench lint wheel clean \
-	test-tl4 test-lowest
+	test-tl4 test-lowest test-aarch64
 
 setup: $(STAMP)
 
@@ -40,7 +41,14 @@ test-rust:
 test-python: build
 	$(PY) -m pytest
 
-test: build test-rust test-python test-tl4
+test: build test-rust test-python test-tl4 test-aarch64
+
+# The Rust core (kernels, thread pool, the Portable and NEON copies) cross-compiled for
+# aarch64-unknown-linux-gnu with Debian's Rust and its arm64 std, its `cargo test` run under
+# qemu-user (exactness only: an emulator gives no timings). Installs the Debian packages it needs
+# on first use (root + apt). About 3 minutes on the shared 2-core machine, most of it the build.
+test-aarch64:
+	bash scripts/test_aarch64.sh
 
 demo: build
 	$(PY) -m tuned_lens demo $(ARGS)
