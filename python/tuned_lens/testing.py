@@ -18,7 +18,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["TINY_FAMILIES", "TINY_VOCAB_SIZE", "tiny_config", "tiny_model", "tiny_input_ids"]
+__all__ = [
+    "TINY_FAMILIES",
+    "TINY_FAMILY_SINCE",
+    "TINY_VOCAB_SIZE",
+    "tiny_config",
+    "tiny_family_unavailable",
+    "tiny_model",
+    "tiny_input_ids",
+]
 
 #: Vocabulary size shared by all tiny models, so token ids are interchangeable between them.
 TINY_VOCAB_SIZE = 256
@@ -171,6 +179,57 @@ TINY_FAMILIES: tuple[str, ...] = tuple(_TINY_CONFIGS)
 
 _ALIASES = {"pythia": "gpt_neox", "neox": "gpt_neox", "gemma3": "gemma3_text", "opt-125m": "opt"}
 
+#: The first ``transformers`` release with the config class of each tiny family that is newer
+#: than the lowest supported release (4.46); every other family is in 4.46 already.
+TINY_FAMILY_SINCE: dict[str, str] = {
+    "olmo2": "4.47",
+    "cohere2": "4.48",
+    "gemma3_text": "4.50",
+    "qwen3": "4.51",
+    "qwen3_moe": "4.51",
+    "smollm3": "4.53.1",
+}
+
+
+def _family_name(family: str) -> str:
+    """The key of ``family`` in the inline configs (aliases resolved); unknown names raise."""
+    from .errors import InvalidInputError
+
+    name = _ALIASES.get(family, family)
+    if name not in _TINY_CONFIGS:
+        raise InvalidInputError(
+            f"unknown tiny model family {family!r}; choose one of {TINY_FAMILIES}", option="family"
+        )
+    return name
+
+
+def tiny_family_unavailable(family: str) -> str | None:
+    """Why the installed ``transformers`` cannot build a tiny model of ``family``, if it cannot.
+
+    Args:
+        family: One of :data:`TINY_FAMILIES` (or an alias such as ``"gemma3"``).
+
+    Returns:
+        ``None`` when the family's config class is installed, else one sentence naming the
+        family, the ``transformers`` release that added it and the installed one (a test's
+        skip reason).
+
+    Raises:
+        InvalidInputError: If ``family`` is unknown (a ``ValueError``).
+    """
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    name = _family_name(family)
+    model_type = _TINY_CONFIGS[name]["model_type"]
+    if model_type in CONFIG_MAPPING:
+        return None
+    since = TINY_FAMILY_SINCE.get(name, "a newer release")
+    return (
+        f"tiny family {name!r} needs transformers >= {since} (model type {model_type!r} is not "
+        f"in the installed transformers {transformers.__version__})"
+    )
+
 
 def tiny_config(family: str, **overrides: Any):
     """Build the ``transformers`` config of a tiny model of ``family``.
@@ -183,13 +242,18 @@ def tiny_config(family: str, **overrides: Any):
         A ``PretrainedConfig`` with ``vocab_size == TINY_VOCAB_SIZE`` unless overridden.
 
     Raises:
-        ValueError: If ``family`` is unknown.
+        InvalidInputError: If ``family`` is unknown (a ``ValueError``).
+        MissingDependencyError: If the installed ``transformers`` is older than the family
+            (:func:`tiny_family_unavailable` says which release has it).
     """
     from transformers import AutoConfig
 
-    name = _ALIASES.get(family, family)
-    if name not in _TINY_CONFIGS:
-        raise ValueError(f"unknown tiny model family {family!r}; choose one of {TINY_FAMILIES}")
+    from .errors import MissingDependencyError
+
+    name = _family_name(family)
+    missing = tiny_family_unavailable(name)
+    if missing is not None:
+        raise MissingDependencyError(missing)
     kwargs = copy.deepcopy(_TINY_CONFIGS[name])
     model_type = kwargs.pop("model_type")
     kwargs.setdefault("vocab_size", TINY_VOCAB_SIZE)

@@ -52,8 +52,13 @@ def exact_jacobian(model, ids: torch.Tensor, idx: int, skip_first: int) -> torch
                 with_kwargs=True,
             )
         else:
-            first = blocks[idx - 1].register_forward_hook(lambda m, a, o: x)
-        last = blocks[-1].register_forward_hook(lambda m, a, o: kept.__setitem__("h", o))
+            # A block returns a tuple on transformers 4.x, the hidden states alone on 5.x.
+            first = blocks[idx - 1].register_forward_hook(
+                lambda m, a, o: (x, *o[1:]) if isinstance(o, tuple) else x
+            )
+        last = blocks[-1].register_forward_hook(
+            lambda m, a, o: kept.__setitem__("h", o[0] if isinstance(o, tuple) else o)
+        )
         try:
             model(batch, use_cache=False)
         finally:

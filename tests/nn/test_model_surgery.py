@@ -97,13 +97,17 @@ def test_permute_identity_is_a_no_op_and_reorder_changes_output(llama):
 
 def test_layer_types_follow_the_permutation():
     model = tiny_model("gemma2", num_hidden_layers=3)
-    before = list(model.config.layer_types)
+    # transformers 4.46 has no config.layer_types (each Gemma-2 block keeps its own window).
+    before = getattr(model.config, "layer_types", None)
     ids = tiny_input_ids()
     state, logits = snapshot(model), run(model, ids)
     with ms.permute_layers(model, [2, 1]):
-        assert model.config.layer_types == [before[2], before[1]]
-        run(model, ids)
-    assert model.config.layer_types == before
+        if before is None:
+            assert getattr(model.config, "layer_types", None) is None  # none invented
+        else:
+            assert model.config.layer_types == [before[2], before[1]]
+        assert not torch.equal(run(model, ids), logits)
+    assert getattr(model.config, "layer_types", None) == before
     assert_restored(model, state, ids, logits)
 
 
@@ -115,11 +119,16 @@ def test_permute_layers_in_place(llama):
 
 def test_replace_layers_restores(llama):
     ids = tiny_input_ids()
+    outputs: list = []
+    hook = llama.model.layers[0].register_forward_hook(lambda m, a, o: outputs.append(o))
     state, logits = snapshot(llama), run(llama, ids)
+    hook.remove()
+    # A block returns a tuple on transformers 4.x and the hidden states alone on 5.x.
+    as_tuple = isinstance(outputs[0], tuple)
 
     class Skip(nn.Module):
         def forward(self, hidden_states, *args, **kwargs):
-            return hidden_states
+            return (hidden_states,) if as_tuple else hidden_states
 
     with ms.replace_layers(llama, [0, -1], [Skip(), Skip()]):
         assert isinstance(llama.model.layers[2], Skip)
