@@ -296,9 +296,24 @@ def test_generate_smoke(model):
         assert torch.equal(out[:, :5], prompt)
 
 
+def float64_if_it_runs(model):
+    """The model in float64 (no near-ties between cached and recomputed argmax), or in float32
+    where the installed transformers cannot run it in float64: 4.46's OPT builds its causal
+    mask in float32 ("value cannot be converted to type float without overflow")."""
+    wide = model.double()
+    try:
+        with torch.no_grad():
+            wide(tiny_input_ids(batch=1, seq_len=2), use_cache=False)
+    except RuntimeError as error:
+        if "overflow" not in str(error):
+            raise
+        return wide.float()
+    return wide
+
+
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2", "opt-350m", "bloom", "falcon"])
 def test_generate_with_cache_matches_full_recompute(family):
-    model = tiny_model(family, eos_token_id=None).double()
+    model = float64_if_it_runs(tiny_model(family, eos_token_id=None))
     lens = TunedLens.from_model(model)
     randomise_translators(lens, scale=0.2)
     prompt = tiny_input_ids(batch=3, seq_len=4, seed=family.__len__())

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, LensFileError
 from ..lens_io import TunedLensConfig
+from .generation_cache import StepCache
 from .hub_mixin import LensHubMixin
 from .low_rank import LowRankTranslator
 from .unembed import Unembed
@@ -115,17 +116,17 @@ class Lens(abc.ABC, nn.Module):
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         eos = torch.tensor(eos_ids, dtype=tokens.dtype, device=device)
 
-        cache_kwarg = _cache_argument_name(model)
-        past = None
+        cache = StepCache(
+            model, batch=batch, max_len=tokens.shape[1] + max_new_tokens, device=device
+        )
         step_input = tokens
         for _ in range(max_new_tokens):
             # Feed only the new tokens; the cache holds the keys/values of everything before.
+            n_new = step_input.shape[1]
             out = model(
-                step_input, use_cache=True, output_hidden_states=True, **{cache_kwarg: past}
+                step_input, use_cache=True, output_hidden_states=True, **cache.kwargs(n_new)
             )
-            past = out.get("cache", None)
-            if past is None:
-                past = out.get("past_key_values", None)
+            cache.update(out, n_new)
             hidden = out.hidden_states[layer][:, -1]
             logits = self(hidden, layer).float()
             if do_sample:
@@ -163,15 +164,6 @@ def _module_device(model: nn.Module) -> torch.device:
     for param in model.parameters():
         return param.device
     return torch.device("cpu")
-
-
-def _cache_argument_name(model: nn.Module) -> str:
-    """``"cache"`` for transformers >= 5.2x models, ``"past_key_values"`` for older ones."""
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def _eos_token_ids(model: nn.Module) -> list[int]:
