@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed.fsdp
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,11 +130,30 @@ def single_process_lens(tmp_path_factory, tiny_model_dir, text_jsonl) -> Path:
     return single
 
 
+#: FSDP2 runs on CPU (gloo) from torch 2.6, where it became torch.distributed.fsdp.fully_shard.
+FSDP2_ON_CPU = hasattr(torch.distributed.fsdp, "fully_shard")
+
+
+def test_fsdp_on_cpu_needs_a_launch_or_says_which_torch_it_needs():
+    from tuned_lens.errors import InvalidInputError, MissingDependencyError
+    from tuned_lens.testing import tiny_model
+    from tuned_lens.training.ingredients import shard_model_fsdp
+
+    if FSDP2_ON_CPU:
+        with pytest.raises(InvalidInputError, match="needs a distributed launch"):
+            shard_model_fsdp(tiny_model("llama"))
+    else:
+        with pytest.raises(MissingDependencyError, match=r"--fsdp on CPU \(gloo\) needs torch"):
+            shard_model_fsdp(tiny_model("llama"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fsdp", [False, True], ids=["replicated-model", "fsdp2-model"])
 def test_two_gloo_processes_match_one_process(
     tmp_path, tiny_model_dir, text_jsonl, fsdp, single_process_lens
 ):
+    if fsdp and not FSDP2_ON_CPU:
+        pytest.skip(f"FSDP2 on CPU needs torch >= 2.6 (installed: torch {torch.__version__})")
     double = tmp_path / "double"
     run = subprocess.run(
         [

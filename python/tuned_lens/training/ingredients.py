@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from tuned_lens.errors import InvalidInputError
+from tuned_lens.errors import InvalidInputError, MissingDependencyError
 from tuned_lens.hub import hub_offline
 from tuned_lens.model_loading import PRECISIONS, load_model, load_tokenizer, resolve_dtype
 
@@ -187,7 +187,20 @@ def shard_model_fsdp(model: torch.nn.Module, *, cpu_offload: bool = False) -> to
 
     Call this after the lens has copied the unembedding, so that the lens holds ordinary tensors.
     """
-    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+    try:
+        from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+    except ImportError:  # torch < 2.6: FSDP2 has a private name there and needs CUDA
+        first = next(model.parameters(), None)
+        if first is None or first.device.type == "cpu":
+            raise MissingDependencyError(
+                f"--fsdp on CPU (gloo) needs torch >= 2.6; this is torch {torch.__version__}: "
+                "shard on CUDA, upgrade torch, or leave out --fsdp"
+            ) from None
+        from torch.distributed._composable.fsdp import (
+            CPUOffloadPolicy,
+            OffloadPolicy,
+            fully_shard,
+        )
 
     if not dist.is_initialized():
         raise InvalidInputError(
