@@ -9,6 +9,8 @@
 //! Every path computes the same lanes in the same order; results differ only by the rounding
 //! of fused multiply-adds.
 
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod avx2;
 pub mod math;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -218,6 +220,42 @@ mod x86 {
             }
             out
         }
+
+        // Hand-written (see `super::avx2`); the generic lane loops vectorised unevenly.
+        // SAFETY (all below): AVX2 + FMA detected at run time, as for `f16x16`.
+        #[inline(always)]
+        fn exp16(x: [f32; LANES]) -> [f32; LANES] {
+            unsafe { super::avx2::exp16(x) }
+        }
+
+        #[inline(always)]
+        fn add16(a: [f32; LANES], b: [f32; LANES]) -> [f32; LANES] {
+            unsafe { super::avx2::add16(a, b) }
+        }
+
+        #[inline(always)]
+        fn fma16(a: [f32; LANES], b: [f32; LANES], c: [f32; LANES]) -> [f32; LANES] {
+            unsafe { super::avx2::fma16(a, b, c) }
+        }
+
+        #[inline(always)]
+        fn max16(x: [f32; LANES], top: [f32; LANES]) -> [f32; LANES] {
+            unsafe { super::avx2::max16(x, top) }
+        }
+
+        #[inline(always)]
+        fn store16_stream(dst: &mut [f32], v: [f32; LANES]) {
+            let dst = &mut dst[..LANES];
+            debug_assert_eq!(dst.as_ptr() as usize % 64, 0);
+            // The caller starts `dst` on a 64-byte boundary, as `vmovntps` requires.
+            unsafe { super::avx2::store16_stream(dst, v) }
+        }
+
+        #[inline(always)]
+        fn store_fence() {
+            // SAFETY: `sfence` has no operands and no preconditions.
+            unsafe { _mm_sfence() }
+        }
     }
 
     impl Isa for Avx512 {
@@ -340,10 +378,10 @@ mod x86 {
     }
 }
 
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-pub use x86::{Avx2, Avx512};
 #[cfg(target_arch = "aarch64")]
 pub use neon::Neon;
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+pub use x86::{Avx2, Avx512};
 
 /// Which compiled copy of the hot loops runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,131 @@
+//! Hand-written AVX2 + FMA forms of the [`super::Isa`] lane operations: each 16-lane array is
+//! two 8-lane registers.
+//!
+//! Without them the AVX2 copy relied on the compiler vectorising the generic lane loops, which
+//! it did unevenly (the AVX-512 copy had hand-written forms already). Above all `exp16`: the
+//! generic `math::exp` clamps on both sides, selects twice and builds `2^n` from a separate
+//! integer conversion; here `2^n` comes from the bits of the rounding sum itself, the low side
+//! is one AND with the `x >= EXP_MIN` mask, and `+inf` comes out of the exponent field itself
+//! (14 instructions per 8 lanes). Same reduction, same polynomial, same special values as [`super::math::exp`].
+//!
+//! Every function here is `unsafe`: it may only run on a CPU with AVX2 and FMA, which holds
+//! where it is used (the `Avx2` marker is only instantiated inside the `#[target_feature]`
+//! frame `run_block` enters after run-time detection). Loads and stores are unaligned unless
+//! said otherwise.
+
+#[cfg(target_arch = "x86")]
+use std::arch::x86::*;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::math::{EXP_C1, EXP_C2, EXP_C3, EXP_C4, EXP_C5, EXP_MAX, EXP_MIN, LOG2_E, ROUND_MAGIC};
+use super::LANES;
+
+/// Where `x` is clamped from above: `round(EXP_CLAMP log2 e) = 128`, so `2^n` is `+inf` there.
+/// Between `EXP_MAX` and `127.5 / log2 e = 88.376` the result is the finite `e^x`, as in the
+/// AVX-512 copy (the portable one rounds that sliver to `+inf` already).
+const EXP_CLAMP: f32 = 88.5;
+const _: () = assert!(EXP_CLAMP * LOG2_E > 127.5 && EXP_CLAMP * LOG2_E < 128.5);
+const _: () = assert!(EXP_MAX * LOG2_E < 127.5);
+
+/// The two halves of a lane array, through a whole 16-lane vector value: with two
+/// `_mm256_loadu_ps` from its address the compiler kept loop-carried lane arrays (the sums of
+/// `entropy_from_logits`, the block max) in stack slots, stored and reloaded every vector; a
+/// single 64-byte access lets it keep them in two registers, as in the AVX-512 copy.
+#[inline(always)]
+fn load(a: &[f32; LANES]) -> (__m256, __m256) {
+    // SAFETY: `__m512` is a plain 64-byte type (no AVX-512 operation is used on it; the
+    // compiler splits it into two 256-bit registers): the read is in bounds, unaligned-safe, and
+    // every bit pattern is valid for both types.
+    unsafe {
+        let whole = std::ptr::read_unaligned(a.as_ptr().cast::<__m512>());
+        let [lo, hi] = std::mem::transmute::<__m512, [__m256; 2]>(whole);
+        (lo, hi)
+    }
+}
+
+#[inline(always)]
+fn store(lo: __m256, hi: __m256) -> [f32; LANES] {
+    // SAFETY: as in `load`.
+    unsafe { std::mem::transmute::<[__m256; 2], [f32; LANES]>([lo, hi]) }
+}
+
+/// `e^x` on 8 lanes.
+#[inline(always)]
+unsafe fn exp8(x: __m256) -> __m256 {
+    // All ones except where x < EXP_MIN (-inf included; NaN compares "not less" and is kept):
+    // those lanes are zeroed at the end, so their arithmetic never shows.
+    let keep = _mm256_cmp_ps::<_CMP_NLT_UQ>(x, _mm256_set1_ps(EXP_MIN));
+    // min returns its second operand when one is NaN: NaN passes through. The clamp keeps
+    // n <= 128, and n = 128 (every x above EXP_MAX rounds there) makes the exponent field
+    // below all ones: 2^n is +inf, and so is the result (p > 0), without a compare and blend.
+    let xc = _mm256_min_ps(_mm256_set1_ps(EXP_CLAMP), x);
+    // shifted = 1.5 * 2^23 + n: n is in the low mantissa bits of the sum (see `math::exp`).
+    let magic = _mm256_set1_ps(ROUND_MAGIC);
+    let shifted = _mm256_fmadd_ps(xc, _mm256_set1_ps(LOG2_E), magic);
+    let n = _mm256_sub_ps(shifted, magic);
+    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-std::f32::consts::LN_2), xc);
+    let mut p = _mm256_set1_ps(EXP_C5);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
+    // The bits of `shifted` are those of the magic constant plus n, and the constant's low 9
+    // bits are 0: shifting left by 23 leaves n << 23, the exponent field of 2^n less the bias.
+    let bits = _mm256_slli_epi32::<23>(_mm256_castps_si256(shifted));
+    let scale = _mm256_castsi256_ps(_mm256_add_epi32(bits, _mm256_set1_epi32(127 << 23)));
+    _mm256_and_ps(_mm256_mul_ps(p, scale), keep)
+}
+
+/// [`super::math::exp`] on 16 lanes.
+///
+/// # Safety
+/// AVX2 and FMA must be present.
+#[inline(always)]
+pub(super) unsafe fn exp16(x: [f32; LANES]) -> [f32; LANES] {
+    let (lo, hi) = load(&x);
+    store(exp8(lo), exp8(hi))
+}
+
+/// `a + b` on 16 lanes.
+///
+/// # Safety
+/// AVX must be present.
+#[inline(always)]
+pub(super) unsafe fn add16(a: [f32; LANES], b: [f32; LANES]) -> [f32; LANES] {
+    let ((a0, a1), (b0, b1)) = (load(&a), load(&b));
+    store(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1))
+}
+
+/// `a * b + c` on 16 lanes, fused.
+///
+/// # Safety
+/// AVX and FMA must be present.
+#[inline(always)]
+pub(super) unsafe fn fma16(a: [f32; LANES], b: [f32; LANES], c: [f32; LANES]) -> [f32; LANES] {
+    let ((a0, a1), (b0, b1), (c0, c1)) = (load(&a), load(&b), load(&c));
+    store(_mm256_fmadd_ps(a0, b0, c0), _mm256_fmadd_ps(a1, b1, c1))
+}
+
+/// `x > top ? x : top` on 16 lanes (`vmaxps(x, top)`: a NaN `x` leaves `top`).
+///
+/// # Safety
+/// AVX must be present.
+#[inline(always)]
+pub(super) unsafe fn max16(x: [f32; LANES], top: [f32; LANES]) -> [f32; LANES] {
+    let ((x0, x1), (t0, t1)) = (load(&x), load(&top));
+    store(_mm256_max_ps(x0, t0), _mm256_max_ps(x1, t1))
+}
+
+/// Streaming (non-temporal) store of 16 lanes to `dst[..16]`.
+///
+/// # Safety
+/// AVX must be present and `dst` 32-byte aligned (the callers align it to 64) with at least 16
+/// entries.
+#[inline(always)]
+pub(super) unsafe fn store16_stream(dst: &mut [f32], v: [f32; LANES]) {
+    let (lo, hi) = load(&v);
+    _mm256_stream_ps(dst.as_mut_ptr(), lo);
+    _mm256_stream_ps(dst.as_mut_ptr().add(8), hi);
+}
