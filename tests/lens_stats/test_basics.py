@@ -199,7 +199,7 @@ def test_thread_count_round_trip_and_invariance() -> None:
     finally:
         ls.set_num_threads(None)
     assert ls.get_num_threads() == before or before >= 1
-    assert ls.simd_level() in {"avx512", "avx2", "portable"}
+    assert ls.simd_level() in {"avx512", "avx2", "neon", "portable"}
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,12 @@ import pytest
 from _stats_inputs import assert_close, assert_top_k, make_inputs
 from tuned_lens import lens_stats as ls
 
-LEVELS = ("portable", "avx2", "avx512")
+# The copies a build of this architecture has (aarch64: the portable copy and NEON).
+LEVELS = (
+    ("portable", "neon")
+    if platform.machine() in ("aarch64", "arm64")
+    else ("portable", "avx2", "avx512")
+)
 DTYPES = ("float32", "float16", "bfloat16-bits")
 K = 7
 

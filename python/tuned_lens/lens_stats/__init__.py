@@ -496,5 +496,8 @@ def get_num_threads() -> int:
 
 
 def simd_level() -> str:
-    """The instruction set in use: ``"avx512"``, ``"avx2"``, ``"portable"`` (TUNED_LENS_SIMD)."""
+    """The instruction set in use: ``"avx512"``, ``"avx2"``, ``"neon"`` (aarch64), ``"portable"``.
+
+    A lower copy than the best can be asked for with the ``TUNED_LENS_SIMD`` variable.
+    """
     return _native.simd_level()
