@@ -13,7 +13,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 
 .PHONY: setup build stubs stubs-check test test-rust test-python demo bench lint wheel clean \
-	test-tl4 test-lowest test-aarch64
+	test-tl4 test-lowest test-aarch64 wheel-aarch64 sdist \
+	test-aarch64-wheel
 
 setup: $(STAMP)
 
@@ -91,8 +92,21 @@ test-lowest: build
 	$(LOWEST_VENV)/bin/python -m pip list --format=freeze > $(LOWEST_VENV)/installed.txt
 	PYTHONPATH=$(abspath python) $(LOWEST_VENV)/bin/python -m pytest -q $(LOWEST_TESTS)
 
+# Release wheels (docs/release.md): abi3 (CPython >= 3.10), manylinux2014 (glibc >= 2.17), linked
+# with zig from PyPI and checked by auditwheel; wheel-aarch64 cross-compiles with Debian's Rust.
 wheel: setup
-	$(PY) -m maturin build --release --out dist
+	VENV=$(VENV) bash scripts/build_wheel.sh x86_64 dist
+
+wheel-aarch64: setup
+	VENV=$(VENV) bash scripts/build_wheel.sh aarch64 dist
+
+# The aarch64 wheel installed beside Debian's arm64 CPython 3.11 and numpy's aarch64 wheel, and
+# imported under qemu-user (about 4 minutes with the wheel build; not part of make test).
+test-aarch64-wheel: setup
+	VENV=$(VENV) bash scripts/test_aarch64_wheel.sh
+
+sdist: setup
+	$(PY) -m maturin sdist --out dist
 
 clean:
 	rm -rf target dist $(VENV) python/tuned_lens/*.so python/tuned_lens/lens_stats/*.so

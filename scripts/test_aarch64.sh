@@ -12,6 +12,7 @@
 # the cross package's ld.so (a different 2.36 build) with that libc, and pthread_create then
 # spins forever in the loader's stack list.
 #
+# `--install-only` stops after the packages (scripts/build_wheel.sh uses it).
 # Environment: CARGO_TARGET_DIR (default target/aarch64, so the main build is untouched),
 # AARCH64_TEST_ARGS (extra arguments to `cargo test`, e.g. a test name filter).
 set -euo pipefail
@@ -36,6 +37,8 @@ if ((${#missing[@]})); then
     "${missing[@]}" >/dev/null
 fi
 
+[[ "${1:-}" == --install-only ]] && exit 0
+
 # Debian's compiler and cargo, not rustup's proxies (which have no aarch64 std here).
 export RUSTC=/usr/bin/rustc
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/aarch64}"
@@ -47,5 +50,5 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /"
 # (a much shorter build, same arithmetic). Examples (benchmarks) are not built.
 export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 # shellcheck disable=SC2086
-/usr/bin/cargo test --quiet --release --offline --ignore-rust-version -p lens_stats --lib --tests \
+/usr/bin/cargo test --quiet --release --ignore-rust-version -p lens_stats --lib --tests \
   --target "$TARGET" ${AARCH64_TEST_ARGS:-}

@@ -1,9 +1,12 @@
-"""The release wheel: one abi3 build that installs into a fresh environment and imports without
-the source tree, on every Python from 3.10 up that this machine has."""
+"""The release wheel: one abi3 manylinux2014 build (scripts/build_wheel.sh, as `make wheel`)
+that auditwheel accepts, and that installs into a fresh environment and imports without the
+source tree, on every Python from 3.10 up that this machine has."""
 
 from __future__ import annotations
 
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+ARCH = platform.machine()
 
 # Runs in the fresh environment, from a folder outside the repository.
 SMOKE = """
@@ -53,9 +57,11 @@ def wheel(tmp_path_factory) -> Path:
     # The build tool, not a runtime dependency: the lowest-versions environment has none.
     pytest.importorskip("maturin", reason="building the wheel needs maturin (not installed)")
     out = tmp_path_factory.mktemp("wheel")
+    venv = Path(sys.executable).parent.parent
     subprocess.run(
-        [sys.executable, "-m", "maturin", "build", "--release", "--quiet", "--out", str(out)],
+        ["bash", "scripts/build_wheel.sh", ARCH, str(out)],
         cwd=REPO,
+        env={**os.environ, "VENV": str(venv)},
         check=True,
     )
     (built,) = out.glob("*.whl")
@@ -75,6 +81,21 @@ def test_wheel_is_abi3_and_ships_types(wheel: Path):
     ):
         assert expected in names, f"{expected} missing from {wheel.name}"
     assert any(n.startswith("tuned_lens/lens_stats/_native.") and n.endswith(".so") for n in names)
+
+
+def test_wheel_is_manylinux_and_auditwheel_accepts_it(wheel: Path):
+    # The tag pip matches against the system's glibc: 2.17 (manylinux2014) and its PEP 600 name.
+    assert f"-manylinux2014_{ARCH}.manylinux_2_17_{ARCH}.whl" in wheel.name, wheel.name
+    auditwheel = Path(sys.executable).with_name("auditwheel")
+    report = subprocess.run(
+        [str(auditwheel), "show", str(wheel)], capture_output=True, text=True, check=True
+    ).stdout
+    # auditwheel's own reading of the ELF symbol versions and needed libraries.
+    consistent = re.search(r'consistent with the following platform tag:\s*"([^"]+)"', report)
+    assert consistent is not None, report
+    assert consistent.group(1) == f"manylinux_2_17_{ARCH}", report
+    glibc = {tuple(map(int, v.split("."))) for v in re.findall(r"GLIBC_(\d+\.\d+)", report)}
+    assert glibc and max(glibc) <= (2, 17), report
 
 
 @pytest.mark.slow
