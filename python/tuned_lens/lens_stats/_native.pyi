@@ -60,8 +60,8 @@ def set_num_threads(n: int | None) -> None:
     """set_num_threads(n): size of the statistics thread pool (None = default)."""
 
 def simd_level() -> str:
-    """simd_level(): the compiled copy of the hot loops in use ("avx512", "avx2" or "portable";
-    the best the CPU runs unless TUNED_LENS_SIMD names a lower one)."""
+    """simd_level(): the compiled copy of the hot loops in use ("avx512", "avx2", "neon" or
+    "portable"; the best the CPU runs unless TUNED_LENS_SIMD names a lower one)."""
 
 def symmetric_kl(log_p: npt.NDArray[Any], log_q: npt.NDArray[Any]) -> _F32:
     """symmetric_kl(log_p, log_q): ½KL(p‖q) + ½KL(q‖p) per row."""

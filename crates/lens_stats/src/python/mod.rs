@@ -355,8 +355,8 @@ mod _native {
         Ok(threads)
     }
 
-    /// simd_level(): the compiled copy of the hot loops in use ("avx512", "avx2" or "portable";
-    /// the best the CPU runs unless TUNED_LENS_SIMD names a lower one).
+    /// simd_level(): the compiled copy of the hot loops in use ("avx512", "avx2", "neon" or
+    /// "portable"; the best the CPU runs unless TUNED_LENS_SIMD names a lower one).
     #[pyfunction]
     fn simd_level(py: Python<'_>) -> PyResult<&'static str> {
         let name = crate::IsaKind::detect().name();
