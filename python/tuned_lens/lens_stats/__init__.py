@@ -496,8 +496,5 @@ def get_num_threads() -> int:
 
 
 def simd_level() -> str:
-    """The instruction set in use: ``"avx512"``, ``"avx2"``, ``"neon"`` (aarch64), ``"portable"``.
-
-    A lower copy than the best can be asked for with the ``TUNED_LENS_SIMD`` variable.
-    """
+    """SIMD copy in use: ``"avx512"``, ``"avx2"``, ``"neon"``, ``"portable"`` (TUNED_LENS_SIMD)."""
     return _native.simd_level()
