@@ -42,3 +42,22 @@ def require_tiny_family():
         return family
 
     return require
+
+
+@pytest.fixture(autouse=True)
+def _restore_library_logging():
+    """Undo what an in-process CLI call (``configure_logging``) did to the ``tuned_lens`` logger:
+    a CLI handler and ``propagate = False`` left behind would hide later tests' records from
+    ``caplog``."""
+    ours, root = logging.getLogger("tuned_lens"), logging.getLogger()
+    handlers, level, propagate, root_level = (
+        list(ours.handlers),
+        ours.level,
+        ours.propagate,
+        root.level,
+    )
+    yield
+    ours.handlers[:] = handlers
+    ours.setLevel(level)
+    ours.propagate = propagate
+    root.setLevel(root_level)

@@ -76,13 +76,18 @@ def _now() -> str:
 
 
 def package_versions() -> dict[str, str | None]:
-    """The installed versions of the packages a lens's numbers depend on (``None``: absent)."""
+    """The installed versions of the packages a lens's numbers depend on (``None``: absent;
+    tuned-lens imported from a source tree is ``tuned_lens.__version__``, ``"0.0.0+local"``)."""
     versions: dict[str, str | None] = {"python": sys.version.split()[0]}
     for name, distribution in _PACKAGES.items():
         try:
             versions[name] = importlib.metadata.version(distribution)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+    if versions["tuned-lens"] is None:  # imported from a source tree (PYTHONPATH), not installed
+        from tuned_lens import __version__
+
+        versions["tuned-lens"] = __version__
     return versions
 
 
