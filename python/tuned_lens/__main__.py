@@ -209,9 +209,10 @@ def _add_train_args(train: argparse.ArgumentParser) -> None:
     _add_bool(o, "--zero", default=False, help="accepted for compatibility; has no effect")
     o.add_argument(
         "--optimizer",
-        type=_choice(("SGD", "ADAM", "MUON")),
+        type=_choice(("SGD", "ADAM", "MUON", "WHITENED")),
         default="SGD",
-        help="MUON: torch.optim.Muon on the matrices, SGD on the biases (torch >= 2.9)",
+        help="MUON: torch.optim.Muon on the matrices, SGD on the biases (torch >= 2.9); "
+        "WHITENED: input-whitened SGD (needs --init least_squares)",
     )
     t.add_argument(
         "--init",
@@ -231,7 +232,7 @@ def _add_train_args(train: argparse.ArgumentParser) -> None:
         type=_choice(("ORIGINAL", "FAST")),
         default="ORIGINAL",
         help="fast: the measured preset (see docs/training.md); it sets --init, --optimizer, "
-        "--lr_scale and --warmup_steps",
+        "--lr_scale, --warmup_steps and --weight_decay",
     )
     o.add_argument(
         "--warmup_steps",

@@ -95,7 +95,7 @@ def fit_least_squares_translators(
     steps: int,
     ctx: DistContext,
     ridge: float = INIT_RIDGE,
-) -> int:
+) -> list[AffineLeastSquares]:
     """Set every translator of ``lens`` to the least-squares shortcut, in place.
 
     Args:
@@ -109,7 +109,9 @@ def fit_least_squares_translators(
         ridge: relative ridge of :meth:`AffineLeastSquares.solve`.
 
     Returns:
-        The number of tokens the fit used, over all processes.
+        The fit's float64 sums, one accumulator per layer, summed over all processes (the same
+        on every process): ``n`` is the number of tokens used; the whitened optimiser reads its
+        preconditioners from them.
 
     Raises:
         InvalidInputError: ``steps`` < 1, or the lens does not have one translator per layer.
@@ -150,4 +152,4 @@ def fit_least_squares_translators(
     translators.load_state_dict(state)
     if ctx.primary:
         logger.info("least-squares init of %d translators on %d tokens", len(sums), sums[0].n)
-    return sums[0].n
+    return sums

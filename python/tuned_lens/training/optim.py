@@ -2,7 +2,9 @@
 
 ``MUON`` (not the original's) runs ``torch.optim.Muon`` (torch >= 2.9) on the translators'
 ``(d, d)`` matrices and Nesterov SGD on their biases, as one :class:`MuonWithBiases` optimiser
-(one state dict, so checkpoints and resume work unchanged).
+(one state dict, so checkpoints and resume work unchanged). ``WHITENED`` (not the original's)
+is :class:`~tuned_lens.training.whitened.WhitenedSGD`: Nesterov SGD preconditioned by each
+layer's input second moment, which the least-squares initialisation provides.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 import torch
 
 from tuned_lens.errors import InvalidInputError, MissingDependencyError
+from tuned_lens.training.whitened import WHITENED_BASE_LR, WhitenedSGD
 
-OPTIMIZERS = ("SGD", "ADAM", "MUON")
+OPTIMIZERS = ("SGD", "ADAM", "MUON", "WHITENED")
 MUON_BASE_LR = 0.02
 """Muon's learning rate at ``lr_scale = 1`` (the matrices; the biases get SGD's)."""
 
@@ -26,11 +29,14 @@ class OptimizerConfig:
     """Optimiser settings (the CLI's ``--optimizer``, ``--lr_scale``, ``--momentum`` …).
 
     Attributes:
-        optimizer: ``"SGD"`` (Nesterov), ``"ADAM"`` (amsgrad) or ``"MUON"`` (Muon on the
-            matrices, Nesterov SGD on the biases; needs torch >= 2.9).
+        optimizer: ``"SGD"`` (Nesterov), ``"ADAM"`` (amsgrad), ``"MUON"`` (Muon on the
+            matrices, Nesterov SGD on the biases; needs torch >= 2.9) or ``"WHITENED"``
+            (input-whitened Nesterov SGD; needs ``init="least_squares"``).
         lr_scale: multiplies the base learning rate: ``1 − momentum`` for SGD (so the effective
             step is about ``lr_scale``), ``1e-3`` for Adam, :data:`MUON_BASE_LR` for Muon's
-            matrices (its biases get SGD's ``lr_scale · (1 − momentum)``).
+            matrices (its biases get SGD's ``lr_scale · (1 − momentum)``),
+            :data:`~tuned_lens.training.whitened.WHITENED_BASE_LR` for WHITENED (divided by
+            ``d + 1`` inside the step).
         momentum: SGD (and Muon) momentum, or Adam's β1.
         weight_decay: classic coupled L2 (pulls the residual translator towards identity).
         warmup_steps: linear warm-up length; ``None`` means ``min(1000, num_steps // 5)`` for
@@ -74,6 +80,8 @@ class OptimizerConfig:
             return self.lr_scale * (1.0 - self.momentum)
         if self.optimizer == "MUON":
             return self.lr_scale * MUON_BASE_LR
+        if self.optimizer == "WHITENED":
+            return self.lr_scale * WHITENED_BASE_LR
         return self.lr_scale * 1e-3
 
     def resolved_warmup(self, num_steps: int) -> int:
@@ -94,6 +102,10 @@ class OptimizerConfig:
                 bias_lr=self.lr_scale * (1.0 - self.momentum),
                 momentum=self.momentum,
                 weight_decay=self.weight_decay,
+            )
+        if self.optimizer == "WHITENED":
+            return WhitenedSGD(
+                params, lr=self.base_lr, momentum=self.momentum, weight_decay=self.weight_decay
             )
         if self.optimizer == "SGD":
             return torch.optim.SGD(

@@ -14,7 +14,13 @@ __all__ = ["FAST_RECIPE", "LOSSES", "RECIPES", "TrainConfig", "TrainResult"]
 LOSSES = ("KL", "CE")
 RECIPES = ("original", "fast")
 
-FAST_RECIPE = {"init": "least_squares", "optimizer": "SGD", "lr_scale": 1.0, "warmup_steps": 0}
+FAST_RECIPE = {
+    "init": "least_squares",
+    "optimizer": "WHITENED",
+    "lr_scale": 1.0,
+    "warmup_steps": 0,
+    "weight_decay": 0.0,
+}
 """What ``recipe="fast"`` sets (chosen by measurement; see docs/training.md)."""
 
 
@@ -43,8 +49,8 @@ class TrainConfig:
             ``tokens_per_step`` (``None``: one step's). They count toward the budget: gradient
             training takes the remaining ``num_steps − init_tokens / tokens_per_step`` steps.
         recipe: ``"original"`` (the settings as given) or ``"fast"``: sets ``init`` and the
-            optimiser's name, ``lr_scale`` and warm-up to :data:`FAST_RECIPE` (the preset wins
-            over those fields; momentum and weight decay stay as given).
+            optimiser's name, ``lr_scale``, warm-up and weight decay to :data:`FAST_RECIPE`
+            (the preset wins over those fields; momentum stays as given).
     """
 
     num_steps: int = 250
@@ -92,6 +98,12 @@ class TrainConfig:
                 f"init_tokens {self.init_tokens} must be a multiple of tokens_per_step "
                 f"{self.tokens_per_step}",
                 option="init_tokens",
+            )
+        if self.optimizer.optimizer == "WHITENED" and self.init != "least_squares":
+            raise InvalidInputError(
+                "optimizer WHITENED needs init least_squares (its preconditioner is the "
+                "fit's input second moment)",
+                option="optimizer",
             )
         if self.init == "least_squares" and self.init_steps > self.num_steps:
             raise InvalidInputError(

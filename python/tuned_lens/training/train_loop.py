@@ -43,6 +43,7 @@ from tuned_lens.training.reporting import (
     require_wandb,
 )
 from tuned_lens.training.train_config import LOSSES, TrainConfig, TrainResult
+from tuned_lens.training.whitened import install_preconditioners
 
 if TYPE_CHECKING:  # pragma: no cover
     from tuned_lens.nn.lenses import Lens
@@ -264,7 +265,7 @@ def _resume_or_initialise(run: _Run) -> tuple[int, str | None]:
     """
     start_step, wandb_id = _resume(run)
     if start_step == 0 and run.config.init_steps:
-        fit_least_squares_translators(
+        sums = fit_least_squares_translators(
             run.model,
             run.lens,
             run.chunks,
@@ -273,6 +274,7 @@ def _resume_or_initialise(run: _Run) -> tuple[int, str | None]:
             steps=run.config.init_steps,
             ctx=run.ctx,
         )
+        install_preconditioners(run.optimizer, sums)
         start_step = run.config.init_steps
     return start_step, wandb_id
 
@@ -300,7 +302,7 @@ def _check_snapshot(run: _Run, snapshot: Snapshot) -> str | None:
         snapshot,
         translators=run.translators,
         optimizer=run.optimizer,
-        stateful_optimizer=optimizer.optimizer == "ADAM" or optimizer.momentum > 0,
+        stateful_optimizer=optimizer.optimizer in ("ADAM", "WHITENED") or optimizer.momentum > 0,
         num_steps=run.config.num_steps,
     )
 
