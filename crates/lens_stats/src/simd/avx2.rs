@@ -129,3 +129,45 @@ pub(super) unsafe fn store16_stream(dst: &mut [f32], v: [f32; LANES]) {
     _mm256_stream_ps(dst.as_mut_ptr(), lo);
     _mm256_stream_ps(dst.as_mut_ptr().add(8), hi);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{math, Avx2, IsaKind, LANES};
+
+    /// The hand-written `exp16` gives the generic lane loop's bits wherever that one is finite
+    /// and nonzero, and the same special values (run outside a `target_feature` frame: slower,
+    /// same results).
+    #[test]
+    fn exp16_is_bit_identical_to_the_lane_loop() {
+        if !IsaKind::available().contains(&IsaKind::Avx2) {
+            return;
+        }
+        let mut x = math::EXP_MIN;
+        while x <= math::EXP_MAX {
+            let lanes: [f32; LANES] = std::array::from_fn(|j| (x + j as f32 * 0.000_37).min(88.37));
+            // SAFETY: AVX2 and FMA are present (checked above).
+            let hand = unsafe { super::exp16(lanes) };
+            let generic = math::exp16_lanes::<Avx2>(lanes);
+            for j in 0..LANES {
+                assert_eq!(hand[j].to_bits(), generic[j].to_bits(), "exp({})", lanes[j]);
+            }
+            x += 0.0071;
+        }
+        let special = [
+            f32::NEG_INFINITY,
+            -87.5,
+            -1e30,
+            0.0,
+            88.5,
+            100.0,
+            f32::INFINITY,
+            f32::NAN,
+        ];
+        let lanes: [f32; LANES] = std::array::from_fn(|j| special[j % 8]);
+        // SAFETY: as above.
+        let hand = unsafe { super::exp16(lanes) };
+        assert_eq!(&hand[..4], &[0.0, 0.0, 0.0, 1.0]);
+        assert_eq!(&hand[4..7], &[f32::INFINITY; 3]);
+        assert!(hand[7].is_nan());
+    }
+}
