@@ -85,9 +85,7 @@ def package_versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     if versions["tuned-lens"] is None:  # imported from a source tree (PYTHONPATH), not installed
-        from tuned_lens import __version__
-
-        versions["tuned-lens"] = __version__
+        versions["tuned-lens"] = importlib.import_module("tuned_lens").__version__
     return versions
 
 
