@@ -325,7 +325,11 @@ def _optimizer_problem(
     if not stateful:
         return None
     keys = [frozenset(entries.get(i, {})) for i in range(sum(groups))]
-    if len(entries) != sum(groups) or not keys or not keys[0] or len(set(keys)) != 1:
+    # Parameters of one kind (matrices, vectors) carry the same entries; kinds may differ
+    # (the whitened optimiser keeps its preconditioner beside the matrices' momentum only).
+    dims = [p.dim() for g in optimizer.param_groups for p in g["params"]]
+    kinds = {dim: {k for k, d in zip(keys, dims) if d == dim} for dim in set(dims)}
+    if len(entries) != sum(groups) or not all(keys) or any(len(v) != 1 for v in kinds.values()):
         return (
             f"incomplete optimiser state: {len(entries)} of {sum(groups)} parameters have one "
             "(a resumed run would restart its momentum)"

@@ -31,7 +31,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from tuned_lens.nn.shortcut_lens import AffineLeastSquares
     from tuned_lens.training.ingredients import DistContext
 
-__all__ = ["INITS", "INIT_RIDGE", "fit_least_squares_translators"]
+__all__ = [
+    "INITS",
+    "INIT_RIDGE",
+    "fit_least_squares_translators",
+    "prepare_lens_for_training",
+    "trainable_translators",
+]
 
 INITS = ("identity", "least_squares")
 INIT_RIDGE = 1e-6
@@ -153,3 +159,36 @@ def fit_least_squares_translators(
     if ctx.primary:
         logger.info("least-squares init of %d translators on %d tokens", len(sums), sums[0].n)
     return sums
+
+
+def trainable_translators(lens: Lens) -> torch.nn.ModuleList:
+    """The lens's per-layer translators (the only trained parameters)."""
+    translators = getattr(lens, "layer_translators", None)
+    if not isinstance(translators, torch.nn.ModuleList):
+        raise TypeError(f"{type(lens).__name__} has no layer_translators ModuleList to train")
+    return translators
+
+
+def prepare_lens_for_training(
+    lens: Lens, *, device: torch.device, bias_only: bool
+) -> list[torch.nn.Parameter]:
+    """Move the lens to ``device``, keep float32 master weights, freeze what is not trained.
+
+    Returns:
+        The trainable parameters, in a fixed order.
+    """
+    lens.to(device)
+    lens.requires_grad_(False)
+    translators = trainable_translators(lens)
+    translators.float()
+    params = []
+    for name, param in translators.named_parameters():
+        if bias_only and not name.endswith("bias"):
+            continue
+        param.requires_grad_(True)
+        params.append(param)
+    if not params:
+        raise InvalidInputError(
+            "the lens has no trainable parameters (no biases with bias_only?)", option="bias_only"
+        )
+    return params

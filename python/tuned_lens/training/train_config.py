@@ -150,7 +150,9 @@ class TrainResult:
         losses: per step (those run in this process, after any resume), the mean loss of every
             layer in nats, shape ``(steps_run, num_layers)``.
         learning_rates: the learning rate used at each of those steps.
-        start_step: the step the run started from (> 0 after a resume).
+        start_step: the step the run started from (> 0 after a resume, or after the
+            least-squares fit's steps).
+        resumed: whether the run continued from a snapshot.
         steps_per_second: optimiser steps per second of wall time in this process.
         tokens_per_second: training tokens per second over all processes.
     """
@@ -158,5 +160,6 @@ class TrainResult:
     losses: list[list[float]]
     learning_rates: list[float]
     start_step: int
+    resumed: bool = False
     steps_per_second: float = 0.0
     tokens_per_second: float = 0.0

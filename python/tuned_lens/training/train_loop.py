@@ -32,7 +32,11 @@ from tuned_lens.training.checkpoint import (
 )
 from tuned_lens.training.fused_loss import DEFAULT_CHUNK_SIZE, lens_state
 from tuned_lens.training.ingredients import DistContext
-from tuned_lens.training.init import fit_least_squares_translators
+from tuned_lens.training.init import (
+    fit_least_squares_translators,
+    prepare_lens_for_training,
+    trainable_translators,
+)
 from tuned_lens.training.lens_loss import autocast_for, fused_head_for, layer_losses, model_dtype
 from tuned_lens.training.optim import LinearWarmupDecay
 from tuned_lens.training.reporting import (
@@ -70,39 +74,6 @@ __all__ = [
 _autocast = autocast_for
 _model_dtype = model_dtype
 _WandbLogger = WandbLogger
-
-
-def trainable_translators(lens: Lens) -> torch.nn.ModuleList:
-    """The lens's per-layer translators (the only trained parameters)."""
-    translators = getattr(lens, "layer_translators", None)
-    if not isinstance(translators, torch.nn.ModuleList):
-        raise TypeError(f"{type(lens).__name__} has no layer_translators ModuleList to train")
-    return translators
-
-
-def prepare_lens_for_training(
-    lens: Lens, *, device: torch.device, bias_only: bool
-) -> list[torch.nn.Parameter]:
-    """Move the lens to ``device``, keep float32 master weights, freeze what is not trained.
-
-    Returns:
-        The trainable parameters, in a fixed order.
-    """
-    lens.to(device)
-    lens.requires_grad_(False)
-    translators = trainable_translators(lens)
-    translators.float()
-    params = []
-    for name, param in translators.named_parameters():
-        if bias_only and not name.endswith("bias"):
-            continue
-        param.requires_grad_(True)
-        params.append(param)
-    if not params:
-        raise InvalidInputError(
-            "the lens has no trainable parameters (no biases with bias_only?)", option="bias_only"
-        )
-    return params
 
 
 def _average_gradients(params: list[torch.nn.Parameter], ctx: DistContext) -> None:
@@ -214,6 +185,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     schedule: LinearWarmupDecay
     model_dtype: torch.dtype
+    resumed: bool = False
 
     @property
     def micro_batches(self) -> int:
@@ -264,6 +236,7 @@ def _resume_or_initialise(run: _Run) -> tuple[int, str | None]:
         The step gradient training starts from and the W&B run id to continue.
     """
     start_step, wandb_id = _resume(run)
+    run.resumed = start_step > 0
     if start_step == 0 and run.config.init_steps:
         sums = fit_least_squares_translators(
             run.model,
@@ -495,6 +468,7 @@ def train_lens(
         losses=losses,
         learning_rates=lrs,
         start_step=start_step,
+        resumed=run.resumed,
         steps_per_second=steps_run / elapsed,
         tokens_per_second=tokens / elapsed,
     )
