@@ -154,6 +154,22 @@ def test_format_table_lists_every_layer_and_the_model():
     assert len(lines) == 2 + 3 + 1
     assert lines[2].split()[:3] == ["0", "5.000", "1.000"]
     assert lines[-1].split()[0] == "model"
+    named = demo.format_table(metrics, recipe="fast").splitlines()
+    assert "fast recipe" in named[0] and named[1:] == lines
+
+
+def test_the_demo_recipes_are_the_trainers_and_fast_is_the_default():
+    from tuned_lens.demo.cli import build_parser
+    from tuned_lens.demo.settings import DEMO_RECIPES
+    from tuned_lens.errors import InvalidInputError
+    from tuned_lens.training.train_config import RECIPES
+
+    assert sorted(DEMO_RECIPES) == sorted(RECIPES)
+    assert demo.DemoSettings().recipe == "fast"
+    assert build_parser().parse_args(["--recipe", "original"]).recipe == "original"
+    assert demo.DemoSettings(recipe="original").fingerprint()["recipe"] == "original"
+    with pytest.raises(InvalidInputError, match="recipe must be one of"):
+        demo.DemoSettings(recipe="faster")
 
 
 def test_bigger_models_get_a_smaller_default_budget_on_the_cpu():

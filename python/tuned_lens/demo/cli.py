@@ -25,6 +25,7 @@ from tuned_lens.demo.settings import (
     DEFAULT_MODEL,
     DEFAULT_OUTPUT,
     DEFAULT_SENTENCES,
+    DEMO_RECIPES,
     DemoSettings,
 )
 from tuned_lens.demo.stages import check_device
@@ -111,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--seed", type=int, default=42, help="seed (default: %(default)s)")
     add(
+        "--recipe",
+        choices=DEMO_RECIPES,
+        default="fast",
+        help="fast (least squares + whitened SGD; default) or original (the original "
+        "tuned-lens recipe); see docs/training.md",
+    )
+    add(
         "--sentence",
         action="append",
         dest="sentences",
@@ -153,6 +161,7 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
         seq_len=pick(args.seq_len, budget.seq_len),
         eval_tokens=pick(args.eval_tokens, budget.eval_tokens),
         seed=args.seed,
+        recipe=args.recipe,
         checkpoint_freq=max(1, min(budget.checkpoint_freq, steps)),
         sentences=tuple(args.sentences) if args.sentences else DEFAULT_SENTENCES,
         text_column=args.text_column,

@@ -159,7 +159,7 @@ def _run_steps(settings: DemoSettings, log: Log) -> DemoOutputs:
     began = time.perf_counter()
     metrics = stages.evaluate(loaded.model, lens, loaded.held_out, settings, paths)
     _timed(timings, "eval_s", began)
-    log(format_table(metrics))
+    log(format_table(metrics, recipe=settings.recipe))
 
     log("[4/5] Drawing the per-layer KL plot and prediction trajectories")
     began = time.perf_counter()

@@ -10,18 +10,26 @@ from tuned_lens.demo.settings import DemoOutputs, DemoSettings
 __all__ = ["format_table", "index_page", "summary_text"]
 
 
-def format_table(metrics: JsonObject) -> str:
+RECIPE_NAMES = {
+    "fast": "the fast recipe (least squares + whitened SGD)",
+    "original": "the original tuned-lens recipe (identity + SGD)",
+}
+
+
+def format_table(metrics: JsonObject, *, recipe: str | None = None) -> str:
     """A plain-text table of the per-layer metrics (nats per token).
 
     Args:
         metrics: ``{"tokens", "layers": [{"layer", "kl_logit", "kl_tuned", "ce_logit",
             "ce_tuned"}, …], "baseline": {"ce"}}``.
+        recipe: the recipe that trained the tuned lens (named above the table when given).
     """
     head = (
         f"{'layer':>5}  {'KL logit':>9}  {'KL tuned':>9}  {'CE logit':>9}  "
         f"{'CE tuned':>9}   (nats/token, {metrics['tokens']:,} held-out tokens)"
     )
-    lines = [head, "-" * len(head)]
+    lines = [f"tuned lens trained with {RECIPE_NAMES.get(recipe, recipe)}"] if recipe else []
+    lines += [head, "-" * len(head)]
     for row in metrics["layers"]:
         lines.append(
             f"{row['layer']:>5}  {row['kl_logit']:>9.3f}  {row['kl_tuned']:>9.3f}  "
@@ -107,7 +115,8 @@ def index_page(summary: JsonObject, settings: DemoSettings) -> str:
             "<body>",
             "<h1>tuned-lens demo</h1>",
             f"<p>Model <code>{esc(settings.model)}</code>, data <code>{esc(settings.data)}</code>; "
-            f"{settings.steps} training steps of {settings.tokens_per_step:,} tokens. "
+            f"{settings.steps} training steps of {settings.tokens_per_step:,} tokens with "
+            f"{esc(RECIPE_NAMES.get(settings.recipe, settings.recipe))}. "
             "The lens is in <code>lens/</code>, all numbers in <code>metrics.json</code>.</p>",
             f"<h2>Per layer, on {summary['eval_tokens_evaluated']:,} held-out tokens (nats)</h2>",
             "<table><tr><th>layer</th><th>KL logit lens</th><th>KL tuned lens</th>"

@@ -36,6 +36,8 @@ Log = Callable[[str], None]
 #: The settings a trained lens depends on, as recorded in the state file.
 Fingerprint = dict[str, str | int]
 
+#: The training recipes (``tuned_lens.training.train_config.RECIPES``, without importing torch).
+DEMO_RECIPES = ("fast", "original")
 _POSITIVE = ("steps", "tokens_per_step", "seq_len", "eval_tokens", "checkpoint_freq")
 
 
@@ -58,6 +60,8 @@ class DemoSettings:
         text_column: field of ``.jsonl`` records that holds the text.
         force: redo every stage even when its results exist.
         png: also write PNG pictures when a Chromium is available.
+        recipe: the training recipe, ``"fast"`` (least squares + whitened SGD, the default)
+            or ``"original"`` (the original tuned-lens recipe); see docs/training.md.
         device: ``"cpu"``, ``"cuda"``, … (default: CUDA when available).
         threads: CPU threads for torch (default: 1 for models under 50 M parameters on the
             CPU, whose small matrix products lose more to thread start-up than they gain,
@@ -80,6 +84,7 @@ class DemoSettings:
     text_column: str = "text"
     force: bool = False
     png: bool = True
+    recipe: str = "fast"
     device: str | None = None
     threads: int | None = None
 
@@ -102,6 +107,10 @@ class DemoSettings:
             raise InvalidInputError(
                 "sentences must be a non-empty tuple of non-empty strings", option="sentences"
             )
+        if self.recipe not in DEMO_RECIPES:
+            raise InvalidInputError(
+                f"recipe must be one of {DEMO_RECIPES}, got {self.recipe!r}", option="recipe"
+            )
         if not self.model or not self.data:
             raise InvalidInputError("model and data must be non-empty")
 
@@ -115,6 +124,7 @@ class DemoSettings:
             "tokens_per_step": self.tokens_per_step,
             "seq_len": self.seq_len,
             "seed": self.seed,
+            "recipe": self.recipe,
         }
 
 

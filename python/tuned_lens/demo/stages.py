@@ -181,6 +181,7 @@ def train(
         checkpoint_freq=settings.checkpoint_freq,
         checkpoint_dir=paths["checkpoints"],
         seed=settings.seed,
+        recipe=settings.recipe,
     )
     lens = TunedLens.from_model(model)
     result = train_lens(model, lens, chunks, config)
@@ -188,11 +189,12 @@ def train(
         lens.save(folder)
     losses = result.losses
     info = {
+        "recipe": settings.recipe,
         "steps": settings.steps,
         "tokens_per_step": tokens_per_step,
-        "resumed_from_step": result.start_step,
+        "resumed_from_step": result.start_step if result.resumed else 0,
         "tokens_per_second": result.tokens_per_second,
-        "first_step_kl_nats": losses[0] if losses and result.start_step == 0 else None,
+        "first_step_kl_nats": losses[0] if losses and not result.resumed else None,
         "last_step_kl_nats": losses[-1] if losses else None,
     }
     return lens, info
