@@ -45,7 +45,7 @@ def test_two_steps_are_the_preconditioned_nesterov_formula():
     expected = [torch.cat([w.detach(), b.detach()[:, None]], 1) for w, b in pairs]
     buffers: list[torch.Tensor | None] = [None, None]
     for _ in range(2):
-        grads = [torch.randn_like(p, dtype=torch.float64, generator=gen) for p in params]
+        grads = [torch.randn(p.shape, dtype=torch.float64, generator=gen) for p in params]
         for p, g in zip(params, grads):
             p.grad = g.clone()
         opt.step()
