@@ -5,13 +5,15 @@ tenths, cut at a paragraph break) with the original's step size (8,192 tokens of
 micro-batch 8) and evaluates each on the whole held-out tenth, in bits per byte. Each finished run
 is one JSON line in ``--out`` (appended, so an interrupted sweep resumes where it stopped); the
 summary table (mean and spread over seeds, and each recipe's ratio to the original recipe at the
-full budget) is printed from that file.
+largest budget run) is printed from that file.
 
 Usage::
 
     python benches/recipe_curve.py --out curve.jsonl            # the issue's sweep
     python benches/recipe_curve.py --out curve.jsonl --summary  # the table only
     python benches/recipe_curve.py --recipes fast,muon --steps 5 --seeds 1 --lr-scales 0.5,1,2
+    python benches/recipe_curve.py --model smollm2 --tokens-per-step 2048 --batch 4 \
+        --steps 4 --seeds 1 --eval-tokens 8192 --out smollm2.jsonl   # what 2 CPU cores afford
 
 A recipe name is ``original``, ``fast`` (the preset), or ``key=value+key=value`` over
 ``TrainConfig`` / ``OptimizerConfig`` fields (``init=least_squares+optimizer=muon+lr_scale=2``).
@@ -27,17 +29,16 @@ from pathlib import Path
 from typing import Any
 
 FULL_STEPS = 40
-TOKENS_PER_STEP = 8192
-BATCH = 8
 CHUNK = 128
 OPTIMIZER_FIELDS = ("optimizer", "lr_scale", "momentum", "warmup_steps", "weight_decay")
 
 
-def _split() -> tuple[Any, Any, Any]:
-    from tuned_lens.assets import load_glassllm, tinyshakespeare_text
+def _split(model_name: str = "glassllm") -> tuple[Any, Any, Any]:
+    """``(model, training chunks, held-out chunks)``: tinyshakespeare cut at a paragraph break."""
+    from tuned_lens.assets import load_glassllm, load_smollm2, tinyshakespeare_text
     from tuned_lens.data import pack_documents
 
-    model, tokenizer = load_glassllm()
+    model, tokenizer = load_smollm2() if model_name == "smollm2" else load_glassllm()
     text = tinyshakespeare_text()
     cut = text.index("\n\n", int(len(text) * 0.9)) + 2
     train = pack_documents([text[:cut]], tokenizer, max_seq_len=CHUNK)
@@ -45,7 +46,9 @@ def _split() -> tuple[Any, Any, Any]:
     return model, train, held_out
 
 
-def _config(recipe: str, steps: int, seed: int, lr_scale: float | None) -> Any:
+def _config(
+    recipe: str, steps: int, seed: int, lr_scale: float | None, tokens: int, batch: int
+) -> Any:
     from tuned_lens.training.optim import OptimizerConfig
     from tuned_lens.training.train_config import TrainConfig
 
@@ -68,8 +71,8 @@ def _config(recipe: str, steps: int, seed: int, lr_scale: float | None) -> Any:
         optim["lr_scale"] = lr_scale
     return TrainConfig(
         num_steps=steps,
-        tokens_per_step=TOKENS_PER_STEP,
-        per_gpu_batch_size=BATCH,
+        tokens_per_step=tokens,
+        per_gpu_batch_size=batch,
         seed=seed,
         progress=False,
         optimizer=OptimizerConfig(**optim),
@@ -77,7 +80,9 @@ def _config(recipe: str, steps: int, seed: int, lr_scale: float | None) -> Any:
     )
 
 
-def _run(model: Any, train: Any, held_out: Any, key: dict[str, Any]) -> dict[str, Any]:
+def _run(
+    model: Any, train: Any, held_out: Any, key: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
     import torch
     from tuned_lens.nn import TunedLens
     from tuned_lens.training.eval_loop import EvalConfig, evaluate_lenses
@@ -85,11 +90,13 @@ def _run(model: Any, train: Any, held_out: Any, key: dict[str, Any]) -> dict[str
 
     torch.manual_seed(key["seed"])
     lens = TunedLens.from_model(model)
-    config = _config(key["recipe"], key["steps"], key["seed"], key["lr_scale"])
+    config = _config(
+        key["recipe"], key["steps"], key["seed"], key["lr_scale"], args.tokens_per_step, args.batch
+    )
     start = time.perf_counter()
     train_lens(model, lens, train, config)
     train_s = time.perf_counter() - start
-    cfg = EvalConfig(per_gpu_batch_size=BATCH, progress=False)
+    cfg = EvalConfig(tokens=args.eval_tokens, per_gpu_batch_size=args.batch, progress=False)
     kl = evaluate_lenses(model, {"tuned": lens}, held_out, cfg).aggregate["tuned"]["kl"]
     layers = sorted(kl, key=lambda name: int(name.split("_")[-1]))
     bpb = [kl[name] * held_out.nats_to_bpb for name in layers]
@@ -100,11 +107,12 @@ def _summary(rows: list[dict[str, Any]]) -> str:
     groups: dict[tuple[str, Any, int], list[list[float]]] = {}
     for row in rows:
         groups.setdefault((row["recipe"], row["lr_scale"], row["steps"]), []).append(row["kl_bpb"])
-    base = groups.get(("original", None, FULL_STEPS))
+    most = max((steps for recipe, _, steps in groups if recipe == "original"), default=FULL_STEPS)
+    base = groups.get(("original", None, most))
     base_mean = [statistics.mean(col) for col in zip(*base)] if base else None
     lines = [
         "| recipe | lr_scale | steps | seeds | KL bits/byte per layer: mean ± spread (max−min) "
-        "| ratio to original at 40 steps |",
+        f"| ratio to original at {most} steps |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for (recipe, lr, steps), runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
@@ -124,6 +132,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--lr-scales", default="", help="comma list; empty = each recipe's own")
     parser.add_argument("--summary", action="store_true", help="print the table and stop")
+    parser.add_argument("--model", choices=("glassllm", "smollm2"), default="glassllm")
+    parser.add_argument("--tokens-per-step", type=int, default=8192)
+    parser.add_argument("--batch", type=int, default=8, help="chunks per micro-batch")
+    parser.add_argument("--eval-tokens", type=int, default=None, help="default: all held out")
     args = parser.parse_args()
     done = (
         [json.loads(line) for line in args.out.read_text().splitlines()]
@@ -131,7 +143,7 @@ def main() -> None:
         else []
     )
     if not args.summary:
-        model, train, held_out = _split()
+        model, train, held_out = _split(args.model)
         lrs = [float(x) for x in args.lr_scales.split(",") if x] or [None]
         for steps in (int(s) for s in args.steps.split(",")):
             for recipe in args.recipes.split(","):
@@ -140,7 +152,7 @@ def main() -> None:
                         key = {"recipe": recipe, "lr_scale": lr, "steps": steps, "seed": seed}
                         if any(all(row.get(k) == v for k, v in key.items()) for row in done):
                             continue
-                        row = _run(model, train, held_out, key)
+                        row = _run(model, train, held_out, key, args)
                         print(json.dumps(row), flush=True)
                         done.append(row)
                         with args.out.open("a") as file:
