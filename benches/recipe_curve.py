@@ -144,7 +144,7 @@ def main() -> None:
     )
     if not args.summary:
         model, train, held_out = _split(args.model)
-        lrs = [float(x) for x in args.lr_scales.split(",") if x] or [None]
+        lrs: list[float | None] = [float(x) for x in args.lr_scales.split(",") if x] or [None]
         for steps in (int(s) for s in args.steps.split(",")):
             for recipe in args.recipes.split(","):
                 for lr in lrs:
