@@ -69,6 +69,11 @@ pub trait Isa: Copy + Send + Sync + 'static {
     /// Order earlier streaming stores before later stores (a no-op without them).
     #[inline(always)]
     fn store_fence() {}
+    /// The Jensen–Shannon terms of 16 pairs of log-probabilities ([`math::js16_lanes`]).
+    #[inline(always)]
+    fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
+        math::js16_lanes::<Self>(lp, lq)
+    }
     /// [`math::exp`] on 16 lanes (same special values, same polynomial).
     #[inline(always)]
     fn exp16(x: [f32; LANES]) -> [f32; LANES] {
@@ -226,6 +231,11 @@ mod x86 {
         #[inline(always)]
         fn exp16(x: [f32; LANES]) -> [f32; LANES] {
             unsafe { super::avx2::exp16(x) }
+        }
+
+        #[inline(always)]
+        fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
+            unsafe { super::avx2::js16(lp, lq) }
         }
 
         #[inline(always)]
