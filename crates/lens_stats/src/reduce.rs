@@ -148,7 +148,7 @@ fn block_sums<I: Isa, E: Elem, const WEIGHTED: bool>(
         // per vector, bf16 logsumexp at half the speed of f32).
         top = I::max16(x, top);
         let d = shifted(x, shift);
-        let e = exp16::<I>(d);
+        let e = I::exp16_spilled(d);
         let mut fd = d;
         for v in &mut fd {
             *v = finite_floor(*v);

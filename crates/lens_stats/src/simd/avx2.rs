@@ -193,6 +193,19 @@ pub(super) unsafe fn exp16(x: [f32; LANES]) -> [f32; LANES] {
     store(exp8(lo, &CONSTS), exp8(hi, &CONSTS))
 }
 
+/// [`exp16`] with the constants read from an opaque reference to [`CONSTS`] (see [`exp8`]).
+///
+/// # Safety
+/// AVX2 and FMA must be present.
+#[inline(always)]
+pub(super) unsafe fn exp16_spilled(x: [f32; LANES]) -> [f32; LANES] {
+    // One opaque reference per half: the halves then do not share (and keep live in
+    // registers across each other) the constants they load.
+    let (c0, c1) = (std::hint::black_box(&CONSTS), std::hint::black_box(&CONSTS));
+    let (lo, hi) = load(&x);
+    store(exp8(lo, c0), exp8(hi, c1))
+}
+
 /// `a + b` on 16 lanes.
 ///
 /// # Safety

@@ -69,6 +69,13 @@ pub trait Isa: Copy + Send + Sync + 'static {
     /// Order earlier streaming stores before later stores (a no-op without them).
     #[inline(always)]
     fn store_fence() {}
+    /// [`Isa::exp16`] for loops that keep several other vectors live (the online softmax
+    /// normalisers): where constants compete for registers, the AVX2 copy reads them as memory
+    /// operands instead of re-creating them. Same results as [`Isa::exp16`].
+    #[inline(always)]
+    fn exp16_spilled(x: [f32; LANES]) -> [f32; LANES] {
+        Self::exp16(x)
+    }
     /// The Jensen–Shannon terms of 16 pairs of log-probabilities ([`math::js16_lanes`]).
     #[inline(always)]
     fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
@@ -231,6 +238,11 @@ mod x86 {
         #[inline(always)]
         fn exp16(x: [f32; LANES]) -> [f32; LANES] {
             unsafe { super::avx2::exp16(x) }
+        }
+
+        #[inline(always)]
+        fn exp16_spilled(x: [f32; LANES]) -> [f32; LANES] {
+            unsafe { super::avx2::exp16_spilled(x) }
         }
 
         #[inline(always)]
