@@ -110,19 +110,25 @@ unsafe fn k(v: &[f32; 8]) -> __m256 {
 /// `e^x` on 8 lanes, with the constants read from `c`.
 ///
 /// `c` is [`CONSTS`]; where the compiler can see that, it treats the values as constants,
-/// which is what `exp16` wants. `js8` hands it an opaque reference instead: with 16 registers
+/// which is what `exp16` wants. `js8` and `exp16_spilled` hand it an opaque reference instead: with 16 registers
 /// and some 25 constants the compiler otherwise re-creates each spilled constant with a
 /// `vbroadcastss` (50 per 16 pairs, each an FP-pipe operation on Zen 3/4); loads from memory it
 /// cannot see into are folded into the arithmetic as memory operands (load ports only).
 #[inline(always)]
 unsafe fn exp8(x: __m256, c: &Consts) -> __m256 {
-    // All ones except where x < EXP_MIN (-inf included; NaN compares "not less" and is kept):
-    // those lanes are zeroed at the end, so their arithmetic never shows.
-    let keep = _mm256_cmp_ps::<_CMP_NLT_UQ>(x, k(&c.exp_min));
     // min returns its second operand when one is NaN: NaN passes through. The clamp keeps
     // n <= 128, and n = 128 (every x above EXP_MAX rounds there) makes the exponent field
     // below all ones: 2^n is +inf, and so is the result (p > 0), without a compare and blend.
-    let xc = _mm256_min_ps(k(&c.exp_clamp), x);
+    exp8_clamped(x, _mm256_min_ps(k(&c.exp_clamp), x), c)
+}
+
+/// [`exp8`] of `x` given `xc = min(EXP_CLAMP, x)`; for `x <= 0` (or NaN) `xc` is `x` itself,
+/// one instruction saved (the Jensen–Shannon `u = e^d`, `d <= 0`).
+#[inline(always)]
+unsafe fn exp8_clamped(x: __m256, xc: __m256, c: &Consts) -> __m256 {
+    // All ones except where x < EXP_MIN (-inf included; NaN compares "not less" and is kept):
+    // those lanes are zeroed at the end, so their arithmetic never shows.
+    let keep = _mm256_cmp_ps::<_CMP_NLT_UQ>(x, k(&c.exp_min));
     // shifted = 1.5 * 2^23 + n: n is in the low mantissa bits of the sum (see `math::exp`).
     let shifted = _mm256_fmadd_ps(xc, k(&c.log2_e), k(&c.magic));
     let n = _mm256_sub_ps(shifted, k(&c.magic));
@@ -151,7 +157,7 @@ unsafe fn js8(lp: __m256, lq: __m256, c: &Consts) -> __m256 {
     // -|x - y|: set the sign bit.
     let d = _mm256_or_ps(_mm256_sub_ps(x, y), k(&c.sign));
     let p_high = exp8(high, c);
-    let u = exp8(d, c);
+    let u = exp8_clamped(d, d, c);
     let p_low = _mm256_mul_ps(p_high, u);
     // Estrin's scheme, as `math::log_half_one_plus`.
     let u2 = _mm256_mul_ps(u, u);
