@@ -13,14 +13,12 @@ Logging goes through :func:`tuned_lens.cli.configure_logging` (our records only)
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuned_lens.cli import configure_logging, run_command
-from tuned_lens.errors import InvalidInputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from tuned_lens.training.commands import DistSpec
@@ -310,74 +308,15 @@ def _run_demo(argv: list[str]) -> int:
     return int(result) if isinstance(result, int) else 0
 
 
-def _specs(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, DistSpec]:
-    from tuned_lens.training.commands import DistSpec
-    from tuned_lens.training.ingredients import DataSpec, ModelSpec
-
-    model_spec = ModelSpec(
-        name=args.model_name,
-        precision=args.precision,
-        revision=args.model_revision,
-        tokenizer=args.tokenizer,
-        slow_tokenizer=args.slow_tokenizer,
-    )
-    data_spec = DataSpec(
-        name=list(args.data_name),
-        split=args.split,
-        text_column=args.text_column,
-        revision=args.data_revision,
-        max_seq_len=args.max_seq_len,
-        dataset_shuffle=args.dataset_shuffle,
-        dataset_shuffle_seed=args.dataset_shuffle_seed,
-    )
-    dist_spec = DistSpec(
-        fsdp=args.fsdp,
-        cpu_offload=args.cpu_offload,
-        nccl_timeout=args.nccl_timeout,
-        device=args.device,
-    )
-    return model_spec, data_spec, dist_spec
-
-
 def _train(args: argparse.Namespace) -> int:
+    from tuned_lens.training import flags
     from tuned_lens.training.commands import run_train
-    from tuned_lens.training.optim import OptimizerConfig
-    from tuned_lens.training.train_loop import TrainConfig
 
-    model_spec, data_spec, dist_spec = _specs(args)
-    if args.zero:
-        logging.getLogger(__name__).warning(
-            "--zero has no effect: lens optimiser state is small and replicated"
-        )
-    config = TrainConfig(
-        num_steps=args.num_steps,
-        tokens_per_step=args.tokens_per_step,
-        per_gpu_batch_size=1 if args.per_gpu_batch_size is None else args.per_gpu_batch_size,
-        loss=args.loss,
-        token_shift=args.token_shift,
-        optimizer=OptimizerConfig(
-            optimizer=args.optimizer,
-            lr_scale=args.lr_scale,
-            momentum=args.momentum,
-            weight_decay=args.weight_decay,
-            warmup_steps=args.warmup_steps,
-        ),
-        bias_only=args.bias_only,
-        checkpoint_freq=args.checkpoint_freq,
-        checkpoint_dir=args.checkpoint_dir,
-        seed=args.seed,
-        dataloader_shuffle=args.dataloader_shuffle,
-        wandb=args.wandb,
-        progress=args.progress,
-        rank=args.rank,
-        init=args.init,
-        init_tokens=args.init_tokens,
-        recipe=args.recipe,
-    )
+    model_spec, data_spec, dist_spec = flags.specs(args)
     run_train(
         model_spec=model_spec,
         data_spec=data_spec,
-        config=config,
+        config=flags.train_config(args),
         output=args.output,
         lens_name_or_path=args.lens_name_or_path,
         dist_spec=dist_spec,
@@ -386,36 +325,17 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from tuned_lens.training import flags
     from tuned_lens.training.commands import run_eval
-    from tuned_lens.training.eval_loop import EvalConfig
 
-    model_spec, data_spec, dist_spec = _specs(args)
-    a, b = args.per_gpu_batch_size, args.eval_batch_alias
-    if a is not None and b is not None and a != b:
-        raise InvalidInputError(
-            f"--per_gpu_batch_size {b} and --dist.per_gpu_batch_size {a} disagree; they are the "
-            "same setting, pass one"
-        )
-    # Each flag is checked on its own, so the message spells the one that was typed.
-    for flag, value in (("--dist.per_gpu_batch_size", a), ("--per_gpu_batch_size", b)):
-        if value is not None and value < 1:
-            raise InvalidInputError(f"{flag} must be >= 1, got {value}")
-    if args.lenses:  # after the checks above, which hold for every kind of evaluation
+    model_spec, data_spec, dist_spec = flags.specs(args)
+    flags.checked_eval_batch(args)  # before --lens: the checks hold for every evaluation
+    if args.lenses:
         return _compare(args, model_spec, data_spec, dist_spec)
-    config = EvalConfig(
-        tokens=args.tokens,
-        per_gpu_batch_size=a if a is not None else b if b is not None else 1,
-        token_shift=args.token_shift,
-        layer_transfer=args.layer_transfer,
-        record_logit_stats=args.record_logit_stats,
-        seed=args.seed,
-        dataloader_shuffle=args.dataloader_shuffle,
-        progress=args.progress,
-    )
     run_eval(
         model_spec=model_spec,
         data_spec=data_spec,
-        config=config,
+        config=flags.eval_config(args),
         output=args.output,
         lens_name=args.lens_name,
         logit=args.logit,

@@ -28,6 +28,7 @@ from tuned_lens.stats import LogitStats
 from tuned_lens.training.eval_outputs import scale_tree, write_outputs, write_plots
 from tuned_lens.training.ingredients import DistContext
 from tuned_lens.training.lens_loss import autocast_for, model_dtype
+from tuned_lens.training.original_api import Eval
 
 if TYPE_CHECKING:  # pragma: no cover
     from tuned_lens.nn.lenses import Lens
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "Eval",
     "METRICS",
     "EvalConfig",
     "EvalResult",

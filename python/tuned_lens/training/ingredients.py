@@ -18,6 +18,7 @@ import torch.distributed as dist
 from tuned_lens.errors import InvalidInputError, MissingDependencyError
 from tuned_lens.hub import hub_offline
 from tuned_lens.model_loading import PRECISIONS, load_model, load_tokenizer, resolve_dtype
+from tuned_lens.training.original_api import Data, Distributed, Model, Optimizer, OptimizerOption
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -25,6 +26,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from tuned_lens.data import PackedChunks
 
 __all__ = [
+    "Data",
+    "Distributed",
+    "Model",
+    "Optimizer",
+    "OptimizerOption",
     "PRECISIONS",
     "DataSpec",
     "DistContext",

@@ -39,6 +39,7 @@ from tuned_lens.training.init import (
 )
 from tuned_lens.training.lens_loss import autocast_for, fused_head_for, layer_losses, model_dtype
 from tuned_lens.training.optim import LinearWarmupDecay
+from tuned_lens.training.original_api import LossChoice, Train
 from tuned_lens.training.reporting import (
     WANDB_MISSING,
     WandbLogger,
@@ -57,6 +58,8 @@ logger = logging.getLogger(__name__)
 GRAD_CLIP_NORM = 1.0
 
 __all__ = [
+    "LossChoice",
+    "Train",
     "GRAD_CLIP_NORM",
     "LOSSES",
     "WANDB_MISSING",
