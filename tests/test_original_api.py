@@ -3,8 +3,9 @@ keeps its signature (issue 12, item 1).
 
 ``DOCUMENTED`` is the original's Sphinx API reference (``nn.lenses``, ``nn.unembed``,
 ``plotting``, ``load_artifacts``) plus the module-level functions of ``data``, ``utils``,
-``model_surgery``, ``stats`` and ``causal`` that its code and tutorials use, each written as the
-original documents it. A parameter may gain a default or be followed by new optional ones;
+``model_surgery``, ``stats`` and ``causal`` and the methods of the ``scripts`` dataclasses
+that its code and tutorials use, each written as the original documents it (the dataclasses'
+fields: tests/train/test_original_scripts.py). A parameter may gain a default or be followed by new optional ones;
 nothing documented may be renamed, moved, reordered, lose its default or change its default.
 """
 
@@ -110,6 +111,14 @@ tuned_lens.utils.tensor_hash(arr)
 tuned_lens.utils.pytree_map(func, tree, strict=True)
 tuned_lens.utils.pytree_cat(trees, dim=0)
 tuned_lens.utils.pytree_stack(trees, dim=0)
+tuned_lens.scripts.ingredients.Data.load(tokenizer)
+tuned_lens.scripts.ingredients.Model.load(device, must_use_cache=False)
+tuned_lens.scripts.ingredients.Model.load_tokenizer(must_use_cache=False)
+tuned_lens.scripts.ingredients.Optimizer.create_optim(params)
+tuned_lens.scripts.ingredients.Optimizer.create_scheduler(opt, num_steps)
+tuned_lens.scripts.ingredients.Optimizer.per_parameter_optim_state_size()
+tuned_lens.scripts.train_loop.Train.execute()
+tuned_lens.scripts.eval_loop.Eval.execute()
 """
 
 #: Deliberate differences, each named in the README's "Differences from the original library".
