@@ -200,6 +200,10 @@ def test_optimizer_helpers_are_the_originals_recipe():
     assert Optimizer().per_parameter_optim_state_size() == 1
     with pytest.raises(InvalidInputError, match="momentum"):
         Optimizer(momentum=1.5).create_optim(params)
+    # Strings as the command line spells them are accepted too; unknown ones are refused.
+    assert Optimizer(optimizer="ADAM").per_parameter_optim_state_size() == 2  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="optimizer must be one of ADAM, SGD"):
+        Optimizer(optimizer="lion").create_optim(params)  # type: ignore[arg-type]
 
 
 def test_distributed_without_a_process_group():

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from tuned_lens.training.ingredients import DistContext
     from tuned_lens.training.optim import OptimizerConfig
     from tuned_lens.training.train_config import TrainResult
+
+_E = TypeVar("_E", bound=enum.Enum)
 
 __all__ = [
     "Data",
@@ -183,7 +185,7 @@ class Optimizer:
         from tuned_lens.training.optim import OptimizerConfig
 
         return OptimizerConfig(
-            optimizer=OptimizerOption(self.optimizer).value,
+            optimizer=_member(OptimizerOption, self.optimizer, "optimizer").value,
             lr_scale=self.lr_scale,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
@@ -209,7 +211,7 @@ class Optimizer:
 
     def per_parameter_optim_state_size(self) -> int:
         """Optimiser state tensors per parameter: 2 for Adam, 1 for SGD."""
-        return 2 if OptimizerOption(self.optimizer) == OptimizerOption.ADAM else 1
+        return 2 if _member(OptimizerOption, self.optimizer, "optimizer").name == "ADAM" else 1
 
 
 @dataclass
@@ -348,8 +350,8 @@ class Train:
             token_shift=self.token_shift,
             checkpoint_freq=self.checkpoint_freq,
             checkpoint_dir=None if self.checkpoint_dir is None else Path(self.checkpoint_dir),
-            loss=LossChoice(self.loss).value.upper(),
-            optimizer=OptimizerOption(opt.optimizer).value.upper(),
+            loss=_member(LossChoice, self.loss, "loss").name,
+            optimizer=_member(OptimizerOption, opt.optimizer, "optimizer").name,
             **{k: getattr(opt, k) for k in ("weight_decay", "lr_scale", "momentum", "zero")},
             warmup_steps=opt.warmup_steps,
             **{"rank": None, "init": "identity", "init_tokens": None, "recipe": "original"},
@@ -422,6 +424,23 @@ class Eval:
             logit=self.logit,
             dist_spec=args.dist_spec,
         )
+
+
+def _member(cls: type[_E], value: object, option: str) -> _E:
+    """``value`` as a member of ``cls``: a member, its value or its name, in any case.
+
+    Raises:
+        InvalidInputError: ``value`` names no member.
+    """
+    from tuned_lens.errors import InvalidInputError
+
+    if isinstance(value, cls):
+        return value
+    for member in cls:
+        if str(value).lower() in (member.value, member.name.lower()):
+            return member
+    names = ", ".join(m.name for m in cls)
+    raise InvalidInputError(f"{option} must be one of {names}, got {value!r}", option=option)
 
 
 def _given(batch: int) -> int | None:
