@@ -145,8 +145,8 @@ unsafe fn exp8_clamped(x: __m256, xc: __m256, c: &Consts) -> __m256 {
     _mm256_and_ps(_mm256_mul_ps(p, scale), keep)
 }
 
-/// [`super::math::js16_lanes`] on 8 lanes: the same operations in the same order (bit for
-/// bit the same terms).
+/// [`super::math::js16_lanes_with`] (Estrin) on 8 lanes: the same operations in the same
+/// order (bit for bit the same terms).
 #[inline(always)]
 unsafe fn js8(lp: __m256, lq: __m256, c: &Consts) -> __m256 {
     // finite_floor: `max(-MAX, x)` returns x when x is NaN (the second operand).
@@ -159,7 +159,7 @@ unsafe fn js8(lp: __m256, lq: __m256, c: &Consts) -> __m256 {
     let p_high = exp8(high, c);
     let u = exp8_clamped(d, d, c);
     let p_low = _mm256_mul_ps(p_high, u);
-    // Estrin's scheme, as `math::log_half_one_plus`.
+    // Estrin's scheme, as `math::log_half_one_plus_estrin`.
     let u2 = _mm256_mul_ps(u, u);
     let u4 = _mm256_mul_ps(u2, u2);
     let a0 = _mm256_fmadd_ps(k(&c.h[1]), u, k(&c.h[0]));
@@ -176,7 +176,7 @@ unsafe fn js8(lp: __m256, lq: __m256, c: &Consts) -> __m256 {
     _mm256_fmsub_ps(p_low, d, gs)
 }
 
-/// [`super::math::js16_lanes`] on 16 lanes.
+/// [`super::math::js16_lanes_with`] (Estrin) on 16 lanes.
 ///
 /// # Safety
 /// AVX2 and FMA must be present.
@@ -282,7 +282,7 @@ mod tests {
             let lq: [f32; LANES] = std::array::from_fn(|j| chunk.get(j).map_or(-2.0, |c| c.1));
             // SAFETY: AVX2 and FMA are present (checked above).
             let hand = unsafe { super::js16(lp, lq) };
-            let generic = math::js16_lanes::<Avx2>(lp, lq);
+            let generic = math::js16_lanes_with::<Avx2, true>(lp, lq);
             for j in 0..LANES {
                 if hand[j].is_nan() && generic[j].is_nan() {
                     continue; // the sign of a NaN is not specified

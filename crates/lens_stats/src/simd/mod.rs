@@ -76,7 +76,8 @@ pub trait Isa: Copy + Send + Sync + 'static {
     fn exp16_spilled(x: [f32; LANES]) -> [f32; LANES] {
         Self::exp16(x)
     }
-    /// The Jensen–Shannon terms of 16 pairs of log-probabilities ([`math::js16_lanes`]).
+    /// The Jensen–Shannon terms of 16 pairs of log-probabilities ([`math::js16_lanes`]; the AVX2
+    /// copy takes the log by Estrin's scheme: the last bit may differ).
     #[inline(always)]
     fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
         math::js16_lanes::<Self>(lp, lq)
