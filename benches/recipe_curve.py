@@ -12,8 +12,8 @@ Usage::
     python benches/recipe_curve.py --out curve.jsonl            # the sweep
     python benches/recipe_curve.py --out curve.jsonl --summary  # the table only
     python benches/recipe_curve.py --recipes fast,muon --steps 5 --seeds 1 --lr-scales 0.5,1,2
-    python benches/recipe_curve.py --model smollm2 --tokens-per-step 2048 --batch 4 \
-        --steps 4 --seeds 1 --eval-tokens 8192 --out smollm2.jsonl   # what 2 CPU cores afford
+    python benches/recipe_curve.py --model smollm2 --tokens-per-step 1024 --batch 4 \
+        --steps 3 --seeds 1 --eval-tokens 2048 --out smollm2.jsonl   # what 2 CPU cores afford
 
 A recipe name is ``original``, ``fast`` (the preset), or ``key=value+key=value`` over
 ``TrainConfig`` / ``OptimizerConfig`` fields (``init=least_squares+optimizer=muon+lr_scale=2``).
