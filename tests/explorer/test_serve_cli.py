@@ -59,7 +59,8 @@ def test_serve_answers_on_127_0_0_1_and_stops_on_ctrl_c():
         with urllib.request.urlopen(req, timeout=60) as answer:
             assert len(json.loads(answer.read())["views"]) == 2
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 130
+        # Generous: on a machine loaded to 13 on 2 cores the clean shutdown once took > 30 s.
+        assert process.wait(timeout=90) == 130
     finally:
         if process.poll() is None:
             process.kill()

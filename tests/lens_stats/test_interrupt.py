@@ -31,7 +31,10 @@ CHILD = textwrap.dedent(
     x = np.broadcast_to(row, (rows, vocab)).copy()
     print(json.dumps({"ready": time.time(), "expected_s": per_row * rows}), flush=True)
     try:
-        ls.top_k(x, 64)
+        # Several long calls in a row: a loaded machine may run one faster than calibrated, but
+        # the signal must still land inside a call (each >= 2 s) and end it within a second.
+        for _ in range(10):
+            ls.top_k(x, 64)
         print(json.dumps({"finished": time.time()}), flush=True)
     except KeyboardInterrupt:
         print(json.dumps({"interrupted": time.time()}), flush=True)
