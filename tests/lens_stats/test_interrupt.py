@@ -31,8 +31,8 @@ CHILD = textwrap.dedent(
     x = np.broadcast_to(row, (rows, vocab)).copy()
     print(json.dumps({"ready": time.time(), "expected_s": per_row * rows}), flush=True)
     try:
-        # Several long calls in a row: a loaded machine may run one faster than calibrated, but
-        # the signal must still land inside a call (each >= 2 s) and end it within a second.
+        # Several long calls in a row, so that a call running faster than calibrated still
+        # leaves the signal landing inside one (each >= 2 s), which must end within a second.
         for _ in range(10):
             ls.top_k(x, 64)
         print(json.dumps({"finished": time.time()}), flush=True)
@@ -47,6 +47,10 @@ CHILD = textwrap.dedent(
 )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigint_interrupts_a_long_call_promptly() -> None:
     child = subprocess.Popen(
@@ -55,6 +59,9 @@ def test_sigint_interrupts_a_long_call_promptly() -> None:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A suite started in the background by a shell without job control inherits SIGINT
+        # ignored, and Python then installs no KeyboardInterrupt handler: restore the default.
+        preexec_fn=_default_sigint,
     )
     try:
         assert child.stdout is not None
