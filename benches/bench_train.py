@@ -12,13 +12,16 @@ tokens per second of wall time (model forward, per-layer lens forward and backwa
 step).
 
 **Matmul floor** (measured before and after each case's timed steps; the faster counts, as
-interference on a shared machine only slows it down). FLOPs per training token = the model forward (2 × in × out of every
+interference on a shared machine only slows it down). FLOPs per training token = the model
+forward (2 × in × out of every
 ``nn.Linear``, the tied head included, plus 4 × T × d per attention layer for scores and
 values, causal: halved) + for each lens layer the unembedding forward and its input-gradient
 backward (2 × 2 × d × V) and the translator forward and weight gradient (2 × 2 × d²). The same
 run times torch's sgemm at the unembedding's shapes, ``(N × d)·(d × V)`` and
-``(N × V)·(V × d)`` with ``N`` the tokens of one micro-batch (best of 5), and the floor is that
-GFLOP/s divided by the FLOPs per token. ``ratio`` = tokens/s / floor.
+``(N × V)·(V × d)`` with ``N`` the tokens of one micro-batch, and at ``2048³`` (``8192³`` on
+CUDA), best of 5 each; the floor is the faster rate divided by the FLOPs per token (so a loss
+that stacks several layers' rows into bigger matmuls is still held to the machine's best).
+``ratio`` = tokens/s / floor.
 
 **Peak memory.** One fresh process per case and loss (so that freed memory of earlier cases
 cannot hide new allocations), with glibc's mmap threshold fixed at 128 KiB (every tensor of that
@@ -171,9 +174,9 @@ class _Trainer:
             per_gpu_batch_size=self.case.batch,
             progress=False,
         )
-        config.fused_loss = fused  # type: ignore[attr-defined]
+        config.fused_loss = fused
         if CHUNK_SIZE is not None:
-            config.loss_chunk_size = CHUNK_SIZE  # type: ignore[attr-defined]
+            config.loss_chunk_size = CHUNK_SIZE
         return train_lens(self.model, lens, self.chunks, config, ctx=self.ctx)
 
 
@@ -201,23 +204,40 @@ def _num_layers(model: torch.nn.Module) -> int:
     return len(resolve_architecture(model).layers)
 
 
-def _sgemm_gflops(n: int, d: int, vocab: int, device: str, dtype: torch.dtype) -> float:
-    """Best-of-5 GFLOP/s of ``(n×d)·(d×V)`` then ``(n×V)·(V×d)`` (the lens's two matmuls)."""
-    gen = torch.Generator(device=device).manual_seed(0)
-    z = torch.randn(n, d, device=device, dtype=dtype, generator=gen)
-    w = torch.randn(vocab, d, device=device, dtype=dtype, generator=gen)
-    g = torch.randn(n, vocab, device=device, dtype=dtype, generator=gen)
+def _best_gflops(a: torch.Tensor, b: torch.Tensor, device: str, repeats: int = 5) -> float:
+    """Best-of-``repeats`` GFLOP/s of ``a @ b`` (one untimed warm-up)."""
     times = []
-    for _ in range(6):  # the first is a warm-up
+    for _ in range(repeats + 1):
         if device == "cuda":
             torch.cuda.synchronize()
         began = time.perf_counter()
-        torch.mm(z, w.T)
-        torch.mm(g, w)
+        torch.mm(a, b)
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - began)
-    return 2 * 2 * n * d * vocab / min(times[1:]) / 1e9
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1] / min(times[1:]) / 1e9
+
+
+def _sgemm_gflops(n: int, d: int, vocab: int, device: str, dtype: torch.dtype) -> dict:
+    """torch's matmul throughput now, GFLOP/s, at the shapes that bound a lens step.
+
+    ``lens``: the unembedding's two matmuls for one micro-batch, ``(n×d)·(d×V)`` then
+    ``(n×V)·(V×d)`` (what a per-layer loss runs). ``square``: ``2048³`` (``8192³`` on CUDA), a shape
+    sgemm is at its best at. The floor uses the best of the two, so that a loss that batches its matmuls better than
+    one micro-batch (the fused loss stacks layers) is still measured against the machine.
+    """
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=device, dtype=dtype, generator=gen)
+
+    z, w, g = rand(n, d), rand(vocab, d), rand(n, vocab)
+    forward, backward = _best_gflops(z, w.T, device), _best_gflops(g, w, device)
+    lens = 2 / (1 / forward + 1 / backward)  # equal FLOPs: the harmonic mean
+    del z, w, g
+    side = 2048 if device == "cpu" else 8192
+    square = _best_gflops(rand(side, side), rand(side, side), device)
+    return {"lens": lens, "square": square, "best": max(lens, square)}
 
 
 def _floor(trainer: _Trainer) -> tuple[float, float]:
@@ -229,10 +249,14 @@ def _floor(trainer: _Trainer) -> tuple[float, float]:
     # The lens's matmuls run in float32 on the CPU and under bfloat16 autocast on CUDA.
     mm_dtype = torch.float32 if case.device == "cpu" else torch.bfloat16
     n = case.seq_len * case.batch
-    gflops = _sgemm_gflops(
+    rates = _sgemm_gflops(
         n, unembed.unembedding.in_features, unembed.vocab_size, case.device, mm_dtype
     )
-    return gflops, _flop_per_token(trainer.model, case.seq_len)
+    print(
+        f"  sgemm now: lens shapes {rates['lens']:.0f}, 2048³ {rates['square']:.0f} GFLOP/s",
+        flush=True,
+    )
+    return rates["best"], _flop_per_token(trainer.model, case.seq_len)
 
 
 def run_case(

@@ -12,7 +12,9 @@ from tuned_lens.data import PackedChunks
 from tuned_lens.errors import InvalidInputError
 from tuned_lens.nn import TunedLens
 from tuned_lens.training.fused_loss import (
+    BLOCK_ELEMENTS,
     FusedHead,
+    auto_chunk_size,
     ce_target,
     fused_lens_loss,
     kl_target,
@@ -117,10 +119,13 @@ def test_bad_inputs_raise_the_library_error():
 
 
 @pytest.mark.parametrize(("loss", "shift"), [("KL", 0), ("KL", 2), ("CE", 1), ("CE", 3)])
-def test_layer_losses_fused_equals_unfused(loss, shift):
-    """The same losses and lens gradients from ``layer_losses`` both ways (float32)."""
+@pytest.mark.parametrize("group_rows", [1, 20, 4096])
+@pytest.mark.parametrize("transforms", [(("scale", 0.5),), (("softcap", 3.0),)])
+def test_layer_losses_fused_equals_unfused(loss, shift, group_rows, transforms):
+    """The same losses and lens gradients from ``layer_losses`` both ways (float32), with one
+    layer per fused pass, two, or all three stacked."""
     torch.manual_seed(4)
-    head = FusedHead(torch.randn(50, 8), torch.randn(50), (("scale", 0.5),))
+    head = FusedHead(torch.randn(50, 8), torch.randn(50), transforms)
     hidden = torch.randn(3, 2, 7, 8)  # layer, batch, position, d
     model_logits = torch.randn(2, 7, 50)
     ids = torch.randint(0, 50, (2, 7))
@@ -139,10 +144,44 @@ def test_layer_losses_fused_equals_unfused(loss, shift):
             lens_state_fn=lambda layer, s=states: s[layer],
             fused=fused,
             chunk_size=16,
+            group_rows=group_rows,
         )
         grads.append((torch.stack(list(values)), states.grad))
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-7)
+
+
+def test_repeated_target_is_the_target_stacked():
+    """``repeated(k)`` is ``k`` stacked copies, for both targets and every chunk."""
+    torch.manual_seed(6)
+    head = FusedHead(torch.randn(23, 5, dtype=torch.float64))
+    targets = [
+        kl_target(torch.randn(2, 3, 23, dtype=torch.float64), head, 7),
+        ce_target(torch.tensor([[1, -100, 22]]), head, 7, dtype=torch.float64),
+    ]
+    for target in targets:
+        tripled = target.repeated(3).repeated(2)
+        n = target.mass.shape[0]
+        assert tripled.mass.shape == (6 * n,) and tripled.pw.shape == (6 * n, 5)
+        for start in (0, 7, 21):
+            block = target.probs(start, min(start + 7, 23))
+            torch.testing.assert_close(tripled.probs(start, min(start + 7, 23)), block.repeat(6, 1))
+        z = torch.randn(n, 5, dtype=torch.float64)
+        one = fused_lens_loss(z, head, target)
+        torch.testing.assert_close(fused_lens_loss(z.repeat(6, 1), head, tripled), one.repeat(6))
+    with pytest.raises(InvalidInputError):
+        targets[0].repeated(0)
+
+
+def test_auto_chunk_size_bounds_the_block():
+    """Powers of two in [256, 16384], never a block above BLOCK_ELEMENTS unless C is at 256."""
+    sizes = [auto_chunk_size(rows) for rows in (0, 1, 128, 3840, 4096, 10**6)]
+    assert sizes[:3] == [16384, 16384, 16384] and sizes[3] == 1024 and sizes[5] == 256
+    for rows in range(1, 40000, 97):
+        chunk = auto_chunk_size(rows)
+        assert chunk & (chunk - 1) == 0 and 256 <= chunk <= 16384
+        assert chunk * rows <= BLOCK_ELEMENTS or chunk == 256
+        assert chunk == 16384 or 2 * chunk * rows > BLOCK_ELEMENTS
 
 
 def _chunks(vocab: int, seq_len: int = 32, count: int = 24) -> PackedChunks:
@@ -158,8 +197,8 @@ def _train_both_ways(model, chunks, *, loss="KL", steps=3, chunk_size=96):
     for fused in (False, True):
         lens = TunedLens.from_model(model)
         config = TrainConfig(num_steps=steps, tokens_per_step=128, loss=loss, progress=False)
-        config.fused_loss = fused  # type: ignore[attr-defined]
-        config.loss_chunk_size = chunk_size  # type: ignore[attr-defined]
+        config.fused_loss = fused
+        config.loss_chunk_size = chunk_size
         result = train_lens(model, lens, chunks, config)
         out.append((lens.layer_translators.state_dict(), result))
     return out
@@ -192,7 +231,8 @@ def test_training_on_tiny_models_gives_the_same_lens(family, loss, monkeypatch):
 
     monkeypatch.setattr(lens_loss, "fused_lens_loss", counted)
     _assert_same_lens(_train_both_ways(model, _chunks(TINY_VOCAB_SIZE), loss=loss))
-    assert len(calls) == 3 * 4 * 2  # steps × micro-batches × layers, of the fused run only
+    # steps × micro-batches, of the fused run only: both layers are decoded in one pass
+    assert len(calls) == 3 * 4
 
 
 def test_training_on_glassllm_gives_the_same_lens():

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from tuned_lens.errors import InvalidInputError
 from tuned_lens.training.fused_loss import (
-    DEFAULT_CHUNK_SIZE,
     FusedHead,
     ce_target,
     fused_lens_loss,
@@ -25,7 +24,13 @@ from tuned_lens.training.fused_loss import (
 if TYPE_CHECKING:  # pragma: no cover
     from tuned_lens.nn.lenses import Lens
 
-__all__ = ["autocast_for", "fused_head_for", "layer_losses", "model_dtype"]
+__all__ = ["GROUP_ROWS", "autocast_for", "fused_head_for", "layer_losses", "model_dtype"]
+
+GROUP_ROWS = 4096
+"""The fused loss decodes consecutive layers together, up to this many rows in one pass (at
+least one layer): the unembedding is read once per group instead of once per layer, and the
+chunk matmuls get enough rows to run at the machine's matmul rate (a 128-row micro-batch runs
+torch's sgemm at ~70% of what 3,840 rows reach on the CPU)."""
 
 
 def _autocast_dtype(device: torch.device, model_dtype: torch.dtype) -> torch.dtype | None:
@@ -83,7 +88,8 @@ def layer_losses(
     head: FusedHead | None = None,
     lens_state_fn: Callable[[int], torch.Tensor] | None = None,
     fused: bool = True,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
+    group_rows: int = GROUP_ROWS,
 ) -> Iterator[torch.Tensor]:
     """Yield each layer's loss (already back-propagated with weight ``scale``), detached.
 
@@ -104,7 +110,10 @@ def layer_losses(
         lens_state_fn: ``layer -> (B, T, d)`` lens states before the output projection
             (:func:`~tuned_lens.training.fused_loss.lens_state`), with autograd.
         fused: use the fused loss where ``head`` and ``lens_state_fn`` allow it.
-        chunk_size: vocabulary rows per chunk of the fused loss.
+        chunk_size: vocabulary rows per chunk of the fused loss (``None``: automatic,
+            :func:`~tuned_lens.training.fused_loss.auto_chunk_size`).
+        group_rows: the fused loss decodes as many consecutive layers together as fit in this
+            many rows (:data:`GROUP_ROWS`); their losses are back-propagated together.
     """
     seq_len = model_logits.shape[1]
     if token_shift >= seq_len:
@@ -123,6 +132,7 @@ def layer_losses(
             token_shift=token_shift,
             scale=scale,
             chunk_size=chunk_size,
+            group_rows=group_rows,
         )
         return
     keep = seq_len - token_shift
@@ -154,9 +164,15 @@ def _fused_layer_losses(
     loss: str,
     token_shift: int,
     scale: float,
-    chunk_size: int,
+    chunk_size: int | None,
+    group_rows: int,
 ) -> Iterator[torch.Tensor]:
-    """:func:`layer_losses` through the fused, chunked loss (same arguments)."""
+    """:func:`layer_losses` through the fused, chunked loss (same arguments), several layers
+    per pass: each group's states are stacked ``(layers · N, d)`` against the target repeated,
+    and the sum of the group's losses is back-propagated once (the layers share no parameter,
+    so each translator gets exactly its own layer's gradient)."""
+    if group_rows < 1:
+        raise InvalidInputError(f"group_rows must be >= 1, got {group_rows}", option="group_rows")
     keep = model_logits.shape[1] - token_shift
     if loss == "KL":
         target = kl_target(model_logits[:, token_shift:], head, chunk_size)
@@ -164,10 +180,15 @@ def _fused_layer_losses(
     else:
         target = ce_target(input_ids[:, token_shift:], head, chunk_size)
         count = target.mass.sum()
-    for layer in range(num_layers):
-        state = lens_state_fn(layer)[:, :keep]
-        rows = fused_lens_loss(state.reshape(-1, state.shape[-1]), head, target)
+    rows = target.mass.shape[0]
+    per_group = max(1, group_rows // max(rows, 1))
+    for first in range(0, num_layers, per_group):
+        layers = range(first, min(first + per_group, num_layers))
+        states = [lens_state_fn(layer)[:, :keep] for layer in layers]
+        stacked = torch.cat([state.reshape(-1, state.shape[-1]) for state in states])
+        group_target = target if len(layers) == 1 else target.repeated(len(layers))
+        per_row = fused_lens_loss(stacked, head, group_target).view(len(layers), rows)
         # KL: mean over every position; CE: mean over the rows with a label (F.nll_loss).
-        value = rows.mean() if count is None else rows.sum() / count
-        (value * scale).backward()
-        yield value.detach()
+        values = per_row.mean(-1) if count is None else per_row.sum(-1) / count
+        (values.sum() * scale).backward()
+        yield from values.detach().unbind()

@@ -51,6 +51,12 @@ class TrainConfig:
         recipe: ``"original"`` (the settings as given) or ``"fast"``: sets ``init`` and the
             optimiser's name, ``lr_scale``, warm-up and weight decay to :data:`FAST_RECIPE`
             (the preset wins over those fields; momentum stays as given).
+        fused_loss: compute the loss fused with the unembedding, a chunk of the vocabulary at
+            a time (:mod:`~tuned_lens.training.fused_loss`), where the lens's output path allows
+            it; ``False``: materialise each layer's ``(B, T, V)`` logits (same lens to float
+            tolerance, more memory, slower).
+        loss_chunk_size: vocabulary rows per chunk of the fused loss (``None``: automatic,
+            :func:`~tuned_lens.training.fused_loss.auto_chunk_size`).
     """
 
     num_steps: int = 250
@@ -70,6 +76,8 @@ class TrainConfig:
     init: str = "identity"
     init_tokens: int | None = None
     recipe: str = "original"
+    fused_loss: bool = True
+    loss_chunk_size: int | None = None
 
     def __post_init__(self) -> None:
         self._apply_recipe()
@@ -85,6 +93,7 @@ class TrainConfig:
             "checkpoint_freq": self.checkpoint_freq,
             "rank": self.rank,
             "init_tokens": self.init_tokens,
+            "loss_chunk_size": self.loss_chunk_size,
         }
         for option, value in at_least_one.items():
             if value is not None and value < 1:

@@ -30,7 +30,7 @@ from tuned_lens.training.checkpoint import (
     save_checkpoint,
     snapshot_problem,
 )
-from tuned_lens.training.fused_loss import DEFAULT_CHUNK_SIZE, lens_state
+from tuned_lens.training.fused_loss import lens_state
 from tuned_lens.training.ingredients import DistContext
 from tuned_lens.training.init import (
     fit_least_squares_translators,
@@ -348,9 +348,8 @@ def _accumulate_step(run: _Run, step: int) -> torch.Tensor:
             scale=1.0 / micro_batches,
             head=fused_head_for(run.lens, device, run.model_dtype),
             lens_state_fn=lens_states,
-            # Not yet TrainConfig fields: set them on the config object to switch or tune.
-            fused=getattr(run.config, "fused_loss", True),
-            chunk_size=getattr(run.config, "loss_chunk_size", DEFAULT_CHUNK_SIZE),
+            fused=run.config.fused_loss,
+            chunk_size=run.config.loss_chunk_size,
         )
         for layer, value in enumerate(values):
             step_loss[layer] += value.double() / micro_batches
