@@ -26,10 +26,11 @@ that stacks several layers' rows into bigger matmuls is still held to the machin
 **Peak memory.** One fresh process per case and loss (so that freed memory of earlier cases
 cannot hide new allocations), with glibc's mmap threshold fixed at 128 KiB (every tensor of that
 size its own mapping, unmapped on free, so the resident set follows live tensors instead of heap
-fragmentation; the CLI's allocator tuning is not applied there): load, one warm-up step, collect garbage, give free heap pages
-back to the system (``malloc_trim``), read VmRSS, reset the kernel's high-water mark
-(``echo 5 > /proc/self/clear_refs``), one step, read VmHWM. Reported: VmHWM − VmRSS, the memory
-one step makes resident (the model's own ``(N, V)`` logits included; tracemalloc does not see
+fragmentation; the CLI's allocator tuning is not applied there): load, make the lens, one
+warm-up step (the lens's gradients and optimiser state now exist), collect garbage, give free
+heap pages back to the system (``malloc_trim``), read VmRSS, reset the kernel's high-water mark
+(``echo 5 > /proc/self/clear_refs``), one more step of the same lens, read VmHWM. Reported:
+VmHWM − VmRSS, the memory one step makes resident (the model's own ``(N, V)`` logits included; tracemalloc does not see
 torch's allocations). CUDA: ``torch.cuda.max_memory_allocated`` over the timed steps.
 ``--vocab-sweep`` measures the loss alone (``layer_losses`` over 2 layers, random inputs, the
 model logits allocated before the measurement) at several V the same way, to show that the fused
@@ -163,20 +164,24 @@ class _Trainer:
         self.tokens_per_step = case.seq_len * case.batch * case.micro_batches
         self.ctx = DistContext(device=torch.device(case.device))
 
-    def steps(self, n: int, fused: bool):
+    def new_lens(self):
         from tuned_lens.nn import TunedLens
+
+        return TunedLens.from_model(self.model)
+
+    def steps(self, n: int, fused: bool, lens=None):
+        """Train ``lens`` (default: a fresh one) for ``n`` steps."""
         from tuned_lens.training.train_loop import TrainConfig, train_lens
 
-        lens = TunedLens.from_model(self.model)
         config = TrainConfig(
             num_steps=n,
             tokens_per_step=self.tokens_per_step,
             per_gpu_batch_size=self.case.batch,
             progress=False,
+            fused_loss=fused,
+            loss_chunk_size=CHUNK_SIZE,
         )
-        config.fused_loss = fused
-        if CHUNK_SIZE is not None:
-            config.loss_chunk_size = CHUNK_SIZE
+        lens = self.new_lens() if lens is None else lens
         return train_lens(self.model, lens, self.chunks, config, ctx=self.ctx)
 
 
@@ -288,11 +293,13 @@ def run_case(
 
 
 def _child_step_peak(case: Case, fused: bool) -> dict:
-    """(In a fresh process.) Resident memory one training step adds, after a warm-up step."""
+    """(In a fresh process.) Resident memory one training step adds, after a warm-up step of
+    the same lens (so the lens, its gradients and the optimiser's state exist already)."""
     trainer = _Trainer(case)
-    trainer.steps(1, fused)
+    lens = trainer.new_lens()
+    trainer.steps(1, fused, lens)
     rss = _rss_checkpoint()
-    trainer.steps(1, fused)
+    trainer.steps(1, fused, lens)
     return {"peak_mib": (_status_kib("VmHWM") - rss) / 1024}
 
 
