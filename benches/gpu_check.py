@@ -10,7 +10,8 @@ and the test extras, then run this script once::
 
 It prints, as markdown:
 
-1. the CUDA tests (the torch twin on CUDA tensors, ``keep_device`` on CUDA) via pytest;
+1. the CUDA tests (the torch twin on CUDA tensors, ``keep_device`` on CUDA, the fused lens
+   loss on CUDA against float64 on the CPU) via pytest;
 2. every torch-twin statistic on a CUDA tensor of (13, 512, 50304) float32 and bfloat16,
    beside the device's read bandwidth measured in the same run (``torch.amax`` over the same
    tensor), as GB/s and % of that bandwidth;
@@ -82,6 +83,7 @@ def run_cuda_tests() -> dict[str, Any]:
         "no:cacheprovider",
         str(ROOT / "tests/lens_stats/test_torch_twin.py"),
         str(ROOT / "tests/lens_stats/test_keep_device.py"),
+        str(ROOT / "tests/train/test_fused_loss.py"),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     tail = proc.stdout.strip().splitlines()[-1:] or [proc.stderr.strip()[-300:]]

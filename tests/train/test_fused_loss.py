@@ -182,6 +182,9 @@ def test_auto_chunk_size_bounds_the_block():
         assert chunk & (chunk - 1) == 0 and 256 <= chunk <= 16384
         assert chunk * rows <= BLOCK_ELEMENTS or chunk == 256
         assert chunk == 16384 or 2 * chunk * rows > BLOCK_ELEMENTS
+    # An accelerator gets 8× the block (rows 8192 of a long-context micro-batch: C = 4096).
+    assert auto_chunk_size(8192, "cuda") == 4096 == 8 * auto_chunk_size(8192, "cpu")
+    assert auto_chunk_size(8192, torch.device("meta")) == 4096
 
 
 def _chunks(vocab: int, seq_len: int = 32, count: int = 24) -> PackedChunks:
@@ -300,3 +303,39 @@ def test_bfloat16_model_under_autocast_gives_the_same_losses():
         assert torch.isfinite(fused[name]).all()
         scale = tensor.float().abs().max().item()
         torch.testing.assert_close(fused[name], tensor, rtol=0.05, atol=0.05 * scale)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("loss", ["KL", "CE"])
+def test_fused_loss_on_cuda_equals_the_cpu(loss):
+    """On CUDA (float32, then bfloat16 matmuls as autocast gives them) the fused layer losses
+    and gradients equal the float64 CPU ones, all layers stacked in one pass."""
+    torch.manual_seed(7)
+    weight, bias = torch.randn(300, 16, dtype=torch.float64), torch.randn(300, dtype=torch.float64)
+    hidden = torch.randn(4, 2, 9, 16, dtype=torch.float64)
+    model_logits = torch.randn(2, 9, 300, dtype=torch.float64)
+    ids = torch.randint(0, 300, (2, 9))
+    shift = 1 if loss == "CE" else 0
+
+    def run(device, dtype, matmul_dtype=None):
+        head = FusedHead(weight.to(device, dtype), bias.to(device, dtype), (), matmul_dtype)
+        states = hidden.to(device, dtype).detach().requires_grad_(True)
+        values = layer_losses(
+            model_logits.to(device, dtype),
+            ids.to(device),
+            lambda layer: _reference_logits(states[layer], head),
+            4,
+            loss=loss,
+            token_shift=shift,
+            scale=1.0,
+            head=head,
+            lens_state_fn=lambda layer: states[layer],
+            chunk_size=None,
+        )
+        return torch.stack(list(values)).cpu().double(), states.grad.cpu().double()
+
+    want = run("cpu", torch.float64)
+    for matmul_dtype, tol in ((None, 1e-5), (torch.bfloat16, 3e-2)):
+        got = run("cuda", torch.float32, matmul_dtype)
+        torch.testing.assert_close(got[0], want[0], rtol=tol, atol=tol)
+        torch.testing.assert_close(got[1], want[1], rtol=tol, atol=tol)
