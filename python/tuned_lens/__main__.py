@@ -239,6 +239,19 @@ def _add_train_args(train: argparse.ArgumentParser) -> None:
         help="default: min(1000, num_steps // 5) for ADAM, 0 for SGD",
     )
     _add_bool(t, "--progress", default=True, help="show a progress bar")
+    _add_bool(
+        t,
+        "--fused_loss",
+        default=True,
+        help="the loss fused with the unembedding, a chunk of the vocabulary at a time "
+        "(--nofused_loss: materialise each layer's logits; same lens, more memory)",
+    )
+    t.add_argument(
+        "--loss_chunk_size",
+        type=int,
+        default=None,
+        help="vocabulary rows per chunk of the fused loss (default: automatic)",
+    )
 
 
 def _add_eval_args(ev: argparse.ArgumentParser) -> None:

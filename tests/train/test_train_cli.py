@@ -158,3 +158,19 @@ def test_flag_spellings_map_python_names_to_the_flags():
     assert train["text_column"] == "--text_column" and train["progress"] == "--progress"
     ev = parser.parse_args(["eval", "--model.name", "m", "-o", "o"]).flags
     assert ev["per_gpu_batch_size"].startswith("--dist.per_gpu_batch_size")
+
+
+def test_fused_loss_flags_reach_the_config(tmp_path, capsys):
+    """``--nofused_loss`` / ``--loss_chunk_size`` become the TrainConfig fields, and a chunk
+    below 1 is refused naming the flag."""
+    from tuned_lens.training.flags import train_config
+
+    parser = build_parser()
+    base = ["train", "--model.name", "m", "-o", "o"]
+    default = train_config(parser.parse_args(base))
+    assert default.fused_loss is True and default.loss_chunk_size is None
+    chosen = train_config(parser.parse_args([*base, "--nofused_loss", "--loss_chunk_size", "512"]))
+    assert chosen.fused_loss is False and chosen.loss_chunk_size == 512
+    code = main(["train", "--model.name", "m", "-o", str(tmp_path / "o"), "--loss_chunk_size", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--loss_chunk_size must be >= 1, got 0" in err

@@ -92,6 +92,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         init=args.init,
         init_tokens=args.init_tokens,
         recipe=args.recipe,
+        fused_loss=args.fused_loss,
+        loss_chunk_size=args.loss_chunk_size,
     )
 
 

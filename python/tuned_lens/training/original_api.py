@@ -355,6 +355,7 @@ class Train:
             **{k: getattr(opt, k) for k in ("weight_decay", "lr_scale", "momentum", "zero")},
             warmup_steps=opt.warmup_steps,
             **{"rank": None, "init": "identity", "init_tokens": None, "recipe": "original"},
+            **{"fused_loss": True, "loss_chunk_size": None},
         )
         return run_train(
             model_spec=args.model_spec,
