@@ -128,9 +128,10 @@ pub struct Normalisers {
 const RESHIFT_ABOVE: f32 = 60.0;
 
 /// `(Σ exp(x - shift), Σ exp(x - shift)·(x - shift), max x)` over one block (f32 lanes, the sums
-/// in f64). NaN propagates into the sums and is skipped by the max.
+/// in f64). NaN propagates into the sums and is skipped by the max. The generic definition of
+/// [`Isa::block_sums`].
 #[inline(always)]
-fn block_sums<I: Isa, E: Elem, const WEIGHTED: bool>(
+pub(crate) fn block_sums_lanes<I: Isa, E: Elem, const WEIGHTED: bool>(
     block: &[E::Raw],
     shift: f32,
     prefetch_next: bool,
@@ -192,10 +193,10 @@ pub fn online_normalisers<I: Isa, E: Elem, const WEIGHTED: bool>(row: &[E::Raw])
         } else {
             max
         };
-        let (mut s, mut w, block_max) = block_sums::<I, E, WEIGHTED>(block, shift, true);
+        let (mut s, mut w, block_max) = I::block_sums::<E, WEIGHTED>(block, shift, true);
         if block_max > shift + RESHIFT_ABOVE {
             shift = block_max;
-            (s, w, _) = block_sums::<I, E, WEIGHTED>(block, shift, false);
+            (s, w, _) = I::block_sums::<E, WEIGHTED>(block, shift, false);
         }
         let new_max = if block_max > max { block_max } else { max };
         let reference = safe_shift(new_max);
@@ -209,5 +210,95 @@ pub fn online_normalisers<I: Isa, E: Elem, const WEIGHTED: bool>(row: &[E::Raw])
         max: safe_shift(max),
         sum,
         weighted,
+    }
+}
+
+#[cfg(all(test, any(target_arch = "x86", target_arch = "x86_64")))]
+mod tests {
+    use super::*;
+    use crate::elem::F32;
+    use crate::simd::{Avx2, IsaKind};
+
+    /// The AVX2 copy with the generic block loop ([`block_sums_lanes`]): what the AVX2 copy
+    /// computed before its loop was hand-written.
+    #[derive(Clone, Copy)]
+    struct Avx2Lanes;
+
+    impl Isa for Avx2Lanes {
+        const FUSED: bool = true;
+        fn fma(a: f32, b: f32, c: f32) -> f32 {
+            Avx2::fma(a, b, c)
+        }
+        fn f16x16(src: &[u16]) -> [f32; LANES] {
+            Avx2::f16x16(src)
+        }
+        fn bf16x16(src: &[u16]) -> [f32; LANES] {
+            Avx2::bf16x16(src)
+        }
+        fn add16(a: [f32; LANES], b: [f32; LANES]) -> [f32; LANES] {
+            Avx2::add16(a, b)
+        }
+        fn fma16(a: [f32; LANES], b: [f32; LANES], c: [f32; LANES]) -> [f32; LANES] {
+            Avx2::fma16(a, b, c)
+        }
+        fn max16(x: [f32; LANES], top: [f32; LANES]) -> [f32; LANES] {
+            Avx2::max16(x, top)
+        }
+        fn exp16_spilled(x: [f32; LANES]) -> [f32; LANES] {
+            Avx2::exp16_spilled(x)
+        }
+        fn exp16(x: [f32; LANES]) -> [f32; LANES] {
+            Avx2::exp16(x)
+        }
+    }
+
+    /// Whole rows, blocks whose max jumps far above the running one (redone against their own
+    /// max: the hand-written loop's lanes above `EXP_CLAMP` are garbage there) included.
+    #[test]
+    fn avx2_normalisers_are_bit_identical_to_the_generic_loop() {
+        if !IsaKind::available().contains(&IsaKind::Avx2) {
+            return;
+        }
+        let n = 5 * SUM_BLOCK + 300;
+        let base: Vec<f32> = (0..n)
+            .map(|i| -(((i * 2_654_435_761) % 1000) as f32) * 0.013)
+            .collect();
+        let jumps: [&[(usize, f32)]; 6] = [
+            &[],
+            &[(1500, 100.0)],
+            &[(1500, 59.0), (3000, 200.0), (4200, 1e30)],
+            &[(0, f32::NEG_INFINITY), (2100, f32::INFINITY)],
+            &[(10, -1e30), (2500, f32::NAN)],
+            &[(5000, 88.4), (5100, 88.6), (5200, 300.0)],
+        ];
+        for set in jumps {
+            let mut row = base.clone();
+            for &(at, v) in set {
+                row[at] = v;
+            }
+            for masked_start in [0, 1100] {
+                let mut row = row.clone();
+                row[..masked_start].fill(f32::NEG_INFINITY);
+                let hand = online_normalisers::<Avx2, F32, true>(&row);
+                let generic = online_normalisers::<Avx2Lanes, F32, true>(&row);
+                let bits =
+                    |v: Normalisers| (v.max.to_bits(), v.sum.to_bits(), v.weighted.to_bits());
+                if hand.sum.is_nan() && generic.sum.is_nan() {
+                    continue;
+                }
+                assert_eq!(
+                    bits(hand),
+                    bits(generic),
+                    "{set:?}: {hand:?} vs {generic:?}"
+                );
+                let hand = online_normalisers::<Avx2, F32, false>(&row);
+                let generic = online_normalisers::<Avx2Lanes, F32, false>(&row);
+                assert_eq!(
+                    bits(hand),
+                    bits(generic),
+                    "{set:?}: {hand:?} vs {generic:?}"
+                );
+            }
+        }
     }
 }

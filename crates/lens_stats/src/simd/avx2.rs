@@ -35,7 +35,7 @@ const _: () = assert!(EXP_MAX * LOG2_E < 127.5);
 /// `entropy_from_logits`, the block max) in stack slots, stored and reloaded every vector; a
 /// single 64-byte access lets it keep them in two registers, as in the AVX-512 copy.
 #[inline(always)]
-fn load(a: &[f32; LANES]) -> (__m256, __m256) {
+pub(super) fn load(a: &[f32; LANES]) -> (__m256, __m256) {
     // SAFETY: `__m512` is a plain 64-byte type (no AVX-512 operation is used on it; the
     // compiler splits it into two 256-bit registers): the read is in bounds, unaligned-safe, and
     // every bit pattern is valid for both types.
@@ -47,30 +47,34 @@ fn load(a: &[f32; LANES]) -> (__m256, __m256) {
 }
 
 #[inline(always)]
-fn store(lo: __m256, hi: __m256) -> [f32; LANES] {
+pub(super) fn store(lo: __m256, hi: __m256) -> [f32; LANES] {
     // SAFETY: as in `load`.
     unsafe { std::mem::transmute::<[__m256; 2], [f32; LANES]>([lo, hi]) }
 }
 
-/// The constants of [`exp8`] and [`js8`], each as a whole 8-lane vector in memory.
+/// The constants of [`exp8`] and of the `asm!` forms (`avx2_loops`, `avx2_js`), each as a whole
+/// 8-lane vector in memory.
 #[repr(C, align(32))]
-struct Consts {
-    exp_min: [f32; 8],
-    exp_clamp: [f32; 8],
-    log2_e: [f32; 8],
-    magic: [f32; 8],
-    neg_ln2: [f32; 8],
+pub(super) struct Consts {
+    pub(super) exp_min: [f32; 8],
+    pub(super) exp_clamp: [f32; 8],
+    pub(super) log2_e: [f32; 8],
+    pub(super) magic: [f32; 8],
+    pub(super) neg_ln2: [f32; 8],
     /// `EXP_C5, EXP_C4, …, EXP_C1, 1`.
-    exp_c: [[f32; 8]; 6],
-    bias: [i32; 8],
-    neg_max: [f32; 8],
-    sign: [f32; 8],
-    one: [f32; 8],
+    pub(super) exp_c: [[f32; 8]; 6],
+    pub(super) bias: [i32; 8],
+    /// `ROUND_MAGIC + 127`: the rounding sum then carries the biased exponent (see
+    /// `avx2_loops::exp8x2`).
+    pub(super) magic_biased: [f32; 8],
+    pub(super) neg_max: [f32; 8],
+    pub(super) sign: [f32; 8],
+    pub(super) one: [f32; 8],
     /// `LOG_HALF_H`.
-    h: [[f32; 8]; 9],
+    pub(super) h: [[f32; 8]; 9],
 }
 
-static CONSTS: Consts = Consts {
+pub(super) static CONSTS: Consts = Consts {
     exp_min: [EXP_MIN; 8],
     exp_clamp: [EXP_CLAMP; 8],
     log2_e: [LOG2_E; 8],
@@ -85,6 +89,7 @@ static CONSTS: Consts = Consts {
         [1.0; 8],
     ],
     bias: [127 << 23; 8],
+    magic_biased: [ROUND_MAGIC + 127.0; 8],
     neg_max: [-f32::MAX; 8],
     sign: [-0.0; 8],
     one: [1.0; 8],
@@ -103,19 +108,19 @@ static CONSTS: Consts = Consts {
 
 /// One constant of the table.
 #[inline(always)]
-unsafe fn k(v: &[f32; 8]) -> __m256 {
+pub(super) unsafe fn k(v: &[f32; 8]) -> __m256 {
     _mm256_load_ps(v.as_ptr())
 }
 
 /// `e^x` on 8 lanes, with the constants read from `c`.
 ///
 /// `c` is [`CONSTS`]; where the compiler can see that, it treats the values as constants,
-/// which is what `exp16` wants. `js8` and `exp16_spilled` hand it an opaque reference instead: with 16 registers
+/// which is what `exp16` wants. `exp16_spilled` hands it an opaque reference instead: with 16 registers
 /// and some 25 constants the compiler otherwise re-creates each spilled constant with a
 /// `vbroadcastss` (50 per 16 pairs, each an FP-pipe operation on Zen 3/4); loads from memory it
 /// cannot see into are folded into the arithmetic as memory operands (load ports only).
 #[inline(always)]
-unsafe fn exp8(x: __m256, c: &Consts) -> __m256 {
+pub(super) unsafe fn exp8(x: __m256, c: &Consts) -> __m256 {
     // min returns its second operand when one is NaN: NaN passes through. The clamp keeps
     // n <= 128, and n = 128 (every x above EXP_MAX rounds there) makes the exponent field
     // below all ones: 2^n is +inf, and so is the result (p > 0), without a compare and blend.
@@ -125,7 +130,7 @@ unsafe fn exp8(x: __m256, c: &Consts) -> __m256 {
 /// [`exp8`] of `x` given `xc = min(EXP_CLAMP, x)`; for `x <= 0` (or NaN) `xc` is `x` itself,
 /// one instruction saved (the Jensen–Shannon `u = e^d`, `d <= 0`).
 #[inline(always)]
-unsafe fn exp8_clamped(x: __m256, xc: __m256, c: &Consts) -> __m256 {
+pub(super) unsafe fn exp8_clamped(x: __m256, xc: __m256, c: &Consts) -> __m256 {
     // All ones except where x < EXP_MIN (-inf included; NaN compares "not less" and is kept):
     // those lanes are zeroed at the end, so their arithmetic never shows.
     let keep = _mm256_cmp_ps::<_CMP_NLT_UQ>(x, k(&c.exp_min));
@@ -143,50 +148,6 @@ unsafe fn exp8_clamped(x: __m256, xc: __m256, c: &Consts) -> __m256 {
     let bias = _mm256_load_si256(c.bias.as_ptr().cast::<__m256i>());
     let scale = _mm256_castsi256_ps(_mm256_add_epi32(bits, bias));
     _mm256_and_ps(_mm256_mul_ps(p, scale), keep)
-}
-
-/// [`super::math::js16_lanes_with`] (Estrin) on 8 lanes: the same operations in the same
-/// order (bit for bit the same terms).
-#[inline(always)]
-unsafe fn js8(lp: __m256, lq: __m256, c: &Consts) -> __m256 {
-    // finite_floor: `max(-MAX, x)` returns x when x is NaN (the second operand).
-    let x = _mm256_max_ps(k(&c.neg_max), lp);
-    let y = _mm256_max_ps(k(&c.neg_max), lq);
-    // `x > y ? x : y`.
-    let high = _mm256_max_ps(x, y);
-    // -|x - y|: set the sign bit.
-    let d = _mm256_or_ps(_mm256_sub_ps(x, y), k(&c.sign));
-    let p_high = exp8(high, c);
-    let u = exp8_clamped(d, d, c);
-    let p_low = _mm256_mul_ps(p_high, u);
-    // Estrin's scheme, as `math::log_half_one_plus_estrin`.
-    let u2 = _mm256_mul_ps(u, u);
-    let u4 = _mm256_mul_ps(u2, u2);
-    let a0 = _mm256_fmadd_ps(k(&c.h[1]), u, k(&c.h[0]));
-    let a1 = _mm256_fmadd_ps(k(&c.h[3]), u, k(&c.h[2]));
-    let a2 = _mm256_fmadd_ps(k(&c.h[5]), u, k(&c.h[4]));
-    let a3 = _mm256_fmadd_ps(k(&c.h[7]), u, k(&c.h[6]));
-    let b0 = _mm256_fmadd_ps(a1, u2, a0);
-    let b1 = _mm256_fmadd_ps(a3, u2, a2);
-    let h = _mm256_fmadd_ps(_mm256_fmadd_ps(k(&c.h[8]), u4, b1), u4, b0);
-    let g = _mm256_mul_ps(h, _mm256_sub_ps(u, k(&c.one)));
-    // fma(p_low, d, -(g (p_high + p_low))): negating is exact, so this is p_low d - g s
-    // rounded once.
-    let gs = _mm256_mul_ps(g, _mm256_add_ps(p_high, p_low));
-    _mm256_fmsub_ps(p_low, d, gs)
-}
-
-/// [`super::math::js16_lanes_with`] (Estrin) on 16 lanes.
-///
-/// # Safety
-/// AVX2 and FMA must be present.
-#[inline(always)]
-pub(super) unsafe fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
-    // Two opaque copies of the reference: one per half, so that the halves do not share (and
-    // keep live across each other) the loaded constants.
-    let (c0, c1) = (std::hint::black_box(&CONSTS), std::hint::black_box(&CONSTS));
-    let ((p0, p1), (q0, q1)) = (load(&lp), load(&lq));
-    store(js8(p0, q0, c0), js8(p1, q1, c1))
 }
 
 /// [`super::math::exp`] on 16 lanes.
@@ -257,48 +218,6 @@ pub(super) unsafe fn store16_stream(dst: &mut [f32], v: [f32; LANES]) {
 #[cfg(test)]
 mod tests {
     use super::super::{math, Avx2, IsaKind, LANES};
-
-    /// The hand-written `js16` gives the generic lane form's bits, special values included
-    /// (`-inf` on one or both sides, NaN, equal entries, far-apart entries).
-    #[test]
-    fn js16_is_bit_identical_to_the_lane_form() {
-        if !IsaKind::available().contains(&IsaKind::Avx2) {
-            return;
-        }
-        let special = [f32::NEG_INFINITY, f32::NAN, -200.0, -90.0, 0.0, -1e-7];
-        let mut cases: Vec<(f32, f32)> = Vec::new();
-        for &a in &special {
-            for &b in &special {
-                cases.push((a, b));
-            }
-        }
-        for i in 0..20_000 {
-            let x = -(i as f32) * 0.0037;
-            cases.push((x, -((i * 7919 % 20_000) as f32) * 0.0041));
-            cases.push((x, x - 1e-3 * (i % 17) as f32));
-        }
-        for chunk in cases.chunks(LANES) {
-            let lp: [f32; LANES] = std::array::from_fn(|j| chunk.get(j).map_or(-1.0, |c| c.0));
-            let lq: [f32; LANES] = std::array::from_fn(|j| chunk.get(j).map_or(-2.0, |c| c.1));
-            // SAFETY: AVX2 and FMA are present (checked above).
-            let hand = unsafe { super::js16(lp, lq) };
-            let generic = math::js16_lanes_with::<Avx2, true>(lp, lq);
-            for j in 0..LANES {
-                if hand[j].is_nan() && generic[j].is_nan() {
-                    continue; // the sign of a NaN is not specified
-                }
-                assert_eq!(
-                    hand[j].to_bits(),
-                    generic[j].to_bits(),
-                    "js({}, {}): {} vs {}",
-                    lp[j],
-                    lq[j],
-                    hand[j],
-                    generic[j]
-                );
-            }
-        }
-    }
 
     /// The hand-written `exp16` gives the generic lane loop's bits wherever that one is finite
     /// and nonzero, and the same special values (run outside a `target_feature` frame: slower,

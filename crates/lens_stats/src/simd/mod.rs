@@ -11,12 +11,18 @@
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod avx2;
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod avx2_js;
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod avx2_loops;
 pub mod math;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 pub mod select;
 
 use std::sync::OnceLock;
+
+use crate::elem::Elem;
 
 /// Width of every lane array. 16 f32 = one AVX-512 register, two AVX2 registers.
 pub const LANES: usize = 16;
@@ -86,6 +92,16 @@ pub trait Isa: Copy + Send + Sync + 'static {
     #[inline(always)]
     fn exp16(x: [f32; LANES]) -> [f32; LANES] {
         math::exp16_lanes::<Self>(x)
+    }
+    /// One block of the online softmax normalisers (`reduce::block_sums_lanes`);
+    /// hand-written for AVX2, where the generic loop kept its state in memory.
+    #[inline(always)]
+    fn block_sums<E: Elem, const WEIGHTED: bool>(
+        block: &[E::Raw],
+        shift: f32,
+        prefetch_next: bool,
+    ) -> (f64, f64, f32) {
+        crate::reduce::block_sums_lanes::<Self, E, WEIGHTED>(block, shift, prefetch_next)
     }
 }
 
@@ -179,7 +195,7 @@ pub fn bf16_to_f32(h: u16) -> f32 {
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod x86 {
-    use super::{Isa, LANES};
+    use super::{Elem, Isa, LANES};
     #[cfg(target_arch = "x86")]
     use std::arch::x86::*;
     #[cfg(target_arch = "x86_64")]
@@ -248,7 +264,16 @@ mod x86 {
 
         #[inline(always)]
         fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
-            unsafe { super::avx2::js16(lp, lq) }
+            unsafe { super::avx2_js::js16(lp, lq) }
+        }
+
+        #[inline(always)]
+        fn block_sums<E: Elem, const WEIGHTED: bool>(
+            block: &[E::Raw],
+            shift: f32,
+            prefetch_next: bool,
+        ) -> (f64, f64, f32) {
+            unsafe { super::avx2_loops::block_sums::<E, WEIGHTED>(block, shift, prefetch_next) }
         }
 
         #[inline(always)]
