@@ -20,16 +20,23 @@ use crate::PerRow;
 pub(crate) fn row_entropy<I: Isa, E: Elem>(row: &[E::Raw]) -> f64 {
     let mut total = 0.0f64;
     for block in row.chunks(SUM_BLOCK) {
-        let mut acc = [0.0f32; LANES];
-        for x in Lanes::<I, E>::new(block) {
-            let p = exp16::<I>(x);
-            for j in 0..LANES {
-                acc[j] = I::fma(p[j], finite_floor(x[j]), acc[j]);
-            }
-        }
-        total += hsum(&acc);
+        total += I::plogp_sum::<E>(block);
     }
     -total
+}
+
+/// `Σ exp(lp) finite_floor(lp)` over one block (f32 lanes, summed in f64): the generic
+/// definition of [`Isa::plogp_sum`].
+#[inline(always)]
+pub(crate) fn plogp_sum_lanes<I: Isa, E: Elem>(block: &[E::Raw]) -> f64 {
+    let mut acc = [0.0f32; LANES];
+    for x in Lanes::<I, E>::new(block) {
+        let p = exp16::<I>(x);
+        for j in 0..LANES {
+            acc[j] = I::fma(p[j], finite_floor(x[j]), acc[j]);
+        }
+    }
+    hsum(&acc)
 }
 
 /// Entropy of `softmax(row)` without materialising it (one streaming pass).

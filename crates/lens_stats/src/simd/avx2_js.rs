@@ -1,13 +1,13 @@
-//! The AVX2 + FMA Jensen–Shannon terms of 16 pairs ([`super::math::js16_lanes_with`], Estrin) as
-//! one `asm!` block.
+//! The AVX2 + FMA Jensen–Shannon terms of 16 pairs ([`super::math::js16_lanes_with`], Estrin) and
+//! the entropy's block sum (`entropy::plogp_sum_lanes`) as `asm!` blocks.
 //!
-//! Written with intrinsics (two 8-lane halves, 23 constants) the loop took ~160 instructions
+//! Written with intrinsics (two 8-lane halves, 23 constants) the JS loop took ~160 instructions
 //! per 16 pairs, ~50 of them loads: each constant was a memory operand of each half, or
 //! re-created by `vbroadcastss`, or spilled, as the compiler's register allocation went. Here
-//! both halves run their two `exp`s in lock step with each constant loaded once into a
-//! register, and the `ln((1 + u)/2)` polynomial takes its coefficients as memory operands,
-//! half after half: ~120 instructions, 13 registers. The operations and their order per lane
-//! are those of the intrinsics form, so the terms are bit for bit the same.
+//! both halves run their `exp`s in lock step with each constant loaded once into a register,
+//! and the `ln((1 + u)/2)` polynomial takes its coefficients as memory operands, half after
+//! half: ~120 instructions, 13 registers. The operations and their order per lane are those of
+//! the intrinsics form, so the results are bit for bit the same.
 //!
 //! Every function here is `unsafe`: it may only run on a CPU with AVX2 and FMA (see `avx2.rs`).
 
@@ -19,7 +19,9 @@ use std::arch::x86_64::*;
 use std::mem::offset_of;
 
 use super::avx2::{load, store, Consts, CONSTS};
-use super::LANES;
+use super::math::hsum;
+use super::{prefetch_ahead, LANES};
+use crate::elem::Elem;
 
 /// `e^x` on two halves in lock step (AT&T syntax): `{$xa}`, `{$xb}` are the (clamped) inputs of
 /// the reduction, `{$ka}`, `{$kb}` the values compared with `EXP_MIN`, `{$pa}`, `{$pb}` the
@@ -250,6 +252,68 @@ pub(super) unsafe fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
     store(t0, t1)
 }
 
+/// `acc += e^x finite_floor(x)` for one 16-lane vector `(x0, x1)`: the generic entropy step
+/// (`exp16`, then `fma(p, finite_floor(x), acc)`), lane for lane the same operations.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn plogp_step(acc: &mut [__m256; 2], x0: __m256, x1: __m256) {
+    let [a0, a1] = acc;
+    // SAFETY: reads only `CONSTS` (every offset is a field of it) and registers; AVX2 and FMA
+    // are present (the caller's contract).
+    std::arch::asm!(
+        // xc = min(EXP_CLAMP, x), as in `exp8` (NaN passes through).
+        "vmovaps {o_clamp}({c}), {v4}",
+        "vminps {v0}, {v4}, {v2}",
+        "vminps {v1}, {v4}, {v3}",
+        exp2!("v2", "v3", "v0", "v1", "v2", "v3"),
+        // finite_floor: `max(-MAX, x)` returns x when x is NaN (the second operand).
+        "vmovaps {o_nm}({c}), {v4}",
+        "vmaxps {v0}, {v4}, {v0}",
+        "vmaxps {v1}, {v4}, {v1}",
+        "vfmadd231ps {v0}, {v2}, {a0}",
+        "vfmadd231ps {v1}, {v3}, {a1}",
+        v0 = inout(ymm_reg) x0 => _, v1 = inout(ymm_reg) x1 => _,
+        v2 = out(ymm_reg) _, v3 = out(ymm_reg) _, v4 = out(ymm_reg) _,
+        v7 = out(ymm_reg) _, v8 = out(ymm_reg) _, v9 = out(ymm_reg) _,
+        v10 = out(ymm_reg) _,
+        a0 = inout(ymm_reg) *a0, a1 = inout(ymm_reg) *a1,
+        c = in(reg) &CONSTS,
+        o_nm = const offset_of!(Consts, neg_max),
+        o_clamp = const offset_of!(Consts, exp_clamp),
+        o_log2e = const offset_of!(Consts, log2_e),
+        o_magic = const offset_of!(Consts, magic_biased),
+        o_nl2 = const offset_of!(Consts, neg_ln2),
+        o_p = const offset_of!(Consts, exp_c),
+        o_min = const offset_of!(Consts, exp_min),
+        options(att_syntax, nostack, readonly, preserves_flags),
+    );
+}
+
+/// The AVX2 form of `entropy::plogp_sum_lanes`: `Σ e^x finite_floor(x)` over one block.
+///
+/// # Safety
+/// AVX2 and FMA must be present.
+#[inline(always)]
+pub(super) unsafe fn plogp_sum<E: Elem>(block: &[E::Raw]) -> f64 {
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let chunks = block.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        prefetch_ahead(chunk.as_ptr());
+        let (x0, x1) = load(&E::load16::<super::Avx2>(chunk));
+        plogp_step(&mut acc, x0, x1);
+    }
+    if !tail.is_empty() {
+        let mut padded = [f32::NEG_INFINITY; LANES];
+        for (p, &raw) in padded.iter_mut().zip(tail) {
+            *p = E::get(raw);
+        }
+        let (x0, x1) = load(&padded);
+        plogp_step(&mut acc, x0, x1);
+    }
+    hsum(&store(acc[0], acc[1]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{math, Avx2, IsaKind, LANES};
@@ -307,6 +371,70 @@ mod tests {
                     generic[j]
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod plogp_tests {
+    use super::super::{Avx2, IsaKind};
+    use crate::elem::{Bf16, Elem, F16, F32};
+    use crate::entropy::plogp_sum_lanes;
+
+    fn check<E: Elem>(block: &[E::Raw]) {
+        // SAFETY: AVX2 and FMA are present (checked by the caller).
+        let hand = unsafe { super::plogp_sum::<E>(block) };
+        let generic = plogp_sum_lanes::<Avx2, E>(block);
+        assert!(
+            hand.to_bits() == generic.to_bits() || (hand.is_nan() && generic.is_nan()),
+            "{hand} vs {generic}"
+        );
+    }
+
+    /// The hand-written entropy block gives the generic one's bits: ordinary, masked, NaN,
+    /// huge, tiny, subnormal and positive entries, the `exp` range's edges, padded tails.
+    #[test]
+    fn plogp_sum_is_bit_identical_to_the_lane_form() {
+        if !IsaKind::available().contains(&IsaKind::Avx2) {
+            return;
+        }
+        let special = [
+            f32::NEG_INFINITY,
+            -1e30,
+            -87.33,
+            -87.34,
+            -1e-40,
+            1e-40,
+            -0.0,
+            0.0,
+            88.4,
+            88.6,
+            1e30,
+            f32::INFINITY,
+        ];
+        for len in [1024usize, 1000, 37, 5] {
+            let mut block: Vec<f32> = (0..len)
+                .map(|i| -(((i * 2_654_435_761) % 4000) as f32) * 0.023)
+                .collect();
+            check::<F32>(&block);
+            for (i, &v) in special.iter().enumerate() {
+                block[(i * 97) % len] = v;
+            }
+            check::<F32>(&block);
+            let bf16: Vec<u16> = block.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+            check::<Bf16>(&bf16);
+            let f16: Vec<u16> = (0..len)
+                .map(|i| (0xbc00 + (i * 37) % 0x3ff) as u16)
+                .collect();
+            check::<F16>(&f16);
+            block[len / 3] = f32::NAN;
+            check::<F32>(&block);
+        }
+        // Entry by entry: each special value alone among ordinary ones.
+        for &v in &special {
+            let mut block = vec![-2.5f32; 40];
+            block[17] = v;
+            check::<F32>(&block);
         }
     }
 }

@@ -103,6 +103,11 @@ pub trait Isa: Copy + Send + Sync + 'static {
     ) -> (f64, f64, f32) {
         crate::reduce::block_sums_lanes::<Self, E, WEIGHTED>(block, shift, prefetch_next)
     }
+    /// One block of the entropy (`entropy::plogp_sum_lanes`); hand-written for AVX2.
+    #[inline(always)]
+    fn plogp_sum<E: Elem>(block: &[E::Raw]) -> f64 {
+        crate::entropy::plogp_sum_lanes::<Self, E>(block)
+    }
 }
 
 /// Portable code: whatever the compilation target allows.
@@ -274,6 +279,11 @@ mod x86 {
             prefetch_next: bool,
         ) -> (f64, f64, f32) {
             unsafe { super::avx2_loops::block_sums::<E, WEIGHTED>(block, shift, prefetch_next) }
+        }
+
+        #[inline(always)]
+        fn plogp_sum<E: Elem>(block: &[E::Raw]) -> f64 {
+            unsafe { super::avx2_js::plogp_sum::<E>(block) }
         }
 
         #[inline(always)]
