@@ -95,6 +95,8 @@ unsafe fn step<const WEIGHTED: bool>(s: &mut State, x0: __m256, x1: __m256, shif
     let [m0, m1] = &mut s.top;
     macro_rules! run {
         ($($extra:literal),*) => {
+            // SAFETY: reads only `CONSTS` (every offset is a field of it), `shift` (8 aligned
+            // f32) and registers; AVX2 and FMA are present (the caller's contract).
             std::arch::asm!(
                 // `vmaxps(x, top)`: a NaN `x` leaves `top`.
                 "vmaxps {m0}, {x0}, {m0}",
