@@ -11,9 +11,10 @@
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod avx2;
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+// The `asm!` forms use up to 16 vector registers: x86-64 only (32-bit x86 has 8).
+#[cfg(target_arch = "x86_64")]
 mod avx2_js;
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[cfg(target_arch = "x86_64")]
 mod avx2_loops;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod avx512;
@@ -267,9 +268,14 @@ mod x86 {
 
         #[inline(always)]
         fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
-            unsafe { super::avx2_js::js16(lp, lq) }
+            #[cfg(target_arch = "x86_64")]
+            return unsafe { super::avx2_js::js16(lp, lq) };
+            // The definition of the `asm!` form (the same bits).
+            #[cfg(not(target_arch = "x86_64"))]
+            super::math::js16_lanes_with::<Self, true>(lp, lq)
         }
 
+        #[cfg(target_arch = "x86_64")]
         #[inline(always)]
         fn block_sums<E: Elem, const WEIGHTED: bool>(
             block: &[E::Raw],
@@ -279,6 +285,7 @@ mod x86 {
             unsafe { super::avx2_loops::block_sums::<E, WEIGHTED>(block, shift, prefetch_next) }
         }
 
+        #[cfg(target_arch = "x86_64")]
         #[inline(always)]
         fn plogp_sum<E: Elem>(block: &[E::Raw]) -> f64 {
             unsafe { super::avx2_js::plogp_sum::<E>(block) }
