@@ -82,6 +82,34 @@ def measure_read_bandwidth(
     }
 
 
+def plain_read_seconds(arrays: list[np.ndarray | torch.Tensor], *, threads: int) -> float:
+    """Seconds of one plain read of ``arrays`` now: the faster of the threaded integer OR and
+    ``torch.amax`` over integer views of the same memory (no copy). Timed right before a
+    statistic reads the same bytes, it is that statistic's ceiling at that moment (a shared
+    machine's bandwidth drifts by 2× within minutes)."""
+    flat = [
+        (a if isinstance(a, np.ndarray) else a.view(torch.int16).numpy()).reshape(-1)
+        for a in arrays
+    ]
+    words = [a.view(np.uint64) for a in flat]
+    chunks = [c for w in words for c in np.array_split(w, threads)]
+    tensors = [torch.from_numpy(w.view(np.int64)) for w in words]
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        times = []
+        for run in (
+            _threaded(chunks, np.bitwise_or.reduce),
+            lambda: [t.amax() for t in tensors],
+        ):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(torch_threads)
+    return min(times)
+
+
 if __name__ == "__main__":
     import json
     import sys

@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _inputs import BenchInputs, make_float32, to_bfloat16  # noqa: E402
-from _membw import measure_read_bandwidth  # noqa: E402
+from _membw import measure_read_bandwidth, plain_read_seconds  # noqa: E402
 from bench_stats import CASES, CASES_BY_NAME, TARGETS, Case, K, Workspace  # noqa: E402
 from tuned_lens import lens_stats as ls  # noqa: E402
 
@@ -78,6 +78,7 @@ class Row:
     peak_extra_bytes: int | None = None
     peak_detail: dict[str, Any] | None = None
     f32_median: float | None = None  # the float32 row of the same shape, for bf16 rows
+    paired_pct: float | None = None  # median over runs of (statistic / plain read just before)
     targets: list[tuple[str, str]] = field(default_factory=list)  # (label, PASS/MISS/n/a)
 
 
@@ -103,6 +104,24 @@ def time_runs(fn: Callable[[], Any], runs: int, *, warmup: bool) -> list[float]:
         times.append(time.perf_counter() - start)
         del result
     return times
+
+
+def paired_share(case: Case, work: Workspace, args: argparse.Namespace) -> float:
+    """Median over ``--repeat`` pairs of the statistic's GB/s over the GB/s of a plain read of
+    its input arrays timed right before it (``_membw.plain_read_seconds``), in percent."""
+    inputs = work.inputs
+    arrays = [inputs.lp] if case.n_arrays < 2 else [inputs.lp, inputs.lq]
+    read_bytes = len(arrays) * inputs.array_bytes
+    shares = []
+    for _ in range(args.repeat):
+        gc.collect()
+        read = plain_read_seconds(arrays, threads=args.threads)
+        start = time.perf_counter()
+        result = case.ours(work)
+        took = time.perf_counter() - start
+        del result
+        shares.append(100 * (case.input_bytes(inputs) / took) / (read_bytes / read))
+    return statistics.median(shares)
 
 
 def time_original(case: Case, work: Workspace, runs: int) -> tuple[list[float], int]:
@@ -150,6 +169,9 @@ def run_case(
 
     row.ours.runs = time_runs(lambda: case.ours(work), args.repeat, warmup=True)
     log(f"  {case.name:<20} ours  {1e3 * row.ours.median:9.1f} ms")
+    if not case.reads_one_value_per_row:
+        row.paired_pct = paired_share(case, work, args)
+        log(f"  {case.name:<20} paired {row.paired_pct:7.0f}% of the read just before")
 
     # The baselines allocate full-size temporaries: skip one that would not fit in memory.
     need = case.original_extra * inputs.array_bytes * max(1, case.n_arrays)
@@ -220,7 +242,9 @@ def evaluate_targets(row: Row, case: Case, bandwidth_gbps: float) -> None:
         return "PASS" if value >= threshold else "MISS"
 
     gbps = row.input_bytes / row.ours.median / 1e9
-    pct = 100 * gbps / bandwidth_gbps
+    # The bandwidth targets are judged on the paired share where there is one: the ceiling of
+    # the same moment, not the best of two moments minutes apart.
+    pct = row.paired_pct if row.paired_pct is not None else 100 * gbps / bandwidth_gbps
     vs_numpy, vs_torch = _ratio(row.original, row.ours), _ratio(row.torch_cpu, row.ours)
     checks: list[tuple[str, str]] = []
     if row.dtype == "bfloat16":
@@ -266,14 +290,15 @@ def _fmt_mb(n: int | None) -> str:
 
 def format_table(rows: list[Row], bandwidth_gbps: float) -> str:
     header = (
-        "| statistic | shape | dtype | median ms | GB/s | % BW | × numpy (orig) | × torch "
-        "| peak extra (% input) | targets |"
+        "| statistic | shape | dtype | median ms | GB/s | % BW | % BW paired | × numpy (orig) "
+        "| × torch | peak extra (% input) | targets |"
     )
-    lines = [header, "|" + "---|" * 10]
+    lines = [header, "|" + "---|" * 11]
     for row in rows:
         name = f"{row.name}({K})" if row.name.startswith("top_k") else row.name
         median = row.ours.median
         case = CASES_BY_NAME[row.name]
+        paired_text = "—" if row.paired_pct is None else f"{row.paired_pct:.0f}%"
         if case.reads_one_value_per_row:
             gbps_text = pct_text = "— (1 value/row)"
         else:
@@ -289,7 +314,7 @@ def format_table(rows: list[Row], bandwidth_gbps: float) -> str:
         targets = ", ".join(f"{label} {verdict}" for label, verdict in row.targets)
         lines.append(
             f"| {name} | {'×'.join(map(str, row.shape))} | {row.dtype}{bf16} | {1e3 * median:.1f} "
-            f"| {gbps_text} | {pct_text} | {_fmt_ratio(row.original, row.ours)} "
+            f"| {gbps_text} | {pct_text} | {paired_text} | {_fmt_ratio(row.original, row.ours)} "
             f"| {_fmt_ratio(row.torch_cpu, row.ours)} | {peak} | {targets} |"
         )
     return "\n".join(lines)
