@@ -215,6 +215,43 @@ pub(super) unsafe fn store16_stream(dst: &mut [f32], v: [f32; LANES]) {
     _mm256_stream_ps(dst.as_mut_ptr().add(8), hi);
 }
 
+/// Values the hand-written forms' bit-identity tests plant among ordinary ones: masked,
+/// huge, tiny, subnormal and signed-zero entries and the `exp` range's edges on both sides.
+#[cfg(test)]
+pub(super) const SPECIAL_VALUES: [f32; 14] = [
+    f32::NEG_INFINITY,
+    -1e30,
+    -87.33,
+    -87.34,
+    -1e-40,
+    1e-40,
+    -0.0,
+    0.0,
+    88.0,
+    88.4,
+    88.6,
+    1e30,
+    f32::MAX,
+    f32::INFINITY,
+];
+
+/// `len` ordinary entries `offset - k · 0.023` (a scrambled `k` below 4000) for those tests.
+#[cfg(test)]
+pub(super) fn ordinary_block(len: usize, offset: f32) -> Vec<f32> {
+    (0..len)
+        .map(|i| offset - ((i * 2_654_435_761) % 4000) as f32 * 0.023)
+        .collect()
+}
+
+/// `block` with each of `special` planted at a spread-out position (wrapping for short blocks).
+#[cfg(test)]
+pub(super) fn plant(block: &mut [f32], special: &[f32]) {
+    let len = block.len();
+    for (i, &v) in special.iter().enumerate() {
+        block[(i * 97) % len] = v;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{math, Avx2, IsaKind, LANES};

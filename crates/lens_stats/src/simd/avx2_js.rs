@@ -372,6 +372,7 @@ mod tests {
 
 #[cfg(test)]
 mod plogp_tests {
+    use super::super::avx2::{ordinary_block, plant, SPECIAL_VALUES};
     use super::super::{Avx2, IsaKind};
     use crate::elem::{Bf16, Elem, F16, F32};
     use crate::entropy::plogp_sum_lanes;
@@ -393,28 +394,11 @@ mod plogp_tests {
         if !IsaKind::available().contains(&IsaKind::Avx2) {
             return;
         }
-        let special = [
-            f32::NEG_INFINITY,
-            -1e30,
-            -87.33,
-            -87.34,
-            -1e-40,
-            1e-40,
-            -0.0,
-            0.0,
-            88.4,
-            88.6,
-            1e30,
-            f32::INFINITY,
-        ];
+        let special = SPECIAL_VALUES;
         for len in [1024usize, 1000, 37, 5] {
-            let mut block: Vec<f32> = (0..len)
-                .map(|i| -(((i * 2_654_435_761) % 4000) as f32) * 0.023)
-                .collect();
+            let mut block = ordinary_block(len, 0.0);
             check::<F32>(&block);
-            for (i, &v) in special.iter().enumerate() {
-                block[(i * 97) % len] = v;
-            }
+            plant(&mut block, &special);
             check::<F32>(&block);
             let bf16: Vec<u16> = block.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
             check::<Bf16>(&bf16);

@@ -195,6 +195,7 @@ pub(super) unsafe fn block_sums<E: Elem, const WEIGHTED: bool>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::avx2::{ordinary_block, plant, SPECIAL_VALUES};
     use super::super::{Avx2, IsaKind};
     use crate::elem::{Bf16, Elem, F32};
     use crate::reduce::block_sums_lanes;
@@ -233,26 +234,15 @@ mod tests {
         if !IsaKind::available().contains(&IsaKind::Avx2) {
             return;
         }
-        let special = [
-            f32::NEG_INFINITY,
-            -1e30,
-            -87.33,
-            -87.34,
-            1e-40,
-            -1e-40,
-            0.0,
-            -0.0,
-            88.0,
-            f32::MAX,
-        ];
+        // Finite values only: a block max of +inf is its own case (the last one below).
+        let special: Vec<f32> = SPECIAL_VALUES
+            .into_iter()
+            .filter(|v| v.is_finite() || *v < 0.0)
+            .collect();
         for len in [1024usize, 1000, 37, 5] {
-            let mut block: Vec<f32> = (0..len)
-                .map(|i| 1.5 - ((i * 2_654_435_761) % 4000) as f32 * 0.023)
-                .collect();
+            let mut block = ordinary_block(len, 1.5);
             check::<F32>(&block, &[1.5, 7.0, -50.0, 0.0]);
-            for (i, &v) in special.iter().enumerate() {
-                block[(i * 97) % len] = v;
-            }
+            plant(&mut block, &special);
             let top = block.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
             check::<F32>(&block, &[top, top + 3.0, top - 59.0]);
             let bf16: Vec<u16> = block.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
