@@ -239,6 +239,11 @@ def _add_train_args(train: argparse.ArgumentParser) -> None:
         help="default: min(1000, num_steps // 5) for ADAM, 0 for SGD",
     )
     _add_bool(t, "--progress", default=True, help="show a progress bar")
+    _add_fused_loss_args(t)
+
+
+def _add_fused_loss_args(t: argparse._ArgumentGroup) -> None:
+    """``train``'s switches of the fused, chunked loss."""
     _add_bool(
         t,
         "--fused_loss",
