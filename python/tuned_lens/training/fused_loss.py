@@ -98,12 +98,14 @@ def auto_chunk_size(rows: int, device: torch.device | str = "cpu") -> int:
     return min(max(chunk, _MIN_CHUNK), _MAX_CHUNK)
 
 
-def _resolve_chunk(chunk_size: int | None, rows: int, device: torch.device) -> int:
-    if chunk_size is None:
-        return auto_chunk_size(rows, device)
-    if chunk_size < 1:
+def _check_chunk(chunk_size: int | None) -> None:
+    if chunk_size is not None and chunk_size < 1:
         raise InvalidInputError(f"chunk_size must be >= 1, got {chunk_size}", option="chunk_size")
-    return chunk_size
+
+
+def _resolve_chunk(chunk_size: int | None, rows: int, device: torch.device) -> int:
+    _check_chunk(chunk_size)
+    return auto_chunk_size(rows, device) if chunk_size is None else chunk_size
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ class FusedTarget:
         pb: ``Σ_v p_v b_v``, ``(N,)`` (zeros without a bias).
         neg_entropy: ``Σ_v p_v log p_v``, ``(N,)`` (zeros for CE).
         logits: KL only, the model's logits ``(*lead, V)`` with ``prod(lead) = N`` (a view).
-        log_norm: KL only, their per-row log-normaliser ``(N,)``.
+        log_norm: KL only, their per-row log-normaliser ``(N / tiles,)``.
         labels: CE only, ``(N,)`` label ids, clamped to ``[0, V)``.
         chunk_size: ``C`` of the loss's pass (``None``: :func:`auto_chunk_size` of its rows).
         tiles: the rows are ``tiles`` copies of the ``N / tiles`` rows of ``logits`` /
@@ -234,7 +236,7 @@ class FusedTarget:
         if self.logits is not None and self.log_norm is not None:
             block = self.logits[..., start:stop].reshape(n, stop - start)
             # Out of place: the reshape may be a view of the caller's logits.
-            out = (block.to(self.mass.dtype) - self.log_norm[:n].unsqueeze(-1)).exp_()
+            out = (block.to(self.mass.dtype) - self.log_norm.unsqueeze(-1)).exp_()
         else:
             assert self.labels is not None
             mass, labels = self.mass[:n], self.labels[:n]
@@ -323,8 +325,7 @@ def ce_target(
     Returns:
         A :class:`FusedTarget` over ``N = labels.numel()`` rows.
     """
-    if chunk_size is not None:
-        _resolve_chunk(chunk_size, 1, labels.device)
+    _check_chunk(chunk_size)
     flat = labels.reshape(-1)
     valid = flat != ignore_index
     vocab = head.vocab_size

@@ -20,7 +20,7 @@ import argparse
 import enum
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from tuned_lens.training.train_config import TrainResult
 
 _E = TypeVar("_E", bound=enum.Enum)
+
+# TrainConfig fields the original's Train has no field for; Train runs them at their defaults.
+_NEWER_TRAIN_SETTINGS = ("rank", "init", "init_tokens", "recipe", "fused_loss", "loss_chunk_size")
 
 __all__ = [
     "Data",
@@ -338,6 +341,7 @@ class Train:
         """
         from tuned_lens.training import flags  # cycle-ok: Train runs the engine re-exporting it
         from tuned_lens.training.commands import run_train  # cycle-ok: as above
+        from tuned_lens.training.train_config import TrainConfig  # cycle-ok: as above
 
         args = _flags(self.data, self.model, self.dist, output=Path(self.output))
         opt = self.optimizer
@@ -354,8 +358,8 @@ class Train:
             optimizer=_member(OptimizerOption, opt.optimizer, "optimizer").name,
             **{k: getattr(opt, k) for k in ("weight_decay", "lr_scale", "momentum", "zero")},
             warmup_steps=opt.warmup_steps,
-            **{"rank": None, "init": "identity", "init_tokens": None, "recipe": "original"},
-            **{"fused_loss": True, "loss_chunk_size": None},
+            # Settings the original did not have: the engine's own defaults.
+            **{f.name: f.default for f in fields(TrainConfig) if f.name in _NEWER_TRAIN_SETTINGS},
         )
         return run_train(
             model_spec=args.model_spec,
