@@ -65,7 +65,7 @@ pub(super) struct Consts {
     pub(super) exp_c: [[f32; 8]; 6],
     pub(super) bias: [i32; 8],
     /// `ROUND_MAGIC + 127`: the rounding sum then carries the biased exponent (see
-    /// `avx2_loops::exp8x2`).
+    /// `avx2_loops::exp2`).
     pub(super) magic_biased: [f32; 8],
     pub(super) neg_max: [f32; 8],
     pub(super) sign: [f32; 8],

@@ -1,5 +1,5 @@
-//! The AVX2 + FMA Jensen–Shannon terms of 16 pairs ([`super::math::js16_lanes_with`], Estrin) and
-//! the entropy's block sum (`entropy::plogp_sum_lanes`) as `asm!` blocks.
+//! The AVX2 + FMA Jensen–Shannon terms of 16 pairs ([`super::math::js16_lanes_with`], Estrin) as
+//! one `asm!` block (its exponentials are `avx2_loops::exp2`).
 //!
 //! Written with intrinsics (two 8-lane halves, 23 constants) the JS loop took ~160 instructions
 //! per 16 pairs, ~50 of them loads: each constant was a memory operand of each half, or
@@ -7,8 +7,8 @@
 //! both halves run their `exp`s in lock step, then the `ln((1 + u)/2)` polynomial half after
 //! half: ~115 instructions, 13 registers. Constants are memory operands wherever an
 //! instruction can take one (a folded load takes no register: these loops are bound by the
-//! vector registers in flight across their long chains; JS 1.19 -> 1.28 G pairs/s, entropy
-//! 4.0 -> 4.3 G elem/s against loading them into registers), else loaded once for both halves. The operations and their order per lane are those of
+//! vector registers in flight across their long chains; JS 1.19 -> 1.28 G pairs/s against
+//! loading them into registers), else loaded once for both halves. The operations and their order per lane are those of
 //! the intrinsics form, so the results are bit for bit the same.
 //!
 //! Every function here is `unsafe`: it may only run on a CPU with AVX2 and FMA (see `avx2.rs`).
@@ -21,106 +21,8 @@ use std::arch::x86_64::*;
 use std::mem::offset_of;
 
 use super::avx2::{load, store, Consts, CONSTS};
-use super::math::hsum;
-use super::{prefetch_ahead, LANES};
-use crate::elem::Elem;
-
-/// `e^x` on two halves in lock step (AT&T syntax): `{$xa}`, `{$xb}` are the (clamped) inputs of
-/// the reduction, `{$ka}`, `{$kb}` the values compared with `EXP_MIN`, `{$pa}`, `{$pb}` the
-/// results (they may be `$xa`, `$xb`). Temporaries `{v4}`, `{v7}`-`{v10}`. As `avx2::exp8`, but
-/// the rounding sum adds `ROUND_MAGIC + 127` (its low bits are then the biased exponent of `2^n`,
-/// no integer add of the bias): `n` and `2^n` are the same, as `xc log2 e + ROUND_MAGIC` is never
-/// a tie (`LOG2_E`'s mantissa is odd: `xc log2 e` is never an odd multiple of 1/2 below 2^8).
-macro_rules! exp2 {
-    ($xa:literal, $xb:literal, $ka:literal, $kb:literal, $pa:literal, $pb:literal) => {
-        concat!(
-            "vmovaps {",
-            $xa,
-            "}, {v7}\n",
-            "vmovaps {",
-            $xb,
-            "}, {v8}\n",
-            "vmovaps {o_magic}({c}), {v4}\n",
-            "vfmadd132ps {o_log2e}({c}), {v4}, {v7}\n",
-            "vfmadd132ps {o_log2e}({c}), {v4}, {v8}\n",
-            "vsubps {v4}, {v7}, {v9}\n",
-            "vsubps {v4}, {v8}, {v10}\n",
-            "vfmadd132ps {o_nl2}({c}), {",
-            $xa,
-            "}, {v9}\n",
-            "vfmadd132ps {o_nl2}({c}), {",
-            $xb,
-            "}, {v10}\n",
-            "vmovaps {o_p}({c}), {",
-            $pa,
-            "}\n",
-            "vmovaps {",
-            $pa,
-            "}, {",
-            $pb,
-            "}\n",
-            "vfmadd213ps {o_p}+32({c}), {v9}, {",
-            $pa,
-            "}\n",
-            "vfmadd213ps {o_p}+32({c}), {v10}, {",
-            $pb,
-            "}\n",
-            "vfmadd213ps {o_p}+64({c}), {v9}, {",
-            $pa,
-            "}\n",
-            "vfmadd213ps {o_p}+64({c}), {v10}, {",
-            $pb,
-            "}\n",
-            "vfmadd213ps {o_p}+96({c}), {v9}, {",
-            $pa,
-            "}\n",
-            "vfmadd213ps {o_p}+96({c}), {v10}, {",
-            $pb,
-            "}\n",
-            "vfmadd213ps {o_p}+128({c}), {v9}, {",
-            $pa,
-            "}\n",
-            "vfmadd213ps {o_p}+128({c}), {v10}, {",
-            $pb,
-            "}\n",
-            "vfmadd213ps {o_p}+160({c}), {v9}, {",
-            $pa,
-            "}\n",
-            "vfmadd213ps {o_p}+160({c}), {v10}, {",
-            $pb,
-            "}\n",
-            "vpslld $23, {v7}, {v7}\n",
-            "vpslld $23, {v8}, {v8}\n",
-            "vmulps {v7}, {",
-            $pa,
-            "}, {",
-            $pa,
-            "}\n",
-            "vmulps {v8}, {",
-            $pb,
-            "}, {",
-            $pb,
-            "}\n",
-            // Zero where the input is below EXP_MIN (NaN compares "not less" and is kept).
-            "vcmpnlt_uqps {o_min}({c}), {",
-            $ka,
-            "}, {v7}\n",
-            "vcmpnlt_uqps {o_min}({c}), {",
-            $kb,
-            "}, {v8}\n",
-            "vandps {v7}, {",
-            $pa,
-            "}, {",
-            $pa,
-            "}\n",
-            "vandps {v8}, {",
-            $pb,
-            "}, {",
-            $pb,
-            "}\n",
-        )
-    };
-}
+use super::avx2_loops::exp2;
+use super::LANES;
 
 /// The rest of one half's term from `{$d}` (= d), `{$ph}` (= p_high), `{$u}` (= u): the term in
 /// `{$pl}`; temporaries `{v8}`-`{v12}`. `p_low = p_high u`, Estrin's `H(u)` (coefficients as
@@ -247,68 +149,6 @@ pub(super) unsafe fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
     store(t0, t1)
 }
 
-/// `acc += e^x finite_floor(x)` for one 16-lane vector `(x0, x1)`: the generic entropy step
-/// (`exp16`, then `fma(p, finite_floor(x), acc)`), lane for lane the same operations.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn plogp_step(acc: &mut [__m256; 2], x0: __m256, x1: __m256) {
-    let [a0, a1] = acc;
-    // SAFETY: reads only `CONSTS` (every offset is a field of it) and registers; AVX2 and FMA
-    // are present (the caller's contract).
-    std::arch::asm!(
-        // xc = min(EXP_CLAMP, x), as in `exp8` (NaN passes through).
-        "vmovaps {o_clamp}({c}), {v4}",
-        "vminps {v0}, {v4}, {v2}",
-        "vminps {v1}, {v4}, {v3}",
-        exp2!("v2", "v3", "v0", "v1", "v2", "v3"),
-        // finite_floor: `max(-MAX, x)` returns x when x is NaN (the second operand).
-        "vmovaps {o_nm}({c}), {v4}",
-        "vmaxps {v0}, {v4}, {v0}",
-        "vmaxps {v1}, {v4}, {v1}",
-        "vfmadd231ps {v0}, {v2}, {a0}",
-        "vfmadd231ps {v1}, {v3}, {a1}",
-        v0 = inout(ymm_reg) x0 => _, v1 = inout(ymm_reg) x1 => _,
-        v2 = out(ymm_reg) _, v3 = out(ymm_reg) _, v4 = out(ymm_reg) _,
-        v7 = out(ymm_reg) _, v8 = out(ymm_reg) _, v9 = out(ymm_reg) _,
-        v10 = out(ymm_reg) _,
-        a0 = inout(ymm_reg) *a0, a1 = inout(ymm_reg) *a1,
-        c = in(reg) &CONSTS,
-        o_nm = const offset_of!(Consts, neg_max),
-        o_clamp = const offset_of!(Consts, exp_clamp),
-        o_log2e = const offset_of!(Consts, log2_e),
-        o_magic = const offset_of!(Consts, magic_biased),
-        o_nl2 = const offset_of!(Consts, neg_ln2),
-        o_p = const offset_of!(Consts, exp_c),
-        o_min = const offset_of!(Consts, exp_min),
-        options(att_syntax, nostack, readonly, preserves_flags),
-    );
-}
-
-/// The AVX2 form of `entropy::plogp_sum_lanes`: `Σ e^x finite_floor(x)` over one block.
-///
-/// # Safety
-/// AVX2 and FMA must be present.
-#[inline(always)]
-pub(super) unsafe fn plogp_sum<E: Elem>(block: &[E::Raw]) -> f64 {
-    let mut acc = [_mm256_setzero_ps(); 2];
-    let chunks = block.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        prefetch_ahead(chunk.as_ptr());
-        let (x0, x1) = load(&E::load16::<super::Avx2>(chunk));
-        plogp_step(&mut acc, x0, x1);
-    }
-    if !tail.is_empty() {
-        let mut padded = [f32::NEG_INFINITY; LANES];
-        for (p, &raw) in padded.iter_mut().zip(tail) {
-            *p = E::get(raw);
-        }
-        let (x0, x1) = load(&padded);
-        plogp_step(&mut acc, x0, x1);
-    }
-    hsum(&store(acc[0], acc[1]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::{math, Avx2, IsaKind, LANES};
@@ -366,54 +206,6 @@ mod tests {
                     generic[j]
                 );
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod plogp_tests {
-    use super::super::avx2::{ordinary_block, plant, SPECIAL_VALUES};
-    use super::super::{Avx2, IsaKind};
-    use crate::elem::{Bf16, Elem, F16, F32};
-    use crate::entropy::plogp_sum_lanes;
-
-    fn check<E: Elem>(block: &[E::Raw]) {
-        // SAFETY: AVX2 and FMA are present (checked by the caller).
-        let hand = unsafe { super::plogp_sum::<E>(block) };
-        let generic = plogp_sum_lanes::<Avx2, E>(block);
-        assert!(
-            hand.to_bits() == generic.to_bits() || (hand.is_nan() && generic.is_nan()),
-            "{hand} vs {generic}"
-        );
-    }
-
-    /// The hand-written entropy block gives the generic one's bits: ordinary, masked, NaN,
-    /// huge, tiny, subnormal and positive entries, the `exp` range's edges, padded tails.
-    #[test]
-    fn plogp_sum_is_bit_identical_to_the_lane_form() {
-        if !IsaKind::available().contains(&IsaKind::Avx2) {
-            return;
-        }
-        let special = SPECIAL_VALUES;
-        for len in [1024usize, 1000, 37, 5] {
-            let mut block = ordinary_block(len, 0.0);
-            check::<F32>(&block);
-            plant(&mut block, &special);
-            check::<F32>(&block);
-            let bf16: Vec<u16> = block.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
-            check::<Bf16>(&bf16);
-            let f16: Vec<u16> = (0..len)
-                .map(|i| (0xbc00 + (i * 37) % 0x3ff) as u16)
-                .collect();
-            check::<F16>(&f16);
-            block[len / 3] = f32::NAN;
-            check::<F32>(&block);
-        }
-        // Entry by entry: each special value alone among ordinary ones.
-        for &v in &special {
-            let mut block = vec![-2.5f32; 40];
-            block[17] = v;
-            check::<F32>(&block);
         }
     }
 }

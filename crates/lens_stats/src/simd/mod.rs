@@ -288,7 +288,7 @@ mod x86 {
         #[cfg(target_arch = "x86_64")]
         #[inline(always)]
         fn plogp_sum<E: Elem>(block: &[E::Raw]) -> f64 {
-            unsafe { super::avx2_js::plogp_sum::<E>(block) }
+            unsafe { super::avx2_loops::plogp_sum::<E>(block) }
         }
 
         #[inline(always)]
