@@ -216,12 +216,14 @@ pub(super) unsafe fn store16_stream(dst: &mut [f32], v: [f32; LANES]) {
 }
 
 /// Values the hand-written forms' bit-identity tests plant among ordinary ones: masked,
-/// huge, tiny, subnormal and signed-zero entries and the `exp` range's edges on both sides.
+/// huge, tiny, subnormal and signed-zero entries and the `exp` range's edges on both sides
+/// (`-87.33` is `EXP_MIN`, and the next float below it the first one zeroed).
 #[cfg(test)]
-pub(super) const SPECIAL_VALUES: [f32; 14] = [
+pub(super) const SPECIAL_VALUES: [f32; 15] = [
     f32::NEG_INFINITY,
     -1e30,
     -87.33,
+    f32::from_bits((-87.33f32).to_bits() + 1),
     -87.34,
     -1e-40,
     1e-40,
@@ -285,9 +287,16 @@ mod tests {
             f32::INFINITY,
             f32::NAN,
         ];
-        let lanes: [f32; LANES] = std::array::from_fn(|j| special[j % 8]);
+        let mut lanes: [f32; LANES] = std::array::from_fn(|j| special[j % 8]);
+        lanes[8] = math::EXP_MIN;
+        lanes[9] = f32::from_bits(math::EXP_MIN.to_bits() + 1);
+        lanes[15] = -f32::NAN; // x86's default NaN is negative
         // SAFETY: as above.
         let hand = unsafe { super::exp16(lanes) };
+        let generic = math::exp16_lanes::<Avx2>(lanes);
+        assert_eq!(hand[8].to_bits(), generic[8].to_bits());
+        assert!(hand[8] > 0.0 && hand[9] == 0.0 && generic[9] == 0.0);
+        assert!(hand[15].is_nan());
         assert_eq!(&hand[..4], &[0.0, 0.0, 0.0, 1.0]);
         assert_eq!(&hand[4..7], &[f32::INFINITY; 3]);
         assert!(hand[7].is_nan());

@@ -163,6 +163,7 @@ mod tests {
         let special = [
             f32::NEG_INFINITY,
             f32::NAN,
+            -f32::NAN,
             -200.0,
             -90.0,
             -87.33,

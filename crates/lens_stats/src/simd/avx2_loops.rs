@@ -369,6 +369,8 @@ mod tests {
             check::<Bf16>(&bf16, &[top, top - 30.0]);
             block[len / 2] = f32::NAN;
             check::<F32>(&block, &[top, top - 20.0]);
+            block[len / 2] = -f32::NAN; // x86's default NaN is negative
+            check::<F32>(&block, &[top, top - 20.0]);
             let masked = vec![f32::NEG_INFINITY; len];
             check::<F32>(&masked, &[0.0]);
             let mut inf = block.clone();
@@ -415,6 +417,8 @@ mod plogp_tests {
                 .collect();
             check::<F16>(&f16);
             block[len / 3] = f32::NAN;
+            check::<F32>(&block);
+            block[len / 3] = -f32::NAN;
             check::<F32>(&block);
         }
         // Entry by entry: each special value alone among ordinary ones.
