@@ -290,7 +290,8 @@ mod tests {
         let mut lanes: [f32; LANES] = std::array::from_fn(|j| special[j % 8]);
         lanes[8] = math::EXP_MIN;
         lanes[9] = f32::from_bits(math::EXP_MIN.to_bits() + 1);
-        lanes[15] = -f32::NAN; // x86's default NaN is negative
+        // x86's default NaN is negative.
+        lanes[15] = -f32::NAN;
         // SAFETY: as above.
         let hand = unsafe { super::exp16(lanes) };
         let generic = math::exp16_lanes::<Avx2>(lanes);
