@@ -7,7 +7,8 @@
 use std::marker::PhantomData;
 use std::slice::ChunksExact;
 
-use crate::simd::{bf16_to_f32, f16_to_f32, prefetch_ahead, Isa, LANES};
+use crate::simd::prefetch::Prefetch;
+use crate::simd::{bf16_to_f32, f16_to_f32, Isa, LANES};
 
 /// The contiguous values of a `(rows, V)` array, by element type.
 #[derive(Clone, Copy, Debug)]
@@ -113,21 +114,30 @@ impl Elem for Bf16 {
 
 /// A row as a sequence of 16-lane f32 vectors; the last one is padded with `-inf`, which every
 /// kernel treats as "probability exactly 0" (a neutral element). Every vector handed out asks
-/// for the data [`crate::simd::PREFETCH_AHEAD_BYTES`] further on, as do the `for_each_*` loops.
+/// for the data [`crate::simd::prefetch::AHEAD_BYTES`] further on (where this CPU prefetches),
+/// as do the `for_each_*` loops.
 pub struct Lanes<'a, I: Isa, E: Elem> {
     main: ChunksExact<'a, E::Raw>,
     tail: &'a [E::Raw],
+    prefetch: Prefetch,
     _isa: PhantomData<I>,
 }
 
 impl<'a, I: Isa, E: Elem> Lanes<'a, I, E> {
     #[inline(always)]
     pub fn new(row: &'a [E::Raw]) -> Self {
+        Self::with_prefetch(row, Prefetch::current())
+    }
+
+    /// As [`Lanes::new`], with the given prefetch policy instead of this CPU's.
+    #[inline(always)]
+    pub fn with_prefetch(row: &'a [E::Raw], prefetch: Prefetch) -> Self {
         let main = row.chunks_exact(LANES);
         let tail = main.remainder();
         Self {
             main,
             tail,
+            prefetch,
             _isa: PhantomData,
         }
     }
@@ -139,7 +149,7 @@ impl<I: Isa, E: Elem> Iterator for Lanes<'_, I, E> {
     #[inline(always)]
     fn next(&mut self) -> Option<[f32; LANES]> {
         if let Some(chunk) = self.main.next() {
-            prefetch_ahead(chunk.as_ptr());
+            self.prefetch.ahead(chunk.as_ptr());
             return Some(E::load16::<I>(chunk));
         }
         if self.tail.is_empty() {
@@ -171,8 +181,9 @@ fn padded<E: Elem>(tail: &[E::Raw]) -> [f32; LANES] {
 pub fn for_each_vector<I: Isa, E: Elem>(row: &[E::Raw], mut f: impl FnMut([f32; LANES])) {
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
+    let prefetch = Prefetch::current();
     for chunk in chunks {
-        prefetch_ahead(chunk.as_ptr());
+        prefetch.ahead(chunk.as_ptr());
         f(E::load16::<I>(chunk));
     }
     if !tail.is_empty() {
@@ -190,9 +201,10 @@ pub fn for_each_vector_pair<I: Isa, E: Elem>(
     debug_assert_eq!(a.len(), b.len());
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ta, tb) = (ca.remainder(), cb.remainder());
+    let prefetch = Prefetch::current();
     for (x, y) in ca.zip(cb) {
-        prefetch_ahead(x.as_ptr());
-        prefetch_ahead(y.as_ptr());
+        prefetch.ahead(x.as_ptr());
+        prefetch.ahead(y.as_ptr());
         f(E::load16::<I>(x), E::load16::<I>(y));
     }
     if !ta.is_empty() {

@@ -3,7 +3,8 @@
 
 use crate::elem::{for_each_vector, Elem, Lanes};
 use crate::simd::math::{exp16, finite_floor, hsum, SUM_BLOCK};
-use crate::simd::{prefetch_l2, Isa, LANES};
+use crate::simd::prefetch::Prefetch;
+use crate::simd::{Isa, LANES};
 
 /// Maximum of a row (NaN ignored; `-inf` for a row of `-inf`/NaN only).
 #[inline(always)]
@@ -140,10 +141,12 @@ pub(crate) fn block_sums_lanes<I: Isa, E: Elem, const WEIGHTED: bool>(
     let mut acc_w = [0.0f32; LANES];
     let mut top = [f32::NEG_INFINITY; LANES];
     let next_block = block.as_ptr_range().end;
-    for (k, x) in Lanes::<I, E>::new(block).enumerate() {
+    // The exception to this CPU's policy (`simd::prefetch`): this loop gains from it.
+    let prefetch = Prefetch::on();
+    for (k, x) in Lanes::<I, E>::with_prefetch(block, prefetch).enumerate() {
         if prefetch_next {
             // Keep the next block coming while this one is busy with exponentials.
-            prefetch_l2(next_block.wrapping_add(k * LANES));
+            prefetch.line(next_block.wrapping_add(k * LANES));
         }
         // Through the ISA (the compiler scalarised this lane loop in the bf16 copy: 16 vmaxss
         // per vector, bf16 logsumexp at half the speed of f32).

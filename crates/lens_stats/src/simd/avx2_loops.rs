@@ -24,7 +24,8 @@ use std::mem::offset_of;
 
 use super::avx2::{load, store, Consts, CONSTS};
 use super::math::hsum;
-use super::{prefetch_ahead, prefetch_l2, LANES};
+use super::prefetch::Prefetch;
+use super::LANES;
 use crate::elem::Elem;
 
 /// 8 lanes on a 32-byte boundary (an aligned memory operand).
@@ -228,17 +229,19 @@ pub(super) unsafe fn block_sums<E: Elem, const WEIGHTED: bool>(
     let next_block = block.as_ptr_range().end;
     let chunks = block.chunks_exact(LANES);
     let tail = chunks.remainder();
+    // The exception to this CPU's policy (`simd::prefetch`): this loop gains from it.
+    let prefetch = Prefetch::on();
     for (k, chunk) in chunks.enumerate() {
-        prefetch_ahead(chunk.as_ptr());
+        prefetch.ahead(chunk.as_ptr());
         if prefetch_next {
-            prefetch_l2(next_block.wrapping_add(k * LANES));
+            prefetch.line(next_block.wrapping_add(k * LANES));
         }
         let (x0, x1) = load(&E::load16::<super::Avx2>(chunk));
         step::<WEIGHTED>(&mut s, x0, x1, &sh);
     }
     if !tail.is_empty() {
         if prefetch_next {
-            prefetch_l2(next_block.wrapping_add(block.len() / LANES * LANES));
+            prefetch.line(next_block.wrapping_add(block.len() / LANES * LANES));
         }
         let (x0, x1) = padded::<E>(tail);
         step::<WEIGHTED>(&mut s, x0, x1, &sh);
@@ -301,8 +304,9 @@ pub(super) unsafe fn plogp_sum<E: Elem>(block: &[E::Raw]) -> f64 {
     let mut acc = [_mm256_setzero_ps(); 2];
     let chunks = block.chunks_exact(LANES);
     let tail = chunks.remainder();
+    let prefetch = Prefetch::current();
     for chunk in chunks {
-        prefetch_ahead(chunk.as_ptr());
+        prefetch.ahead(chunk.as_ptr());
         let (x0, x1) = load(&E::load16::<super::Avx2>(chunk));
         plogp_step(&mut acc, x0, x1);
     }
