@@ -178,10 +178,19 @@ fn padded<E: Elem>(tail: &[E::Raw]) -> [f32; LANES] {
 /// iteration over exact chunks: the loop body is one straight-line vector block (no per-vector
 /// tail test as in [`Lanes`]).
 #[inline(always)]
-pub fn for_each_vector<I: Isa, E: Elem>(row: &[E::Raw], mut f: impl FnMut([f32; LANES])) {
+pub fn for_each_vector<I: Isa, E: Elem>(row: &[E::Raw], f: impl FnMut([f32; LANES])) {
+    for_each_vector_with::<I, E>(row, Prefetch::current(), f);
+}
+
+/// [`for_each_vector`] with the given prefetch policy instead of this CPU's.
+#[inline(always)]
+pub fn for_each_vector_with<I: Isa, E: Elem>(
+    row: &[E::Raw],
+    prefetch: Prefetch,
+    mut f: impl FnMut([f32; LANES]),
+) {
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
-    let prefetch = Prefetch::current();
     for chunk in chunks {
         prefetch.ahead(chunk.as_ptr());
         f(E::load16::<I>(chunk));

@@ -14,10 +14,11 @@ use std::cell::RefCell;
 
 use crate::dims::ForwardDims;
 use crate::divergence::kl_term;
-use crate::elem::{for_each_vector, with_elem_pair, Elem, Values};
+use crate::elem::{for_each_vector_with, with_elem_pair, Elem, Values};
 use crate::error::Result;
 use crate::pool::Exec;
 use crate::simd::math::{exp16, hsum, SUM_BLOCK};
+use crate::simd::prefetch::Prefetch;
 use crate::simd::{Isa, RowOp, LANES};
 use crate::PerRow;
 
@@ -44,6 +45,10 @@ impl<E: Elem> RowOp for ForwardOp<'_, E> {
         let (b, t) = (index / d.positions, index % d.positions);
         let mut probs = [0.0f32; SUM_BLOCK];
         let mut log_p = [0.0f32; SUM_BLOCK];
+        // Software prefetch whatever the CPU's policy (`simd::prefetch`): the layers' blocks are
+        // L short streams visited 4 KiB at a time, which the hardware prefetchers do not follow
+        // (AMD Zen 4, AVX2, 2 threads, medians of 3: 43% of a plain read without, 56–60% with).
+        let prefetch = Prefetch::on();
         TOTALS.with_borrow_mut(|totals| {
             totals.clear();
             totals.resize(d.layers, 0.0);
@@ -51,8 +56,9 @@ impl<E: Elem> RowOp for ForwardOp<'_, E> {
                 let mut dst = probs
                     .chunks_exact_mut(LANES)
                     .zip(log_p.chunks_exact_mut(LANES));
-                for_each_vector::<I, E>(
+                for_each_vector_with::<I, E>(
                     ref_block,
+                    prefetch,
                     #[inline(always)]
                     |x| {
                         if let Some((p, l)) = dst.next() {
@@ -70,8 +76,9 @@ impl<E: Elem> RowOp for ForwardOp<'_, E> {
                     let mut src = probs[..used]
                         .chunks_exact(LANES)
                         .zip(log_p[..used].chunks_exact(LANES));
-                    for_each_vector::<I, E>(
+                    for_each_vector_with::<I, E>(
                         layer_block,
+                        prefetch,
                         #[inline(always)]
                         |lq| {
                             if let Some((p, lp)) = src.next() {

@@ -10,6 +10,7 @@ use crate::elem::{with_elem, Elem, Lanes, Values};
 use crate::error::Result;
 use crate::pool::Exec;
 use crate::simd::math::exp16;
+use crate::simd::prefetch::Prefetch;
 use crate::simd::{Isa, RowOp, LANES};
 
 /// Columns per task: 1024 f32 = 4 KiB of each row (one page), f64 accumulators (16 KiB) on the
@@ -30,6 +31,10 @@ impl<E: Elem> RowOp for MarginalOp<'_, E> {
         let width = out.len();
         let mut probs = [0.0f64; COLUMNS];
         let mut logs = [0.0f64; COLUMNS];
+        // Software prefetch whatever the CPU's policy (`simd::prefetch`): one 4 KiB segment per
+        // row, a stride the hardware prefetchers do not follow (AMD Zen 4, AVX2, 2 threads:
+        // 12-14% of a plain read without, 14-24% with).
+        let prefetch = Prefetch::on();
         for r in 0..self.rows {
             let start = r * self.vocab + first;
             let segment = &self.x[start..start + width];
@@ -38,7 +43,7 @@ impl<E: Elem> RowOp for MarginalOp<'_, E> {
             let columns = probs
                 .chunks_exact_mut(LANES)
                 .zip(logs.chunks_exact_mut(LANES));
-            for ((p, l), x) in columns.zip(Lanes::<I, E>::new(segment)) {
+            for ((p, l), x) in columns.zip(Lanes::<I, E>::with_prefetch(segment, prefetch)) {
                 let e = exp16::<I>(x);
                 for j in 0..LANES {
                     p[j] += e[j] as f64;

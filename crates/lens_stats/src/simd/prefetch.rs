@@ -17,11 +17,12 @@
 //! between, and slowed the target rank (66% vs 92%). So the requests are off on AMD (and Hygon,
 //! which builds Zen cores) and on everywhere else; [`Prefetch::current`] says which.
 //!
-//! One loop is the exception: the online normalisers' block loop (entropy from logits,
-//! logsumexp, log_softmax's first pass) streamed faster with its requests on the same AMD
-//! machine (entropy from logits, medians of 6: 1 thread 44% with vs 38% without, 2 threads 58%
-//! vs 53%; the next-block request alone, 38% and 46%), so it keeps them everywhere
-//! ([`Prefetch::on`]).
+//! Three loops keep their requests everywhere ([`Prefetch::on`]), measured faster with them on
+//! the same AMD machine: the online normalisers' block loop (entropy from logits, logsumexp,
+//! log_softmax's first pass; entropy from logits, medians of 6: 1 thread 44% with vs 38%
+//! without, 2 threads 58% vs 53%), and the two kernels that read short strided pieces, which
+//! the hardware prefetchers do not follow: `forward_kl` (L layers' 4 KiB blocks per reference
+//! block; 2 threads 56–60% vs 43%) and `marginal_sums` (one 4 KiB segment per row).
 
 use std::sync::OnceLock;
 
