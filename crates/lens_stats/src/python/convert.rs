@@ -51,12 +51,16 @@ pub(super) fn detached<T: Send>(
 }
 
 /// Show what building the pool had to correct in `TUNED_LENS_NUM_THREADS` (clamped to the
-/// limit, or ignored), and what choosing the compiled copy had to correct in `TUNED_LENS_SIMD`
-/// (a copy this CPU cannot run, or an unknown name), as `RuntimeWarning`s, once each.
+/// limit, or ignored), what choosing the compiled copy had to correct in `TUNED_LENS_SIMD` (a
+/// copy this CPU cannot run, or an unknown name) and what `TUNED_LENS_PREFETCH` held that is
+/// not a choice, as `RuntimeWarning`s, once each.
 pub(super) fn warn_pool_notice(py: Python<'_>) -> PyResult<()> {
+    // Decide the prefetch policy now (the kernels would, too late for this call's warning).
+    crate::simd::prefetch::enabled();
     let notices = [
         crate::pool::take_notice(),
         crate::simd::select::take_notice(),
+        crate::simd::prefetch::take_notice(),
     ];
     for notice in notices.into_iter().flatten() {
         let message = std::ffi::CString::new(notice).unwrap_or_default();

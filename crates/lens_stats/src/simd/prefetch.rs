@@ -24,15 +24,57 @@
 //! the hardware prefetchers do not follow: `forward_kl` (L layers' 4 KiB blocks per reference
 //! block; 2 threads 56–60% vs 43%) and `marginal_sums` (one 4 KiB segment per row).
 
-use std::sync::OnceLock;
+//!
+//! The environment variable [`PREFETCH_ENV`] (`TUNED_LENS_PREFETCH`: `on`, `off`, or `auto` /
+//! empty for the vendor's default; case and blanks ignored) overrides the choice, to measure
+//! both on one machine without a rebuild. It is read once; an unknown value is not an error:
+//! the default applies and a notice is left for the binding to show as a `RuntimeWarning`
+//! ([`take_notice`]), as for `TUNED_LENS_SIMD`. The three loops above ignore it.
+
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// How far ahead of the vector being processed the streaming loops ask for data, in bytes.
 pub const AHEAD_BYTES: usize = 2048;
 
+/// The environment variable that overrides the prefetch choice.
+pub const PREFETCH_ENV: &str = "TUNED_LENS_PREFETCH";
+
+/// What the read of [`PREFETCH_ENV`] had to correct, for the binding to warn about once.
+static NOTICE: Mutex<Option<String>> = Mutex::new(None);
+
 /// Whether this CPU's streaming loops issue software prefetches (decided once).
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| !zen_family())
+    *ON.get_or_init(|| {
+        let value = std::env::var(PREFETCH_ENV).ok();
+        let (on, notice) = choose(!zen_family(), value.as_deref());
+        if notice.is_some() {
+            *NOTICE.lock().unwrap_or_else(PoisonError::into_inner) = notice;
+        }
+        on
+    })
+}
+
+/// The correction made to [`PREFETCH_ENV`], once (`None` if it needed none or was not read).
+pub fn take_notice() -> Option<String> {
+    NOTICE.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+/// Prefetch or not, given this CPU's default and the variable's value: `(on, notice)`.
+pub fn choose(default: bool, requested: Option<&str>) -> (bool, Option<String>) {
+    let wanted = requested.map(|raw| raw.trim().to_ascii_lowercase());
+    match wanted.as_deref() {
+        None | Some("" | "auto") => (default, None),
+        Some("on") => (true, None),
+        Some("off") => (false, None),
+        Some(_) => {
+            let raw = requested.unwrap_or_default();
+            let used = if default { "on" } else { "off" };
+            let notice =
+                format!("{PREFETCH_ENV}={raw:?} is not one of auto, on, off; using {used}");
+            (default, Some(notice))
+        }
+    }
 }
 
 /// The CPU vendor is AMD or Hygon (`cpuid` leaf 0).
@@ -104,10 +146,13 @@ fn to_l2<T>(at: *const T) {
 mod tests {
     use super::*;
 
-    /// The policy follows the vendor string, and is decided once.
+    /// The policy follows the vendor string unless the variable says otherwise, and is decided
+    /// once.
     #[test]
     fn prefetch_is_off_exactly_on_amd_and_hygon() {
-        assert_eq!(enabled(), !zen_family());
+        if std::env::var_os(PREFETCH_ENV).is_none() {
+            assert_eq!(enabled(), !zen_family());
+        }
         assert_eq!(Prefetch::current(), Prefetch::current());
         #[cfg(target_arch = "x86_64")]
         {
@@ -121,5 +166,25 @@ mod tests {
         let p = Prefetch::on();
         p.ahead(std::ptr::null::<f32>());
         p.line(usize::MAX as *const u8);
+    }
+
+    #[test]
+    fn the_variable_overrides_the_default_or_warns_and_keeps_it() {
+        for default in [true, false] {
+            assert_eq!(choose(default, None), (default, None));
+            assert_eq!(choose(default, Some(" ")), (default, None));
+            assert_eq!(choose(default, Some("Auto")), (default, None));
+            assert_eq!(choose(default, Some(" ON\n")), (true, None));
+            assert_eq!(choose(default, Some("off")), (false, None));
+        }
+        assert_eq!(
+            choose(false, Some("yes")),
+            (
+                false,
+                Some("TUNED_LENS_PREFETCH=\"yes\" is not one of auto, on, off; using off".into())
+            )
+        );
+        let (on, notice) = choose(true, Some("2048"));
+        assert!(on && notice.is_some_and(|n| n.ends_with("using on")));
     }
 }
