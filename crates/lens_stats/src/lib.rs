@@ -26,6 +26,7 @@ pub mod error;
 pub mod forward;
 pub mod marginal;
 pub mod maxprob;
+pub mod notice;
 pub mod pool;
 mod reduce;
 pub mod simd;

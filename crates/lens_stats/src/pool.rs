@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::error::{Result, StatsError};
+use crate::notice::Notice;
 use crate::simd::{run_block, IsaKind, RowOp};
 
 /// Below this many elements of work a call runs on the calling thread.
@@ -55,7 +56,7 @@ pub(crate) struct Workers {
 pub const THREADS_ENV: &str = "TUNED_LENS_NUM_THREADS";
 
 /// What the last read of [`THREADS_ENV`] had to correct, for the binding to warn about once.
-static NOTICE: Mutex<Option<String>> = Mutex::new(None);
+static NOTICE: Notice = Notice::new();
 
 fn logical_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -81,7 +82,7 @@ fn limit_text() -> String {
 
 /// The corrections made to the last [`THREADS_ENV`] read, once (`None` if it needed none).
 pub fn take_notice() -> Option<String> {
-    NOTICE.lock().unwrap_or_else(PoisonError::into_inner).take()
+    NOTICE.take()
 }
 
 /// The env var's thread count, else the logical CPUs; a value above [`max_threads`] is
@@ -108,9 +109,7 @@ fn default_threads() -> usize {
             )),
         ),
     };
-    if notice.is_some() {
-        *NOTICE.lock().unwrap_or_else(PoisonError::into_inner) = notice;
-    }
+    NOTICE.leave(notice);
     threads
 }
 

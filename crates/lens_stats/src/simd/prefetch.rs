@@ -31,7 +31,9 @@
 //! the default applies and a notice is left for the binding to show as a `RuntimeWarning`
 //! ([`take_notice`]), as for `TUNED_LENS_SIMD`. The three loops above ignore it.
 
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
+
+use crate::notice::Notice;
 
 /// How far ahead of the vector being processed the streaming loops ask for data, in bytes.
 pub const AHEAD_BYTES: usize = 2048;
@@ -40,7 +42,7 @@ pub const AHEAD_BYTES: usize = 2048;
 pub const PREFETCH_ENV: &str = "TUNED_LENS_PREFETCH";
 
 /// What the read of [`PREFETCH_ENV`] had to correct, for the binding to warn about once.
-static NOTICE: Mutex<Option<String>> = Mutex::new(None);
+static NOTICE: Notice = Notice::new();
 
 /// Whether this CPU's streaming loops issue software prefetches (decided once).
 pub fn enabled() -> bool {
@@ -48,16 +50,14 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| {
         let value = std::env::var(PREFETCH_ENV).ok();
         let (on, notice) = choose(!zen_family(), value.as_deref());
-        if notice.is_some() {
-            *NOTICE.lock().unwrap_or_else(PoisonError::into_inner) = notice;
-        }
+        NOTICE.leave(notice);
         on
     })
 }
 
 /// The correction made to [`PREFETCH_ENV`], once (`None` if it needed none or was not read).
 pub fn take_notice() -> Option<String> {
-    NOTICE.lock().unwrap_or_else(PoisonError::into_inner).take()
+    NOTICE.take()
 }
 
 /// Prefetch or not, given this CPU's default and the variable's value: `(on, notice)`.

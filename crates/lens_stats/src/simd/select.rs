@@ -10,15 +10,14 @@
 //! environment variable reaches every child process; failing a statistic deep inside one would
 //! be worse).
 
-use std::sync::{Mutex, PoisonError};
-
 use super::IsaKind;
+use crate::notice::Notice;
 
 /// The environment variable that picks a compiled copy.
 pub const SIMD_ENV: &str = "TUNED_LENS_SIMD";
 
 /// What the read of [`SIMD_ENV`] had to correct, for the binding to warn about once.
-static NOTICE: Mutex<Option<String>> = Mutex::new(None);
+static NOTICE: Notice = Notice::new();
 
 impl IsaKind {
     /// Every copy this build knows, worst first (whether or not this CPU runs it).
@@ -42,7 +41,7 @@ impl IsaKind {
 
 /// The correction made to [`SIMD_ENV`], once (`None` if it needed none or was not read yet).
 pub fn take_notice() -> Option<String> {
-    NOTICE.lock().unwrap_or_else(PoisonError::into_inner).take()
+    NOTICE.take()
 }
 
 /// The copy to run given the copies the CPU can run (worst first) and the variable's value:
@@ -79,9 +78,7 @@ pub fn choose(available: &[IsaKind], requested: Option<&str>) -> (IsaKind, Optio
 pub(super) fn from_env(available: &[IsaKind]) -> IsaKind {
     let value = std::env::var(SIMD_ENV).ok();
     let (kind, notice) = choose(available, value.as_deref());
-    if notice.is_some() {
-        *NOTICE.lock().unwrap_or_else(PoisonError::into_inner) = notice;
-    }
+    NOTICE.leave(notice);
     kind
 }
 
