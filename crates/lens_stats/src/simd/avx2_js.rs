@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 use std::mem::offset_of;
 
 use super::avx2::{load, store, Consts, CONSTS};
-use super::avx2_loops::exp2;
+use super::avx2_loops::{asm_with_exp2, exp2};
 use super::LANES;
 
 /// The rest of one half's term from `{$d}` (= d), `{$ph}` (= p_high), `{$u}` (= u): the term in
@@ -103,7 +103,7 @@ pub(super) unsafe fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
     let (t0, t1): (__m256, __m256);
     // SAFETY: reads only `CONSTS` (in bounds: every offset is a field of it, and the `h` table
     // has 9 entries of 32 bytes) and registers; AVX2 and FMA are present (the caller's contract).
-    std::arch::asm!(
+    asm_with_exp2!(
         // finite_floor: `max(-MAX, x)` returns x when x is NaN (the second operand).
         "vmovaps {o_nm}({c}), {v4}",
         "vmaxps {v0}, {v4}, {v0}",
@@ -133,15 +133,9 @@ pub(super) unsafe fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
         v4 = out(ymm_reg) t1, v5 = out(ymm_reg) _, v6 = out(ymm_reg) _,
         v7 = out(ymm_reg) t0, v8 = out(ymm_reg) _, v9 = out(ymm_reg) _,
         v10 = out(ymm_reg) _, v11 = out(ymm_reg) _, v12 = out(ymm_reg) _,
-        c = in(reg) &CONSTS,
         o_nm = const offset_of!(Consts, neg_max),
         o_sign = const offset_of!(Consts, sign),
         o_clamp = const offset_of!(Consts, exp_clamp),
-        o_log2e = const offset_of!(Consts, log2_e),
-        o_magic = const offset_of!(Consts, magic_biased),
-        o_nl2 = const offset_of!(Consts, neg_ln2),
-        o_p = const offset_of!(Consts, exp_c),
-        o_min = const offset_of!(Consts, exp_min),
         o_h = const offset_of!(Consts, h),
         o_one = const offset_of!(Consts, one),
         options(att_syntax, nostack, readonly, preserves_flags, pure),

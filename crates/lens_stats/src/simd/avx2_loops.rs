@@ -137,6 +137,24 @@ macro_rules! exp2 {
 }
 pub(super) use exp2;
 
+/// `asm!` with the operands [`exp2`] reads appended: the constants table `c` and the offsets of
+/// the exponential's fields in it. Every block that expands `exp2!` goes through this, so the
+/// list exists once (the block may use `c` for its own constants as well).
+macro_rules! asm_with_exp2 {
+    ($($body:tt)*) => {
+        std::arch::asm!(
+            $($body)*
+            c = in(reg) &CONSTS,
+            o_log2e = const offset_of!(Consts, log2_e),
+            o_magic = const offset_of!(Consts, magic_biased),
+            o_nl2 = const offset_of!(Consts, neg_ln2),
+            o_p = const offset_of!(Consts, exp_c),
+            o_min = const offset_of!(Consts, exp_min),
+        )
+    };
+}
+pub(super) use asm_with_exp2;
+
 /// One 16-lane vector `(x0, x1)` of the online normalisers' block loop: the generic step's
 /// `max16(x, top)`, `d = x - shift`, `e = exp16_spilled(d)`, `acc = add16(acc, e)` and (if
 /// `WEIGHTED`) `acc_w = fma16(e, finite_floor(d), acc_w)`, lane for lane the same operations.
@@ -152,7 +170,7 @@ unsafe fn step<const WEIGHTED: bool>(s: &mut State, x0: __m256, x1: __m256, shif
         ($($extra:literal),*) => {
             // SAFETY: reads only `CONSTS` (every offset is a field of it), `shift` (8 aligned
             // f32) and registers; AVX2 and FMA are present (the caller's contract).
-            std::arch::asm!(
+            asm_with_exp2!(
                 // `vmaxps(x, top)`: a NaN `x` leaves `top`.
                 "vmaxps {m0}, {x0}, {m0}",
                 "vmaxps {m1}, {x1}, {m1}",
@@ -170,12 +188,7 @@ unsafe fn step<const WEIGHTED: bool>(s: &mut State, x0: __m256, x1: __m256, shif
                 v4 = out(ymm_reg) _, v7 = out(ymm_reg) _, v8 = out(ymm_reg) _,
                 v9 = out(ymm_reg) _, v10 = out(ymm_reg) _, t7 = out(ymm_reg) _,
                 t8 = out(ymm_reg) _,
-                c = in(reg) &CONSTS, sh = in(reg) shift,
-                o_log2e = const offset_of!(Consts, log2_e),
-                o_magic = const offset_of!(Consts, magic_biased),
-                o_nl2 = const offset_of!(Consts, neg_ln2),
-                o_p = const offset_of!(Consts, exp_c),
-                o_min = const offset_of!(Consts, exp_min),
+                sh = in(reg) shift,
                 o_negmax = const offset_of!(Consts, neg_max),
                 options(att_syntax, nostack, readonly, preserves_flags),
             )
@@ -266,7 +279,7 @@ unsafe fn plogp_step(acc: &mut [__m256; 2], x0: __m256, x1: __m256) {
     let [a0, a1] = acc;
     // SAFETY: reads only `CONSTS` (every offset is a field of it) and registers; AVX2 and FMA
     // are present (the caller's contract).
-    std::arch::asm!(
+    asm_with_exp2!(
         // xc = min(EXP_CLAMP, x), as in `exp8` (NaN passes through).
         "vmovaps {o_clamp}({c}), {v4}",
         "vminps {v0}, {v4}, {v2}",
@@ -283,14 +296,8 @@ unsafe fn plogp_step(acc: &mut [__m256; 2], x0: __m256, x1: __m256) {
         v7 = out(ymm_reg) _, v8 = out(ymm_reg) _, v9 = out(ymm_reg) _,
         v10 = out(ymm_reg) _,
         a0 = inout(ymm_reg) *a0, a1 = inout(ymm_reg) *a1,
-        c = in(reg) &CONSTS,
         o_nm = const offset_of!(Consts, neg_max),
         o_clamp = const offset_of!(Consts, exp_clamp),
-        o_log2e = const offset_of!(Consts, log2_e),
-        o_magic = const offset_of!(Consts, magic_biased),
-        o_nl2 = const offset_of!(Consts, neg_ln2),
-        o_p = const offset_of!(Consts, exp_c),
-        o_min = const offset_of!(Consts, exp_min),
         options(att_syntax, nostack, readonly, preserves_flags),
     );
 }
