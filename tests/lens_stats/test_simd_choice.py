@@ -168,8 +168,10 @@ def test_every_copy_this_cpu_runs_is_chosen_by_the_variable_and_agrees(tmp_path:
             if name.endswith(("ids", "rank")):
                 np.testing.assert_array_equal(values, best[name], err_msg=f"{level} {name}")
             else:
-                # The copies differ only by the rounding of fused multiply-adds.
-                scale = np.maximum(np.abs(best[name]), 1e-2)
+                # The copies differ by the rounding of fused multiply-adds and, for AVX2, by
+                # its exponential (`math::exp_table`, ~1.5 ulp as the others): ~2 ulp of a
+                # sum, 1e-7 at a log-sum-exp near 0.
+                scale = np.maximum(np.abs(best[name]), 5e-2)
                 assert np.all(np.abs(values - best[name]) <= 2e-6 * scale), f"{level} {name}"
 
 

@@ -256,7 +256,7 @@ mod tests {
     }
 
     /// Whole rows, blocks whose max jumps far above the running one (redone against their own
-    /// max: the hand-written loop's lanes above `EXP_CLAMP` are garbage there) included.
+    /// max: the hand-written loop's lanes above `EXP8_CLAMP` are garbage there) included.
     #[test]
     fn avx2_normalisers_are_bit_identical_to_the_generic_loop() {
         if !IsaKind::available().contains(&IsaKind::Avx2) {

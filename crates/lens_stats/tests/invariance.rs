@@ -108,10 +108,13 @@ fn simd_paths_agree_with_portable() {
             for (i, (a, b)) in portable.floats.iter().zip(&got.floats).enumerate() {
                 for (x, y) in a.iter().zip(b) {
                     // Relative, with an absolute floor: a log-sum-exp of normalised rows sits
-                    // near 0 and carries the absolute error of its O(1) inputs.
+                    // near 0 and carries the absolute error of its O(1) inputs. The AVX2 copy
+                    // computes another exponential (`math::exp_table`; each within ~1.5 ulp of
+                    // e^x, as the portable one), so its sums differ by up to ~2 ulp, not only by
+                    // the rounding of fused multiply-adds: 1e-7 at a log-sum-exp near 0.
                     let ok = (x.is_nan() && y.is_nan())
                         || x == y
-                        || (x - y).abs() <= 2e-6 * x.abs().max(1e-2);
+                        || (x - y).abs() <= 2e-6 * x.abs().max(5e-2);
                     assert!(ok, "{isa:?} statistic #{i}: {x} vs {y}");
                 }
             }

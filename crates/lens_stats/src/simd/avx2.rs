@@ -2,11 +2,12 @@
 //! two 8-lane registers.
 //!
 //! Without them the AVX2 copy relied on the compiler vectorising the generic lane loops, which
-//! it did unevenly (the AVX-512 copy had hand-written forms already). Above all `exp16`: the
-//! generic `math::exp` clamps on both sides, selects twice and builds `2^n` from a separate
-//! integer conversion; here `2^n` comes from the bits of the rounding sum itself, the low side
-//! is one AND with the `x >= EXP_MIN` mask, and `+inf` comes out of the exponent field itself
-//! (14 instructions per 8 lanes). Same reduction, same polynomial, same special values as [`super::math::exp`].
+//! it did unevenly (the AVX-512 copy had hand-written forms already). Above all `exp16`, which
+//! computes [`super::math::exp_table`] (eighths of an octave: a table of eight and a cubic, two
+//! multiply-adds fewer than `math::exp`'s degree-5 polynomial on the two FMA pipes these loops
+//! are bound by): the table entry and `2^(k >> 3)` come from the bits of the rounding sum
+//! itself, the low side is one AND with the `x >= EXP_MIN` mask, and `+inf` comes out of the
+//! exponent field itself (14 instructions per 8 lanes).
 //!
 //! Every function here is `unsafe`: it may only run on a CPU with AVX2 and FMA, which holds
 //! where it is used (the `Avx2` marker is only instantiated inside the `#[target_feature]`
@@ -19,16 +20,9 @@ use std::arch::x86::*;
 use std::arch::x86_64::*;
 
 use super::math::{
-    EXP_C1, EXP_C2, EXP_C3, EXP_C4, EXP_C5, EXP_MAX, EXP_MIN, LOG2_E, LOG_HALF_H, ROUND_MAGIC,
+    EXP8_C2, EXP8_C3, EXP8_CLAMP, EXP8_TABLE, EXP_MIN, LOG2_E, LOG_HALF_H, ROUND_MAGIC,
 };
 use super::LANES;
-
-/// Where `x` is clamped from above: `round(EXP_CLAMP log2 e) = 128`, so `2^n` is `+inf` there.
-/// Between `EXP_MAX` and `127.5 / log2 e = 88.376` the result is the finite `e^x`, as in the
-/// AVX-512 copy (the portable one rounds that sliver to `+inf` already).
-const EXP_CLAMP: f32 = 88.5;
-const _: () = assert!(EXP_CLAMP * LOG2_E > 127.5 && EXP_CLAMP * LOG2_E < 128.5);
-const _: () = assert!(EXP_MAX * LOG2_E < 127.5);
 
 /// The two halves of a lane array, through a whole 16-lane vector value: with two
 /// `_mm256_loadu_ps` from its address the compiler kept loop-carried lane arrays (the sums of
@@ -58,15 +52,16 @@ pub(super) fn store(lo: __m256, hi: __m256) -> [f32; LANES] {
 pub(super) struct Consts {
     pub(super) exp_min: [f32; 8],
     pub(super) exp_clamp: [f32; 8],
-    pub(super) log2_e: [f32; 8],
     pub(super) magic: [f32; 8],
-    pub(super) neg_ln2: [f32; 8],
-    /// `EXP_C5, EXP_C4, …, EXP_C1, 1`.
-    pub(super) exp_c: [[f32; 8]; 6],
-    pub(super) bias: [i32; 8],
-    /// `ROUND_MAGIC + 127`: the rounding sum then carries the biased exponent (see
-    /// `avx2_loops::exp2`).
-    pub(super) magic_biased: [f32; 8],
+    /// `8 log2 e` and `-ln2 / 8`: the reduction to eighths (`math::exp_table`).
+    pub(super) log2_e8: [f32; 8],
+    pub(super) neg_ln2_8: [f32; 8],
+    /// `EXP8_C3, EXP8_C2, 1, 1`: the cubic, highest power first.
+    pub(super) exp_c: [[f32; 8]; 4],
+    /// `EXP8_TABLE[j] - (j << 20)`: `vpermps` picks entry `k & 7` by the low bits of the
+    /// rounding sum itself, and adding that sum shifted left by 20 (`(k >> 3) << 23` plus the
+    /// `(k & 7) << 20` this takes off again) gives the scale without masking `k`.
+    pub(super) exp_tab: [u32; 8],
     pub(super) neg_max: [f32; 8],
     pub(super) sign: [f32; 8],
     pub(super) one: [f32; 8],
@@ -76,20 +71,12 @@ pub(super) struct Consts {
 
 pub(super) static CONSTS: Consts = Consts {
     exp_min: [EXP_MIN; 8],
-    exp_clamp: [EXP_CLAMP; 8],
-    log2_e: [LOG2_E; 8],
+    exp_clamp: [EXP8_CLAMP; 8],
     magic: [ROUND_MAGIC; 8],
-    neg_ln2: [-std::f32::consts::LN_2; 8],
-    exp_c: [
-        [EXP_C5; 8],
-        [EXP_C4; 8],
-        [EXP_C3; 8],
-        [EXP_C2; 8],
-        [EXP_C1; 8],
-        [1.0; 8],
-    ],
-    bias: [127 << 23; 8],
-    magic_biased: [ROUND_MAGIC + 127.0; 8],
+    log2_e8: [8.0 * LOG2_E; 8],
+    neg_ln2_8: [-std::f32::consts::LN_2 / 8.0; 8],
+    exp_c: [[EXP8_C3; 8], [EXP8_C2; 8], [1.0; 8], [1.0; 8]],
+    exp_tab: shifted_table(),
     neg_max: [-f32::MAX; 8],
     sign: [-0.0; 8],
     one: [1.0; 8],
@@ -106,13 +93,23 @@ pub(super) static CONSTS: Consts = Consts {
     ],
 };
 
+const fn shifted_table() -> [u32; 8] {
+    let mut out = EXP8_TABLE;
+    let mut j = 0;
+    while j < 8 {
+        out[j] -= (j as u32) << 20;
+        j += 1;
+    }
+    out
+}
+
 /// One constant of the table.
 #[inline(always)]
 pub(super) unsafe fn k(v: &[f32; 8]) -> __m256 {
     _mm256_load_ps(v.as_ptr())
 }
 
-/// `e^x` on 8 lanes, with the constants read from `c`.
+/// `e^x` on 8 lanes ([`super::math::exp_table`]), with the constants read from `c`.
 ///
 /// `c` is [`CONSTS`]; where the compiler can see that, it treats the values as constants,
 /// which is what `exp16` wants. `exp16_spilled` hands it an opaque reference instead: with 16 registers
@@ -121,36 +118,32 @@ pub(super) unsafe fn k(v: &[f32; 8]) -> __m256 {
 /// cannot see into are folded into the arithmetic as memory operands (load ports only).
 #[inline(always)]
 pub(super) unsafe fn exp8(x: __m256, c: &Consts) -> __m256 {
-    // min returns its second operand when one is NaN: NaN passes through. The clamp keeps
-    // n <= 128, and n = 128 (every x above EXP_MAX rounds there) makes the exponent field
-    // below all ones: 2^n is +inf, and so is the result (p > 0), without a compare and blend.
+    // min returns its second operand when one is NaN: NaN passes through.
     exp8_clamped(x, _mm256_min_ps(k(&c.exp_clamp), x), c)
 }
 
-/// [`exp8`] of `x` given `xc = min(EXP_CLAMP, x)`; for `x <= 0` (or NaN) `xc` is `x` itself,
+/// [`exp8`] of `x` given `xc = min(EXP8_CLAMP, x)`; for `x <= 0` (or NaN) `xc` is `x` itself,
 /// one instruction saved (the Jensen–Shannon `u = e^d`, `d <= 0`).
 #[inline(always)]
 pub(super) unsafe fn exp8_clamped(x: __m256, xc: __m256, c: &Consts) -> __m256 {
     // All ones except where x < EXP_MIN (-inf included; NaN compares "not less" and is kept):
     // those lanes are zeroed at the end, so their arithmetic never shows.
     let keep = _mm256_cmp_ps::<_CMP_NLT_UQ>(x, k(&c.exp_min));
-    // shifted = 1.5 * 2^23 + n: n is in the low mantissa bits of the sum (see `math::exp`).
-    let shifted = _mm256_fmadd_ps(xc, k(&c.log2_e), k(&c.magic));
-    let n = _mm256_sub_ps(shifted, k(&c.magic));
-    let r = _mm256_fmadd_ps(n, k(&c.neg_ln2), xc);
+    // shifted = 1.5 * 2^23 + k, k = round(8 x log2 e) in the low mantissa bits.
+    let shifted = _mm256_fmadd_ps(xc, k(&c.log2_e8), k(&c.magic));
+    let eighths = _mm256_sub_ps(shifted, k(&c.magic));
+    let r = _mm256_fmadd_ps(eighths, k(&c.neg_ln2_8), xc);
     let mut p = k(&c.exp_c[0]);
     for coef in &c.exp_c[1..] {
         p = _mm256_fmadd_ps(p, r, k(coef));
     }
-    // The bits of `shifted` are those of the magic constant plus n, and the constant's low 9
-    // bits are 0: shifting left by 23 leaves n << 23, the exponent field of 2^n less the bias.
-    let bits = _mm256_slli_epi32::<23>(_mm256_castps_si256(shifted));
-    let bias = _mm256_load_si256(c.bias.as_ptr().cast::<__m256i>());
-    let scale = _mm256_castsi256_ps(_mm256_add_epi32(bits, bias));
-    _mm256_and_ps(_mm256_mul_ps(p, scale), keep)
+    let bits = _mm256_castps_si256(shifted);
+    let entry = _mm256_permutevar8x32_ps(_mm256_load_ps(c.exp_tab.as_ptr().cast::<f32>()), bits);
+    let scale = _mm256_add_epi32(_mm256_slli_epi32::<20>(bits), _mm256_castps_si256(entry));
+    _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(scale)), keep)
 }
 
-/// [`super::math::exp`] on 16 lanes.
+/// [`super::math::exp_table`] on 16 lanes.
 ///
 /// # Safety
 /// AVX2 and FMA must be present.
@@ -256,24 +249,25 @@ pub(super) fn plant(block: &mut [f32], special: &[f32]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{math, Avx2, IsaKind, LANES};
+    use super::super::{math, IsaKind, LANES};
 
-    /// The hand-written `exp16` gives the generic lane loop's bits wherever that one is finite
-    /// and nonzero, and the same special values (run outside a `target_feature` frame: slower,
+    /// The hand-written `exp16` gives the bits of its lane definition, `math::exp_table`, over
+    /// the whole range and at the special values (run outside a `target_feature` frame: slower,
     /// same results).
     #[test]
-    fn exp16_is_bit_identical_to_the_lane_loop() {
+    fn exp16_is_bit_identical_to_its_lane_definition() {
         if !IsaKind::available().contains(&IsaKind::Avx2) {
             return;
         }
+        let definition = |lanes: [f32; LANES]| lanes.map(math::exp_table);
         let mut x = math::EXP_MIN;
-        while x <= math::EXP_MAX {
-            let lanes: [f32; LANES] = std::array::from_fn(|j| (x + j as f32 * 0.000_37).min(88.37));
+        while x <= 88.8 {
+            let lanes: [f32; LANES] = std::array::from_fn(|j| x + j as f32 * 0.000_37);
             // SAFETY: AVX2 and FMA are present (checked above).
             let hand = unsafe { super::exp16(lanes) };
-            let generic = math::exp16_lanes::<Avx2>(lanes);
+            let want = definition(lanes);
             for j in 0..LANES {
-                assert_eq!(hand[j].to_bits(), generic[j].to_bits(), "exp({})", lanes[j]);
+                assert_eq!(hand[j].to_bits(), want[j].to_bits(), "exp({})", lanes[j]);
             }
             x += 0.0071;
         }
@@ -282,7 +276,7 @@ mod tests {
             -87.5,
             -1e30,
             0.0,
-            88.5,
+            88.7,
             100.0,
             f32::INFINITY,
             f32::NAN,
@@ -290,14 +284,17 @@ mod tests {
         let mut lanes: [f32; LANES] = std::array::from_fn(|j| special[j % 8]);
         lanes[8] = math::EXP_MIN;
         lanes[9] = f32::from_bits(math::EXP_MIN.to_bits() + 1);
+        lanes[10] = 88.5;
         // x86's default NaN is negative.
         lanes[15] = -f32::NAN;
         // SAFETY: as above.
         let hand = unsafe { super::exp16(lanes) };
-        let generic = math::exp16_lanes::<Avx2>(lanes);
-        assert_eq!(hand[8].to_bits(), generic[8].to_bits());
-        assert!(hand[8] > 0.0 && hand[9] == 0.0 && generic[9] == 0.0);
-        assert!(hand[15].is_nan());
+        let want = definition(lanes);
+        for j in [8, 9, 10] {
+            assert_eq!(hand[j].to_bits(), want[j].to_bits(), "exp({})", lanes[j]);
+        }
+        assert!(hand[8] > 0.0 && hand[9] == 0.0);
+        assert!(hand[10].is_finite() && hand[15].is_nan());
         assert_eq!(&hand[..4], &[0.0, 0.0, 0.0, 1.0]);
         assert_eq!(&hand[4..7], &[f32::INFINITY; 3]);
         assert!(hand[7].is_nan());

@@ -41,10 +41,9 @@ struct State {
 
 /// `e^x` on two halves in lock step (AT&T syntax): `{$xa}`, `{$xb}` are the (clamped) inputs of
 /// the reduction, `{$ka}`, `{$kb}` the values compared with `EXP_MIN`, `{$pa}`, `{$pb}` the
-/// results (they may be `$xa`, `$xb`). Temporaries `{v4}`, `{v7}`-`{v10}`. As `avx2::exp8`, but
-/// the rounding sum adds `ROUND_MAGIC + 127` (its low bits are then the biased exponent of `2^n`,
-/// no integer add of the bias): `n` and `2^n` are the same, as `xc log2 e + ROUND_MAGIC` is never
-/// a tie (`LOG2_E`'s mantissa is odd: `xc log2 e` is never an odd multiple of 1/2 below 2^8).
+/// results (they may be `$xa`, `$xb`). Temporaries `{v4}`, `{v7}`-`{v10}`. The instructions of
+/// `avx2::exp8` in its order (`math::exp_table`: the cubic, then the table entry by `vpermps`
+/// on the rounding sum's bits, `2^(k >> 3)` by its shift and the product), each for both halves.
 macro_rules! exp2 {
     ($xa:literal, $xb:literal, $ka:literal, $kb:literal, $pa:literal, $pb:literal) => {
         concat!(
@@ -91,20 +90,12 @@ macro_rules! exp2 {
             "vfmadd213ps {o_p}+96({c}), {v10}, {",
             $pb,
             "}\n",
-            "vfmadd213ps {o_p}+128({c}), {v9}, {",
-            $pa,
-            "}\n",
-            "vfmadd213ps {o_p}+128({c}), {v10}, {",
-            $pb,
-            "}\n",
-            "vfmadd213ps {o_p}+160({c}), {v9}, {",
-            $pa,
-            "}\n",
-            "vfmadd213ps {o_p}+160({c}), {v10}, {",
-            $pb,
-            "}\n",
-            "vpslld $23, {v7}, {v7}\n",
-            "vpslld $23, {v8}, {v8}\n",
+            "vpermps {o_tab}({c}), {v7}, {v9}\n",
+            "vpermps {o_tab}({c}), {v8}, {v10}\n",
+            "vpslld $20, {v7}, {v7}\n",
+            "vpslld $20, {v8}, {v8}\n",
+            "vpaddd {v9}, {v7}, {v7}\n",
+            "vpaddd {v10}, {v8}, {v8}\n",
             "vmulps {v7}, {",
             $pa,
             "}, {",
@@ -145,10 +136,11 @@ macro_rules! asm_with_exp2 {
         std::arch::asm!(
             $($body)*
             c = in(reg) &CONSTS,
-            o_log2e = const offset_of!(Consts, log2_e),
-            o_magic = const offset_of!(Consts, magic_biased),
-            o_nl2 = const offset_of!(Consts, neg_ln2),
+            o_log2e = const offset_of!(Consts, log2_e8),
+            o_magic = const offset_of!(Consts, magic),
+            o_nl2 = const offset_of!(Consts, neg_ln2_8),
             o_p = const offset_of!(Consts, exp_c),
+            o_tab = const offset_of!(Consts, exp_tab),
             o_min = const offset_of!(Consts, exp_min),
         )
     };
@@ -221,7 +213,7 @@ fn padded<E: Elem>(tail: &[E::Raw]) -> (__m256, __m256) {
 
 /// The AVX2 form of the online normalisers' block loop (`reduce::block_sums_lanes`):
 /// `(Σ exp(x - shift), Σ exp(x - shift)·finite_floor(x - shift), max x)` over one block.
-/// Lanes where `x - shift > 88.5` (only in a block whose max exceeds `shift` by more than 60,
+/// Lanes where `x - shift > 88.72` (only in a block whose max exceeds `shift` by more than 60,
 /// which the caller redoes against its own max) are not `exp`'s `+inf` but garbage.
 ///
 /// # Safety
@@ -280,7 +272,7 @@ unsafe fn plogp_step(acc: &mut [__m256; 2], x0: __m256, x1: __m256) {
     // SAFETY: reads only `CONSTS` (every offset is a field of it) and registers; AVX2 and FMA
     // are present (the caller's contract).
     asm_with_exp2!(
-        // xc = min(EXP_CLAMP, x), as in `exp8` (NaN passes through).
+        // xc = min(EXP8_CLAMP, x), as in `exp8` (NaN passes through).
         "vmovaps {o_clamp}({c}), {v4}",
         "vminps {v0}, {v4}, {v2}",
         "vminps {v1}, {v4}, {v3}",
