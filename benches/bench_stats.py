@@ -90,6 +90,9 @@ class Case:
         reads_one_value_per_row: GB/s and bandwidth targets are meaningless (cross-entropy).
         transcendentals: exp/log evaluations per element (per pair for two-input statistics),
             which sets the AVX2 copy's bandwidth target.
+        ceiling_rows: positions of the in-cache run (`_ceiling.py`): more where a call's fixed
+            cost per task (marginal sums: 32 KiB of column sums per 1024 columns) would
+            otherwise be timed instead of its arithmetic.
     """
 
     name: str
@@ -102,6 +105,7 @@ class Case:
     original_extra: float = 2.0
     reads_one_value_per_row: bool = False
     transcendentals: int = 1
+    ceiling_rows: int = 16
 
     def input_bytes(self, inputs: BenchInputs) -> int:
         extra = 0
@@ -121,6 +125,11 @@ def _torch_entropy(lp: torch.Tensor) -> torch.Tensor:
 
 def _torch_kl(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
     return (lp.exp() * (lp - lq)).sum(-1)
+
+
+def _torch_marginal_sums(w: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = w.t_lp.reshape(-1, w.t_lp.shape[-1])
+    return rows.exp().sum(0, dtype=torch.float64), rows.sum(0, dtype=torch.float64)
 
 
 def _torch_js(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
@@ -243,6 +252,15 @@ CASES: list[Case] = [
         n_arrays=2,
         targets=("bw70", "explog"),
         transcendentals=2,
+    ),
+    Case(
+        "marginal_sums",
+        ours=lambda w: ls.marginal_sums(w.inputs.lp),
+        original=None,
+        torch_cpu=_torch_marginal_sums,
+        targets=("bw70",),
+        original_extra=0.0,
+        ceiling_rows=64,
     ),
     Case(
         "top_k",

@@ -174,7 +174,7 @@ def run_case(
     if not case.reads_one_value_per_row:
         row.paired_pct = paired_share(case, work, args)
         log(f"  {case.name:<20} paired {row.paired_pct:7.0f}% of the read just before")
-        small = Workspace(small_inputs(inputs))
+        small = Workspace(small_inputs(inputs, case.ceiling_rows))
         row.ceiling_gbps = in_cache_gbps(
             lambda: case.ours(small), case.input_bytes(small.inputs), threads=args.threads
         )

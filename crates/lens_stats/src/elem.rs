@@ -166,7 +166,7 @@ impl<I: Isa, E: Elem> Iterator for Lanes<'_, I, E> {
 
 /// The tail of a row (fewer than 16 entries) as one vector padded with `-inf`.
 #[inline(always)]
-fn padded<E: Elem>(tail: &[E::Raw]) -> [f32; LANES] {
+pub(crate) fn padded<E: Elem>(tail: &[E::Raw]) -> [f32; LANES] {
     let mut padded = [f32::NEG_INFINITY; LANES];
     for (p, &raw) in padded.iter_mut().zip(tail) {
         *p = E::get(raw);
@@ -193,6 +193,27 @@ pub fn for_each_vector_with<I: Isa, E: Elem>(
     let tail = chunks.remainder();
     for chunk in chunks {
         prefetch.ahead(chunk.as_ptr());
+        f(E::load16::<I>(chunk));
+    }
+    if !tail.is_empty() {
+        f(padded::<E>(tail));
+    }
+}
+
+/// [`for_each_vector_with`], asking for the line `ahead` entries past each vector instead of
+/// [`crate::simd::prefetch::AHEAD_BYTES`] past it (the same place in a block that comes
+/// `ahead` entries later).
+#[inline(always)]
+pub fn for_each_vector_ahead<I: Isa, E: Elem>(
+    row: &[E::Raw],
+    prefetch: Prefetch,
+    ahead: usize,
+    mut f: impl FnMut([f32; LANES]),
+) {
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        prefetch.line(chunk.as_ptr().wrapping_add(ahead));
         f(E::load16::<I>(chunk));
     }
     if !tail.is_empty() {

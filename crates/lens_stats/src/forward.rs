@@ -14,7 +14,7 @@ use std::cell::RefCell;
 
 use crate::dims::ForwardDims;
 use crate::divergence::kl_term;
-use crate::elem::{for_each_vector_with, with_elem_pair, Elem, Values};
+use crate::elem::{for_each_vector_ahead, for_each_vector_with, with_elem_pair, Elem, Values};
 use crate::error::Result;
 use crate::pool::Exec;
 use crate::simd::math::{exp16, hsum, SUM_BLOCK};
@@ -47,7 +47,10 @@ impl<E: Elem> RowOp for ForwardOp<'_, E> {
         let mut log_p = [0.0f32; SUM_BLOCK];
         // Software prefetch whatever the CPU's policy (`simd::prefetch`): the layers' blocks are
         // L short streams visited 4 KiB at a time, which the hardware prefetchers do not follow
-        // (AMD Zen 4, AVX2, 2 threads, medians of 3: 43% of a plain read without, 56–60% with).
+        // (AMD Zen 4, AVX2, 2 threads, medians of 3: 43% of a plain read without, 56–60% with
+        // 2 KiB ahead). Each layer asks for its next block (the same place, `SUM_BLOCK` entries
+        // on), a whole pass over the layers ahead of its use: 27 -> 34 GB/s against a 35 GB/s
+        // read, both copies.
         let prefetch = Prefetch::on();
         TOTALS.with_borrow_mut(|totals| {
             totals.clear();
@@ -76,9 +79,10 @@ impl<E: Elem> RowOp for ForwardOp<'_, E> {
                     let mut src = probs[..used]
                         .chunks_exact(LANES)
                         .zip(log_p[..used].chunks_exact(LANES));
-                    for_each_vector_with::<I, E>(
+                    for_each_vector_ahead::<I, E>(
                         layer_block,
                         prefetch,
+                        SUM_BLOCK,
                         #[inline(always)]
                         |lq| {
                             if let Some((p, lp)) = src.next() {

@@ -6,7 +6,7 @@
 //! bit-identical for any thread count and needs no per-thread V-sized accumulators.
 
 use crate::dims::Dims;
-use crate::elem::{with_elem, Elem, Lanes, Values};
+use crate::elem::{padded, with_elem, Elem, Values};
 use crate::error::Result;
 use crate::pool::Exec;
 use crate::simd::math::exp16;
@@ -16,11 +16,56 @@ use crate::simd::{Isa, RowOp, LANES};
 /// Columns per task: 1024 f32 = 4 KiB of each row (one page), f64 accumulators (16 KiB) on the
 /// stack.
 const COLUMNS: usize = 1024;
+/// Rows read together, 16 columns at a time: their sums stay in registers over the group (one
+/// load and store of the f64 accumulators per group, not per row), and the group's next rows
+/// are what is prefetched.
+const GROUP: usize = 8;
 
 struct MarginalOp<'a, E: Elem> {
     x: &'a [E::Raw],
     rows: usize,
     vocab: usize,
+}
+
+impl<E: Elem> MarginalOp<'_, E> {
+    /// Add `rows`' entries `first + at .. first + at + 16` (fewer at the end of the block: the
+    /// missing ones read as `-inf`, which adds 0 to the probability sums; the log sums of those
+    /// slots are never read) to `probs[at..]`, `logs[at..]`, row by row in order.
+    #[inline(always)]
+    fn strip<I: Isa>(
+        &self,
+        rows: std::ops::Range<usize>,
+        first: usize,
+        at: usize,
+        width: usize,
+        sums: (&mut [f64; LANES], &mut [f64; LANES]),
+    ) {
+        // Software prefetch whatever the CPU's policy (`simd::prefetch`): the same 16 columns
+        // GROUP rows on, the next group's read of them (short segments of rows a stride apart,
+        // which the hardware prefetchers do not follow).
+        let prefetch = Prefetch::on();
+        let ahead = GROUP * self.vocab;
+        // Local copies, so that the compiler can keep them in registers over the rows (through
+        // the references it loads, adds and stores them back for every row).
+        let (p64, l64) = sums;
+        let (mut p, mut l) = (*p64, *l64);
+        for r in rows {
+            let start = r * self.vocab + first + at;
+            let x = if width - at >= LANES {
+                let chunk = &self.x[start..start + LANES];
+                prefetch.line(chunk.as_ptr().wrapping_add(ahead));
+                E::load16::<I>(chunk)
+            } else {
+                padded::<E>(&self.x[start..start + width - at])
+            };
+            let e = exp16::<I>(x);
+            for j in 0..LANES {
+                p[j] += e[j] as f64;
+                l[j] += x[j] as f64;
+            }
+        }
+        (*p64, *l64) = (p, l);
+    }
 }
 
 impl<E: Elem> RowOp for MarginalOp<'_, E> {
@@ -31,24 +76,16 @@ impl<E: Elem> RowOp for MarginalOp<'_, E> {
         let width = out.len();
         let mut probs = [0.0f64; COLUMNS];
         let mut logs = [0.0f64; COLUMNS];
-        // Software prefetch whatever the CPU's policy (`simd::prefetch`): one 4 KiB segment per
-        // row, a stride the hardware prefetchers do not follow (AMD Zen 4, AVX2, 2 threads:
-        // 12-14% of a plain read without, 14-24% with).
-        let prefetch = Prefetch::on();
-        for r in 0..self.rows {
-            let start = r * self.vocab + first;
-            let segment = &self.x[start..start + width];
-            // 16 columns at a time (the padded tail adds exp(-inf) = 0 to unused slots; the
-            // log sums of those slots are never read).
+        for group in (0..self.rows).step_by(GROUP) {
+            let rows = group..(group + GROUP).min(self.rows);
             let columns = probs
                 .chunks_exact_mut(LANES)
-                .zip(logs.chunks_exact_mut(LANES));
-            for ((p, l), x) in columns.zip(Lanes::<I, E>::with_prefetch(segment, prefetch)) {
-                let e = exp16::<I>(x);
-                for j in 0..LANES {
-                    p[j] += e[j] as f64;
-                    l[j] += x[j] as f64;
-                }
+                .zip(logs.chunks_exact_mut(LANES))
+                .take(width.div_ceil(LANES));
+            for (i, (p, l)) in columns.enumerate() {
+                let p: &mut [f64; LANES] = p.try_into().expect("16 lanes");
+                let l: &mut [f64; LANES] = l.try_into().expect("16 lanes");
+                self.strip::<I>(rows.clone(), first, i * LANES, width, (p, l));
             }
         }
         for (o, (&p, &l)) in out.iter_mut().zip(probs.iter().zip(&logs)) {
