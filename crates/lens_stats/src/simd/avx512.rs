@@ -13,6 +13,7 @@ pub struct Avx512;
 
 impl Isa for Avx512 {
     const FUSED: bool = true;
+    const VECTOR_REGISTERS: usize = 32;
 
     #[inline(always)]
     fn fma(a: f32, b: f32, c: f32) -> f32 {

@@ -35,6 +35,9 @@ pub const LANES: usize = 16;
 pub trait Isa: Copy + Send + Sync + 'static {
     /// Whether [`Isa::fma`] rounds once (a hardware fused multiply-add).
     const FUSED: bool;
+    /// Vector registers the copy has (16 on x86-64 without AVX-512, 32 with it and on
+    /// AArch64): loops whose live state does not fit in 16 are arranged differently there.
+    const VECTOR_REGISTERS: usize = 16;
     /// `a * b + c`, fused where the unit has FMA (a plain `mul_add` without the `fma` target
     /// feature would be a library call).
     fn fma(a: f32, b: f32, c: f32) -> f32;

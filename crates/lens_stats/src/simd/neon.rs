@@ -105,6 +105,7 @@ fn f16x4(h: uint16x4_t) -> float32x4_t {
 
 impl Isa for Neon {
     const FUSED: bool = true;
+    const VECTOR_REGISTERS: usize = 32;
 
     #[inline(always)]
     fn fma(a: f32, b: f32, c: f32) -> f32 {
