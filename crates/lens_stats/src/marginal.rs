@@ -27,6 +27,15 @@ struct MarginalOp<'a, E: Elem> {
     vocab: usize,
 }
 
+/// One row's 16 columns into the sums: `e^x` into the probability sums, `x` into the log sums.
+#[inline(always)]
+fn add_to_sums((p, l): (&mut [f64; LANES], &mut [f64; LANES]), e: &[f32; LANES], x: &[f32; LANES]) {
+    for j in 0..LANES {
+        p[j] += e[j] as f64;
+        l[j] += x[j] as f64;
+    }
+}
+
 impl<E: Elem> MarginalOp<'_, E> {
     /// The 16 entries from `start` (fewer if `left < 16`: the missing ones read as `-inf`,
     /// which adds 0 to the probability sums; the log sums of those slots are never read),
@@ -61,11 +70,7 @@ impl<E: Elem> MarginalOp<'_, E> {
             let (mut p, mut l) = (*p64, *l64);
             for r in rows {
                 let x = self.vector::<I>(r * self.vocab + first + at, width - at, ahead);
-                let e = exp16::<I>(x);
-                for j in 0..LANES {
-                    p[j] += e[j] as f64;
-                    l[j] += x[j] as f64;
-                }
+                add_to_sums((&mut p, &mut l), &exp16::<I>(x), &x);
             }
             (*p64, *l64) = (p, l);
         } else {
@@ -83,10 +88,7 @@ impl<E: Elem> MarginalOp<'_, E> {
             }
             let (mut p, mut l) = (*p64, *l64);
             for (e, x) in exps[..n].iter().zip(&values[..n]) {
-                for j in 0..LANES {
-                    p[j] += e[j] as f64;
-                    l[j] += x[j] as f64;
-                }
+                add_to_sums((&mut p, &mut l), e, x);
             }
             (*p64, *l64) = (p, l);
         }
