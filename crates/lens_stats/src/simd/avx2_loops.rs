@@ -41,7 +41,9 @@ struct State {
 
 /// `e^x` on two halves in lock step (AT&T syntax): `{$xa}`, `{$xb}` are the (clamped) inputs of
 /// the reduction, `{$ka}`, `{$kb}` the values compared with `EXP_MIN`, `{$pa}`, `{$pb}` the
-/// results (they may be `$xa`, `$xb`). Temporaries `{v4}`, `{v7}`-`{v10}`. The instructions of
+/// results (they may be `$xa`, `$xb`). Temporaries `{v4}`, `{v7}`-`{v10}`; on exit `{v7}`, `{v8}`
+/// hold the masks the results were zeroed by (all ones where `$ka`, `$kb >= EXP_MIN` or NaN),
+/// which the `p·finite_floor(x)` steps reuse. The instructions of
 /// `avx2::exp8` in its order (`math::exp_table`: the cubic, then the table entry by `vpermps`
 /// on the rounding sum's bits, `2^(k >> 3)` by its shift and the product), each for both halves.
 macro_rules! exp2 {
@@ -149,7 +151,7 @@ pub(super) use asm_with_exp2;
 
 /// One 16-lane vector `(x0, x1)` of the online normalisers' block loop: the generic step's
 /// `max16(x, top)`, `d = x - shift`, `e = exp16_spilled(d)`, `acc = add16(acc, e)` and (if
-/// `WEIGHTED`) `acc_w = fma16(e, finite_floor(d), acc_w)`, lane for lane the same operations.
+/// `WEIGHTED`) `acc_w = fma16(e, finite_floor(d), acc_w)`, lane for lane the same results.
 /// (`#[inline]`, not `always`, which `target_feature` rules out: it is inlined into the AVX2
 /// frame, whose features include these.)
 #[inline]
@@ -181,22 +183,20 @@ unsafe fn step<const WEIGHTED: bool>(s: &mut State, x0: __m256, x1: __m256, shif
                 v9 = out(ymm_reg) _, v10 = out(ymm_reg) _, t7 = out(ymm_reg) _,
                 t8 = out(ymm_reg) _,
                 sh = in(reg) shift,
-                o_negmax = const offset_of!(Consts, neg_max),
                 options(att_syntax, nostack, readonly, preserves_flags),
             )
         };
     }
     if WEIGHTED {
-        // finite_floor: `max(-MAX, d)` returns d when d is NaN (the second operand).
+        // finite_floor(d) where it counts: d AND exp2!'s mask, as in `plogp_step`.
         run!(
-            "vmovaps {o_negmax}({c}), {v4}",
-            "vmaxps {x0}, {v4}, {x0}",
-            "vmaxps {x1}, {v4}, {x1}",
+            "vandps {v7}, {x0}, {x0}",
+            "vandps {v8}, {x1}, {x1}",
             "vfmadd231ps {x0}, {t7}, {w0}",
             "vfmadd231ps {x1}, {t8}, {w1}"
         );
     } else {
-        run!("/* {w0} {w1} {o_negmax} unused */");
+        run!("/* {w0} {w1} unused */");
     }
 }
 
@@ -264,7 +264,7 @@ pub(super) unsafe fn block_sums<E: Elem, const WEIGHTED: bool>(
 }
 
 /// `acc += e^x finite_floor(x)` for one 16-lane vector `(x0, x1)`: the generic entropy step
-/// (`exp16`, then `fma(p, finite_floor(x), acc)`), lane for lane the same operations.
+/// (`exp16`, then `fma(p, finite_floor(x), acc)`), lane for lane the same results.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plogp_step(acc: &mut [__m256; 2], x0: __m256, x1: __m256) {
@@ -277,10 +277,12 @@ unsafe fn plogp_step(acc: &mut [__m256; 2], x0: __m256, x1: __m256) {
         "vminps {v0}, {v4}, {v2}",
         "vminps {v1}, {v4}, {v3}",
         exp2!("v2", "v3", "v0", "v1", "v2", "v3"),
-        // finite_floor: `max(-MAX, x)` returns x when x is NaN (the second operand).
-        "vmovaps {o_nm}({c}), {v4}",
-        "vmaxps {v0}, {v4}, {v0}",
-        "vmaxps {v1}, {v4}, {v1}",
+        // finite_floor(x) where it counts: x AND exp2!'s mask. Where the mask is 0 (x < EXP_MIN,
+        // -inf included) so is e^x, and 0·0 adds what 0·finite_floor(x) would (a zero, to a sum
+        // that starts at +0 and is never -0): bit-identical, without a `vmaxps` on the two pipes
+        // that run every FMA.
+        "vandps {v7}, {v0}, {v0}",
+        "vandps {v8}, {v1}, {v1}",
         "vfmadd231ps {v0}, {v2}, {a0}",
         "vfmadd231ps {v1}, {v3}, {a1}",
         v0 = inout(ymm_reg) x0 => _, v1 = inout(ymm_reg) x1 => _,
@@ -288,7 +290,6 @@ unsafe fn plogp_step(acc: &mut [__m256; 2], x0: __m256, x1: __m256) {
         v7 = out(ymm_reg) _, v8 = out(ymm_reg) _, v9 = out(ymm_reg) _,
         v10 = out(ymm_reg) _,
         a0 = inout(ymm_reg) *a0, a1 = inout(ymm_reg) *a1,
-        o_nm = const offset_of!(Consts, neg_max),
         o_clamp = const offset_of!(Consts, exp_clamp),
         options(att_syntax, nostack, readonly, preserves_flags),
     );
