@@ -187,17 +187,9 @@ pub fn for_each_vector<I: Isa, E: Elem>(row: &[E::Raw], f: impl FnMut([f32; LANE
 pub fn for_each_vector_with<I: Isa, E: Elem>(
     row: &[E::Raw],
     prefetch: Prefetch,
-    mut f: impl FnMut([f32; LANES]),
+    f: impl FnMut([f32; LANES]),
 ) {
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        prefetch.ahead(chunk.as_ptr());
-        f(E::load16::<I>(chunk));
-    }
-    if !tail.is_empty() {
-        f(padded::<E>(tail));
-    }
+    each_vector::<I, E>(row, |at| prefetch.ahead(at), f);
 }
 
 /// [`for_each_vector_with`], asking for the line `ahead` entries past each vector instead of
@@ -208,12 +200,23 @@ pub fn for_each_vector_ahead<I: Isa, E: Elem>(
     row: &[E::Raw],
     prefetch: Prefetch,
     ahead: usize,
+    f: impl FnMut([f32; LANES]),
+) {
+    each_vector::<I, E>(row, |at| prefetch.line(at.wrapping_add(ahead)), f);
+}
+
+/// The row's vectors in order (the tail padded with `-inf`), `ask` called with the start of
+/// each whole one before it is read.
+#[inline(always)]
+fn each_vector<I: Isa, E: Elem>(
+    row: &[E::Raw],
+    mut ask: impl FnMut(*const E::Raw),
     mut f: impl FnMut([f32; LANES]),
 ) {
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
     for chunk in chunks {
-        prefetch.line(chunk.as_ptr().wrapping_add(ahead));
+        ask(chunk.as_ptr());
         f(E::load16::<I>(chunk));
     }
     if !tail.is_empty() {
