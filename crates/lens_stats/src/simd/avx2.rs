@@ -4,8 +4,8 @@
 //! Without them the AVX2 copy relied on the compiler vectorising the generic lane loops, which
 //! it did unevenly (the AVX-512 copy had hand-written forms already). Above all `exp16`, which
 //! computes [`super::math::exp_table`] (eighths of an octave: a table of eight and a cubic, two
-//! multiply-adds fewer than `math::exp`'s degree-5 polynomial on the two FMA pipes these loops
-//! are bound by): the table entry and `2^(k >> 3)` come from the bits of the rounding sum
+//! multiply-adds fewer than `math::exp`'s degree-5 polynomial, in loops bound by the number of
+//! vector operations they issue): the table entry and `2^(k >> 3)` come from the bits of the rounding sum
 //! itself, the low side is one AND with the `x >= EXP_MIN` mask, and `+inf` comes out of the
 //! exponent field itself (13 instructions per 8 lanes, one `vpermps` more and two FMAs fewer
 //! than with the polynomial).

@@ -279,8 +279,7 @@ unsafe fn plogp_step(acc: &mut [__m256; 2], x0: __m256, x1: __m256) {
         exp2!("v2", "v3", "v0", "v1", "v2", "v3"),
         // finite_floor(x) where it counts: x AND exp2!'s mask. Where the mask is 0 (x < EXP_MIN,
         // -inf included) so is e^x, and 0·0 adds what 0·finite_floor(x) would (a zero, to a sum
-        // that starts at +0 and is never -0): bit-identical, without a `vmaxps` on the two pipes
-        // that run every FMA.
+        // that starts at +0 and is never -0): bit-identical, one `vmaxps` and one load fewer.
         "vandps {v7}, {v0}, {v0}",
         "vandps {v8}, {v1}, {v1}",
         "vfmadd231ps {v0}, {v2}, {a0}",

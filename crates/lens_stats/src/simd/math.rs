@@ -95,8 +95,9 @@ const _: () = assert!(EXP8_CLAMP * LOG2_E * 8.0 > 1023.5 && EXP8_CLAMP * LOG2_E 
 /// e^x by eighths of an octave, lane by lane: the definition the AVX2 copy computes (bit for
 /// bit: `avx2::exp8` and the `asm!` forms). `k = round(8 x log2 e)`, `x = k ln2/8 + r` with
 /// `|r| <= ln2/16`, `e^x = 2^(k >> 3) · 2^((k & 7)/8) · e^r`: a table of eight and a cubic
-/// instead of a degree-5 polynomial. Two fewer multiply-adds per lane, which is what those loops
-/// are bound by (the two FMA pipes of Zen 3/4); ~1-2 ulp, as [`exp`].
+/// instead of a degree-5 polynomial: two fewer multiply-adds per lane, for loops bound by the
+/// number of vector operations they issue (benches/README.md, "Fifth step"); ~1-2 ulp, as
+/// [`exp`].
 ///
 /// Special values as [`exp`]'s, except near the top: between `EXP_MAX` and `88.68` the result
 /// is the finite `e^x` (or `+inf` where the product rounds over `f32::MAX`), and from `88.68`
@@ -111,8 +112,8 @@ pub fn exp_table(x: f32) -> f32 {
     let poly = EXP8_C3.mul_add(r, EXP8_C2).mul_add(r, 1.0).mul_add(r, 1.0);
     // The low bits of `shifted` are k's two's complement (the magic constant's low 22 bits are
     // 0; no tie to round: LOG2_E's mantissa is odd, so `8 x log2 e` is an odd multiple of 1/2
-    // only for |x| >= 2^19): k >> 3 goes into the exponent field of the table entry k & 7. In range (k in [-1008, 1024]) that is `2^(k/8)` exactly
-    // as rounded in the table.
+    // only for |x| >= 2^19): k >> 3 goes into the exponent field of the table entry k & 7. In
+    // range (k in [-1008, 1024]) that is `2^(k/8)` exactly as rounded in the table.
     let bits = shifted.to_bits();
     let scale = f32::from_bits(((bits >> 3) << 23).wrapping_add(EXP8_TABLE[(bits & 7) as usize]));
     if x < EXP_MIN {
