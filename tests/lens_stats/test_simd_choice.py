@@ -191,3 +191,68 @@ def test_unknown_or_unsupported_copy_warns_and_runs_the_best(value: str, tmp_pat
     assert len(messages) == 1, messages
     assert messages[0].startswith(f'TUNED_LENS_SIMD="{value}" {why}'), messages
     assert messages[0].endswith(f"(this CPU runs: {runs}); using {RUNNABLE[-1]}"), messages
+
+
+UNDERFLOW_CHILD = """
+    import json, sys
+    import numpy as np
+    from tuned_lens import lens_stats as ls
+    rows = np.asarray(json.loads(sys.argv[1]), dtype=np.float32)
+    masked = np.full_like(rows, -np.inf)
+    out = {
+        "entropy": ls.entropy(rows),
+        "entropy_from_logits": ls.entropy_from_logits(rows),
+        "logsumexp": ls.logsumexp(rows),
+        "js": ls.js_divergence(rows, masked),
+        "tv": ls.total_variation(rows, masked),
+        "max_abs_diff": ls.max_abs_diff(rows, masked),
+        "marginal_p": np.stack([ls.marginal_sums(row[None])[0] for row in rows]),
+    }
+    print(json.dumps({name: np.asarray(v, dtype=np.float64).tolist() for name, v in out.items()}))
+"""
+
+
+def _underflow_rows() -> np.ndarray:
+    """Row 0: one certain token among entries at or below -88 (every copy's exact 0). Row 1:
+    the same with 40 entries between -88 and -87.33, where ``e^lp`` is 5.7e-39 to 1.2e-38
+    (exactly 0 on the masking copies, at most its true value on AVX2). 37 entries: two vectors
+    and a padded tail."""
+    low = [-np.inf, -1e30, -float(np.finfo(np.float32).max), -100.0, -88.5, -88.0]
+    first = [0.0] + [low[i % len(low)] for i in range(36)]
+    tiny = np.linspace(-87.999, -87.331, 36, dtype=np.float32).tolist()
+    return np.asarray([first, [0.0] + tiny], dtype=np.float32)
+
+
+def test_every_copy_makes_underflowing_probabilities_count_as_nothing() -> None:
+    """Entries whose probability is 0 in f32 (at or below -88) add exactly nothing on every
+    copy, and those just under f32's normal range at most their true, negligible, size."""
+    rows = _underflow_rows()
+    p64 = np.exp(rows.astype(np.float64))
+    true_entropy = -(p64[1, 1:] * rows[1, 1:]).sum()
+    half_ln2 = np.float32(0.5 * np.log(2.0))
+    for level in RUNNABLE:
+        env = _clean_env() | {"TUNED_LENS_SIMD": level}
+        code = textwrap.dedent(UNDERFLOW_CHILD)
+        done = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(rows.tolist())],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        got = {name: np.asarray(v) for name, v in json.loads(done.stdout).items()}
+        # Row 0 exactly: one token of probability 1, the rest 0.
+        for name, want in [("entropy", 0.0), ("entropy_from_logits", 0.0), ("logsumexp", 0.0)]:
+            assert got[name][0] == want, (level, name, got[name])
+        assert got["tv"][0] == 0.5 and got["max_abs_diff"][0] == 1.0, (level, got)
+        assert got["js"][0] == half_ln2, (level, got["js"])
+        assert np.all(got["marginal_p"][0, 1:] == 0.0), level
+        # Row 1: the certain token's share as in row 0, plus at most the entries' true size.
+        assert got["logsumexp"][1] == 0.0, (level, got["logsumexp"])
+        for name in ("entropy", "entropy_from_logits"):
+            assert 0.0 <= got[name][1] <= true_entropy * (1 + 1e-6), (level, name, got[name])
+        tiny = got["marginal_p"][1, 1:]
+        assert np.all((tiny >= 0.0) & (tiny <= p64[1, 1:] * (1 + 1e-6))), (level, tiny)
+        assert got["tv"][1] == 0.5 and got["max_abs_diff"][1] == 1.0, (level, got)
+        assert got["js"][1] == half_ln2, (level, got["js"])

@@ -1,8 +1,10 @@
 //! Shannon entropy `H = -Σ p log p` (nats) per row, from log-probabilities or fused from logits.
 //!
-//! `0 · log 0 = 0`: an entry with `lp = -inf` (or `exp(lp)` below the f32 range, `lp < -87.3`)
-//! contributes exactly 0. A NaN makes its row NaN. `entropy` assumes normalised input and does
-//! not renormalise; `entropy_from_logits` normalises on the fly without writing a normalised
+//! `0 · log 0 = 0`: an entry with `lp = -inf`, or with `exp(lp)` below f32's normal range
+//! (`lp < -87.33`), contributes exactly 0; on the AVX2 copy that holds from `-88` down, and
+//! between the two an entry contributes at most its true `-e^lp lp` (under 1.1e-36). A NaN
+//! makes its row NaN. `entropy` assumes normalised input and does not renormalise;
+//! `entropy_from_logits` normalises on the fly without writing a normalised
 //! copy: with `m` the row max, `e = exp(x - m)`, `s = Σ e`: `H = ln s - Σ e (x - m) / s`.
 //! A row of `-inf` logits has no distribution and gives NaN.
 
@@ -11,7 +13,7 @@ use crate::elem::{with_elem, Elem, Lanes, Values};
 use crate::error::Result;
 use crate::pool::Exec;
 use crate::reduce::online_normalisers;
-use crate::simd::math::{exp16, finite_floor, hsum, SUM_BLOCK};
+use crate::simd::math::{hsum, underflow_floor, SUM_BLOCK};
 use crate::simd::{Isa, RowOp, LANES};
 use crate::PerRow;
 
@@ -25,15 +27,19 @@ pub(crate) fn row_entropy<I: Isa, E: Elem>(row: &[E::Raw]) -> f64 {
     -total
 }
 
-/// `Σ exp(lp) finite_floor(lp)` over one block (f32 lanes, summed in f64): the generic
-/// definition of [`Isa::plogp_sum`].
+/// `Σ exp(lp) lp` over one block (f32 lanes, summed in f64), `lp` floored at `EXP8_FLOOR`
+/// (where `e^lp` is `+0`, so `0 · lp` is 0 for `-inf`): the generic definition of
+/// [`Isa::plogp_sum`].
 #[inline(always)]
 pub(crate) fn plogp_sum_lanes<I: Isa, E: Elem>(block: &[E::Raw]) -> f64 {
     let mut acc = [0.0f32; LANES];
-    for x in Lanes::<I, E>::new(block) {
-        let p = exp16::<I>(x);
+    for mut x in Lanes::<I, E>::new(block) {
+        for v in &mut x {
+            *v = underflow_floor(*v);
+        }
+        let p = I::exp16_floored(x);
         for j in 0..LANES {
-            acc[j] = I::fma(p[j], finite_floor(x[j]), acc[j]);
+            acc[j] = I::fma(p[j], x[j], acc[j]);
         }
     }
     hsum(&acc)

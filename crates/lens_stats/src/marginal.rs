@@ -9,7 +9,6 @@ use crate::dims::Dims;
 use crate::elem::{padded, with_elem, Elem, Values};
 use crate::error::Result;
 use crate::pool::Exec;
-use crate::simd::math::exp16;
 use crate::simd::prefetch::Prefetch;
 use crate::simd::{Isa, RowOp, LANES};
 
@@ -70,7 +69,7 @@ impl<E: Elem> MarginalOp<'_, E> {
             let (mut p, mut l) = (*p64, *l64);
             for r in rows {
                 let x = self.vector::<I>(r * self.vocab + first + at, width - at, ahead);
-                add_to_sums((&mut p, &mut l), &exp16::<I>(x), &x);
+                add_to_sums((&mut p, &mut l), &I::exp16_floored(x), &x);
             }
             (*p64, *l64) = (p, l);
         } else {
@@ -83,7 +82,7 @@ impl<E: Elem> MarginalOp<'_, E> {
             let n = rows.len();
             for (i, r) in rows.enumerate() {
                 let x = self.vector::<I>(r * self.vocab + first + at, width - at, ahead);
-                exps[i] = exp16::<I>(x);
+                exps[i] = I::exp16_floored(x);
                 values[i] = x;
             }
             let (mut p, mut l) = (*p64, *l64);

@@ -2,7 +2,7 @@
 //! All use 16 f32 lanes in a fixed order and combine the lanes in f64.
 
 use crate::elem::{for_each_vector, Elem, Lanes};
-use crate::simd::math::{exp16, finite_floor, hsum, SUM_BLOCK};
+use crate::simd::math::{exp16, hsum, underflow_floor, SUM_BLOCK};
 use crate::simd::prefetch::Prefetch;
 use crate::simd::{Isa, LANES};
 
@@ -151,15 +151,15 @@ pub(crate) fn block_sums_lanes<I: Isa, E: Elem, const WEIGHTED: bool>(
         // Through the ISA (the compiler scalarised this lane loop in the bf16 copy: 16 vmaxss
         // per vector, bf16 logsumexp at half the speed of f32).
         top = I::max16(x, top);
-        let d = shifted(x, shift);
-        let e = I::exp16_spilled(d);
-        let mut fd = d;
-        for v in &mut fd {
-            *v = finite_floor(*v);
+        // The floored d is the factor of the weighted sum as well: where e^d is 0 it is finite.
+        let mut d = shifted(x, shift);
+        for v in &mut d {
+            *v = underflow_floor(*v);
         }
+        let e = I::exp16_floored(d);
         acc = I::add16(acc, e);
         if WEIGHTED {
-            acc_w = I::fma16(e, fd, acc_w);
+            acc_w = I::fma16(e, d, acc_w);
         }
     }
     let block_max = top
@@ -247,8 +247,8 @@ mod tests {
         fn max16(x: [f32; LANES], top: [f32; LANES]) -> [f32; LANES] {
             Avx2::max16(x, top)
         }
-        fn exp16_spilled(x: [f32; LANES]) -> [f32; LANES] {
-            Avx2::exp16_spilled(x)
+        fn exp16_floored(x: [f32; LANES]) -> [f32; LANES] {
+            Avx2::exp16_floored(x)
         }
         fn exp16(x: [f32; LANES]) -> [f32; LANES] {
             Avx2::exp16(x)

@@ -17,7 +17,6 @@ use crate::dims::{check_k, Dims, MAX_K};
 use crate::elem::{for_each_vector_pair, with_elem, with_elem_pair, Elem, Lanes, Values};
 use crate::error::Result;
 use crate::pool::Exec;
-use crate::simd::math::exp16;
 use crate::simd::{Isa, RowOp, LANES};
 use crate::PerRow;
 
@@ -194,7 +193,7 @@ impl<E: Elem> RowOp for TopKDeltaOp<'_, E> {
                 block_q,
                 #[inline(always)]
                 |lp, lq| {
-                    let (ep, eq) = (exp16::<I>(lp), exp16::<I>(lq));
+                    let (ep, eq) = (I::exp16_floored(lp), I::exp16_floored(lq));
                     for j in 0..LANES {
                         let size = (eq[j] - ep[j]).abs();
                         top[j] = if size > top[j] { size } else { top[j] };
@@ -207,7 +206,7 @@ impl<E: Elem> RowOp for TopKDeltaOp<'_, E> {
             }
             let lanes = Lanes::<I, E>::new(block_p).zip(Lanes::<I, E>::new(block_q));
             for (c, (lp, lq)) in lanes.enumerate() {
-                let (ep, eq) = (exp16::<I>(lp), exp16::<I>(lq));
+                let (ep, eq) = (I::exp16_floored(lp), I::exp16_floored(lq));
                 let mut delta = [0.0f32; LANES];
                 let mut size = [0.0f32; LANES];
                 for j in 0..LANES {

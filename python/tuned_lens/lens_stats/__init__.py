@@ -6,8 +6,7 @@ GIL released, and allocates only its outputs; results are bit-identical for any 
 Ctrl-C interrupts a long call (``KeyboardInterrupt``).
 
 Inputs:
-    * numpy arrays or CPU torch tensors (converted zero-copy with ``Tensor.numpy()``);
-      anything else goes through ``np.asarray``.
+    * numpy arrays, CPU torch tensors (zero-copy, ``Tensor.numpy()``), else ``np.asarray``.
     * float32 (borrowed, zero-copy), float64, float16 and bfloat16 (read natively and computed in
       float32 lanes, never widened into a copy). bfloat16 comes as a ``torch.bfloat16`` CPU
       tensor, or as a numpy ``uint16`` array holding the raw bfloat16 bits: **a uint16 array is
@@ -22,9 +21,10 @@ With ``keep_device=True`` and a torch tensor among the inputs, they are torch te
 tensor's device instead: on the CPU the core's arrays wrapped without a copy
 (``torch.from_numpy``), on CUDA the twin's tensors, never copied to the host.
 
-Numerics: ``0 · log 0 = 0``; ``exp`` of a log-probability below about -87.3 is exactly 0; a NaN
-in a row makes that row's result NaN (top-k ids ``0..k-1``) and never touches other rows;
-non-finite values never raise.
+Numerics: ``0 · log 0 = 0``; ``exp`` of a log-probability below -87.33 is exactly 0 (in sums of
+probabilities on AVX2: below -88, and at most its true size, under 1.2e-38, between); a NaN in a
+row makes that row's result NaN (top-k ids ``0..k-1``) and never touches other rows; non-finite
+values never raise.
 
 Errors, raised before any work by the core and the twin alike (same class, same message, which
 starts with the argument at fault), are :class:`LensStatsError` (a ``ValueError``) and its

@@ -8,7 +8,8 @@
 //! vector operations they issue): the table entry and `2^(k >> 3)` come from the bits of the rounding sum
 //! itself, the low side is one AND with the `x >= EXP_MIN` mask, and `+inf` comes out of the
 //! exponent field itself (13 instructions per 8 lanes, one `vpermps` more and two FMAs fewer
-//! than with the polynomial).
+//! than with the polynomial). `exp16_floored` ([`super::math::exp_table_floored`]) floors the
+//! argument at `-88` instead of masking, where the same arithmetic gives `+0`: 12.
 //!
 //! Every function here is `unsafe`: it may only run on a CPU with AVX2 and FMA, which holds
 //! where it is used (the `Avx2` marker is only instantiated inside the `#[target_feature]`
@@ -21,7 +22,7 @@ use std::arch::x86::*;
 use std::arch::x86_64::*;
 
 use super::math::{
-    EXP8_C2, EXP8_C3, EXP8_CLAMP, EXP8_TABLE, EXP_MIN, LOG2_E, LOG_HALF_H, ROUND_MAGIC,
+    EXP8_C2, EXP8_C3, EXP8_CLAMP, EXP8_FLOOR, EXP8_TABLE, EXP_MIN, LOG2_E, LOG_HALF_H, ROUND_MAGIC,
 };
 use super::LANES;
 
@@ -53,6 +54,8 @@ pub(super) fn store(lo: __m256, hi: __m256) -> [f32; LANES] {
 pub(super) struct Consts {
     pub(super) exp_min: [f32; 8],
     pub(super) exp_clamp: [f32; 8],
+    /// `EXP8_FLOOR`: where `exp16_floored` and the `asm!` sums floor the argument.
+    pub(super) exp_floor: [f32; 8],
     pub(super) magic: [f32; 8],
     /// `8 log2 e` and `-ln2 / 8`: the reduction to eighths (`math::exp_table`).
     pub(super) log2_e8: [f32; 8],
@@ -63,7 +66,6 @@ pub(super) struct Consts {
     /// rounding sum itself, and adding that sum shifted left by 20 (`(k >> 3) << 23` plus the
     /// `(k & 7) << 20` this takes off again) gives the scale without masking `k`.
     pub(super) exp_tab: [u32; 8],
-    pub(super) neg_max: [f32; 8],
     pub(super) sign: [f32; 8],
     pub(super) one: [f32; 8],
     /// `LOG_HALF_H`.
@@ -73,12 +75,12 @@ pub(super) struct Consts {
 pub(super) static CONSTS: Consts = Consts {
     exp_min: [EXP_MIN; 8],
     exp_clamp: [EXP8_CLAMP; 8],
+    exp_floor: [EXP8_FLOOR; 8],
     magic: [ROUND_MAGIC; 8],
     log2_e8: [8.0 * LOG2_E; 8],
     neg_ln2_8: [-std::f32::consts::LN_2 / 8.0; 8],
     exp_c: [[EXP8_C3; 8], [EXP8_C2; 8], [1.0; 8], [1.0; 8]],
     exp_tab: shifted_table(),
-    neg_max: [-f32::MAX; 8],
     sign: [-0.0; 8],
     one: [1.0; 8],
     h: [
@@ -110,13 +112,8 @@ pub(super) unsafe fn k(v: &[f32; 8]) -> __m256 {
     _mm256_load_ps(v.as_ptr())
 }
 
-/// `e^x` on 8 lanes ([`super::math::exp_table`]), with the constants read from `c`.
-///
-/// `c` is [`CONSTS`]; where the compiler can see that, it treats the values as constants,
-/// which is what `exp16` wants. `exp16_spilled` hands it an opaque reference instead: with 16 registers
-/// and some 25 constants the compiler otherwise re-creates each spilled constant with a
-/// `vbroadcastss` (50 per 16 pairs, each an FP-pipe operation on Zen 3/4); loads from memory it
-/// cannot see into are folded into the arithmetic as memory operands (load ports only).
+/// `e^x` on 8 lanes ([`super::math::exp_table`]), with the constants read from `c`
+/// ([`CONSTS`]; where the compiler can see that, it treats the values as constants).
 #[inline(always)]
 pub(super) unsafe fn exp8(x: __m256, c: &Consts) -> __m256 {
     // min returns its second operand when one is NaN: NaN passes through.
@@ -130,6 +127,13 @@ pub(super) unsafe fn exp8_clamped(x: __m256, xc: __m256, c: &Consts) -> __m256 {
     // All ones except where x < EXP_MIN (-inf included; NaN compares "not less" and is kept):
     // those lanes are zeroed at the end, so their arithmetic never shows.
     let keep = _mm256_cmp_ps::<_CMP_NLT_UQ>(x, k(&c.exp_min));
+    _mm256_and_ps(exp8_scaled(xc, c), keep)
+}
+
+/// The arithmetic of [`exp8`] on `xc` in `[EXP8_FLOOR, EXP8_CLAMP]` (or NaN), unmasked
+/// (`math::exp_table_scaled`).
+#[inline(always)]
+unsafe fn exp8_scaled(xc: __m256, c: &Consts) -> __m256 {
     // shifted = 1.5 * 2^23 + k, k = round(8 x log2 e) in the low mantissa bits.
     let shifted = _mm256_fmadd_ps(xc, k(&c.log2_e8), k(&c.magic));
     let eighths = _mm256_sub_ps(shifted, k(&c.magic));
@@ -141,7 +145,7 @@ pub(super) unsafe fn exp8_clamped(x: __m256, xc: __m256, c: &Consts) -> __m256 {
     let bits = _mm256_castps_si256(shifted);
     let entry = _mm256_permutevar8x32_ps(_mm256_load_ps(c.exp_tab.as_ptr().cast::<f32>()), bits);
     let scale = _mm256_add_epi32(_mm256_slli_epi32::<20>(bits), _mm256_castps_si256(entry));
-    _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(scale)), keep)
+    _mm256_mul_ps(p, _mm256_castsi256_ps(scale))
 }
 
 /// [`super::math::exp_table`] on 16 lanes.
@@ -154,17 +158,22 @@ pub(super) unsafe fn exp16(x: [f32; LANES]) -> [f32; LANES] {
     store(exp8(lo, &CONSTS), exp8(hi, &CONSTS))
 }
 
-/// [`exp16`] with the constants read from an opaque reference to [`CONSTS`] (see [`exp8`]).
+/// [`super::math::exp_table_floored`] on 16 lanes.
 ///
 /// # Safety
 /// AVX2 and FMA must be present.
 #[inline(always)]
-pub(super) unsafe fn exp16_spilled(x: [f32; LANES]) -> [f32; LANES] {
-    // One opaque reference per half: the halves then do not share (and keep live in
-    // registers across each other) the constants they load.
-    let (c0, c1) = (std::hint::black_box(&CONSTS), std::hint::black_box(&CONSTS));
+pub(super) unsafe fn exp16_floored(x: [f32; LANES]) -> [f32; LANES] {
     let (lo, hi) = load(&x);
-    store(exp8(lo, c0), exp8(hi, c1))
+    store(exp8_floored(lo, &CONSTS), exp8_floored(hi, &CONSTS))
+}
+
+/// [`super::math::exp_table_floored`] on 8 lanes.
+#[inline(always)]
+unsafe fn exp8_floored(x: __m256, c: &Consts) -> __m256 {
+    // max and min return their second operand when one is NaN: NaN passes through both.
+    let xf = _mm256_max_ps(k(&c.exp_floor), x);
+    exp8_scaled(_mm256_min_ps(k(&c.exp_clamp), xf), c)
 }
 
 /// `a + b` on 16 lanes.
@@ -211,11 +220,16 @@ pub(super) unsafe fn store16_stream(dst: &mut [f32], v: [f32; LANES]) {
 
 /// Values the hand-written forms' bit-identity tests plant among ordinary ones: masked,
 /// huge, tiny, subnormal and signed-zero entries and the `exp` range's edges on both sides
-/// (`-87.33` is `EXP_MIN`, and the next float below it the first one zeroed).
+/// (`-87.33` is `EXP_MIN`, and the next float below it the first one zeroed; `-88` is
+/// `EXP8_FLOOR`, with the float above it and values between the two).
 #[cfg(test)]
-pub(super) const SPECIAL_VALUES: [f32; 15] = [
+pub(super) const SPECIAL_VALUES: [f32; 19] = [
     f32::NEG_INFINITY,
     -1e30,
+    -88.5,
+    -88.0,
+    f32::from_bits((-88.0f32).to_bits() - 1),
+    -87.9,
     -87.33,
     f32::from_bits((-87.33f32).to_bits() + 1),
     -87.34,
@@ -299,5 +313,39 @@ mod tests {
         assert_eq!(&hand[..4], &[0.0, 0.0, 0.0, 1.0]);
         assert_eq!(&hand[4..7], &[f32::INFINITY; 3]);
         assert!(hand[7].is_nan());
+    }
+
+    /// `exp16_floored` gives the bits of `math::exp_table_floored` on the whole range, in the
+    /// stretch it floors and at the special values.
+    #[test]
+    fn exp16_floored_is_bit_identical_to_its_lane_definition() {
+        if !IsaKind::available().contains(&IsaKind::Avx2) {
+            return;
+        }
+        let mut cases: Vec<f32> = super::SPECIAL_VALUES.to_vec();
+        cases.extend([f32::NAN, -f32::NAN, math::EXP_MIN, -f32::MAX]);
+        let mut x = -89.0f32;
+        while x <= 88.8 {
+            cases.push(x);
+            x += 0.0071;
+        }
+        let mut x = -88.01f32;
+        while x < -87.3 {
+            cases.push(x);
+            x += 0.000_13;
+        }
+        for chunk in cases.chunks(LANES) {
+            let lanes: [f32; LANES] = std::array::from_fn(|j| chunk.get(j).copied().unwrap_or(0.5));
+            // SAFETY: AVX2 and FMA are present (checked above).
+            let hand = unsafe { super::exp16_floored(lanes) };
+            for j in 0..LANES {
+                let want = math::exp_table_floored(lanes[j]);
+                if want.is_nan() {
+                    assert!(hand[j].is_nan(), "exp({})", lanes[j]);
+                } else {
+                    assert_eq!(hand[j].to_bits(), want.to_bits(), "exp({})", lanes[j]);
+                }
+            }
+        }
     }
 }

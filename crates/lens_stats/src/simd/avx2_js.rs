@@ -104,28 +104,28 @@ pub(super) unsafe fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
     // SAFETY: reads only `CONSTS` (in bounds: every offset is a field of it, and the `h` table
     // has 9 entries of 32 bytes) and registers; AVX2 and FMA are present (the caller's contract).
     asm_with_exp2!(
-        // finite_floor: `max(-MAX, x)` returns x when x is NaN (the second operand).
-        "vmovaps {o_nm}({c}), {v4}",
+        // underflow_floor: `max(EXP8_FLOOR, x)` returns x when x is NaN (the second operand).
+        "vmovaps {o_floor}({c}), {v4}",
         "vmaxps {v0}, {v4}, {v0}",
         "vmaxps {v1}, {v4}, {v1}",
         "vmaxps {v2}, {v4}, {v2}",
         "vmaxps {v3}, {v4}, {v3}",
-        // high = `x > y ? x : y`; d = -|x - y| (the sign bit set).
+        // high = `x > y ? x : y`; d = -|x - y| (the sign bit set), floored.
         "vmaxps {v2}, {v0}, {v5}",
         "vmaxps {v3}, {v1}, {v6}",
         "vsubps {v2}, {v0}, {v0}",
         "vsubps {v3}, {v1}, {v1}",
         "vorps {o_sign}({c}), {v0}, {v0}",
         "vorps {o_sign}({c}), {v1}, {v1}",
-        // u = e^d first, the longer chain (d <= 0 or NaN: no clamp, as `exp8_clamped(d, d)`).
-        exp2!("v0", "v1", "v0", "v1", "v2", "v3"),
-        // p_high = e^high, clamped from above as in `exp8` (x = high may be anything).
+        "vmaxps {v0}, {v4}, {v0}",
+        "vmaxps {v1}, {v4}, {v1}",
+        // u = e^d first, the longer chain (d <= 0 or NaN: no clamp from above).
+        exp2!("v0", "v1", "v2", "v3"),
+        // p_high = e^high, clamped from above (high >= EXP8_FLOOR already).
         "vmovaps {o_clamp}({c}), {v4}",
-        "vminps {v5}, {v4}, {v11}",
-        "vminps {v6}, {v4}, {v12}",
-        exp2!("v11", "v12", "v5", "v6", "v11", "v12"),
-        "vmovaps {v11}, {v5}",
-        "vmovaps {v12}, {v6}",
+        "vminps {v5}, {v4}, {v5}",
+        "vminps {v6}, {v4}, {v6}",
+        exp2!("v5", "v6", "v5", "v6"),
         tail!("v0", "v5", "v2", "v7"),
         tail!("v1", "v6", "v3", "v4"),
         v0 = inout(ymm_reg) p0 => _, v1 = inout(ymm_reg) p1 => _,
@@ -133,7 +133,6 @@ pub(super) unsafe fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
         v4 = out(ymm_reg) t1, v5 = out(ymm_reg) _, v6 = out(ymm_reg) _,
         v7 = out(ymm_reg) t0, v8 = out(ymm_reg) _, v9 = out(ymm_reg) _,
         v10 = out(ymm_reg) _, v11 = out(ymm_reg) _, v12 = out(ymm_reg) _,
-        o_nm = const offset_of!(Consts, neg_max),
         o_sign = const offset_of!(Consts, sign),
         o_clamp = const offset_of!(Consts, exp_clamp),
         o_h = const offset_of!(Consts, h),

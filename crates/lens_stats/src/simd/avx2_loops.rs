@@ -4,7 +4,7 @@
 //!
 //! The online normalisers' block loop was bound by how the compiler scheduled it, not by the
 //! arithmetic: through the per-vector methods it kept loop-carried state (the block max, the
-//! shift, the opaque constant pointers of `exp16_spilled`) in stack slots, and every constant
+//! shift, the opaque constant pointers of its exponential) in stack slots, and every constant
 //! was a separate load for each 8-lane half (some 30 loads per 16 lanes, at two a cycle);
 //! written with intrinsics it loaded all constants up front and spilled the accumulators
 //! instead. So the per-vector step is an `asm!` block: both halves in lock step, all state in
@@ -39,15 +39,14 @@ struct State {
     top: [__m256; 2],
 }
 
-/// `e^x` on two halves in lock step (AT&T syntax): `{$xa}`, `{$xb}` are the (clamped) inputs of
-/// the reduction, `{$ka}`, `{$kb}` the values compared with `EXP_MIN`, `{$pa}`, `{$pb}` the
-/// results (they may be `$xa`, `$xb`). Temporaries `{v4}`, `{v7}`-`{v10}`; on exit `{v7}`, `{v8}`
-/// hold the masks the results were zeroed by (all ones where `$ka`, `$kb >= EXP_MIN` or NaN),
-/// which the `p·finite_floor(x)` steps reuse. The instructions of
-/// `avx2::exp8` in its order (`math::exp_table`: the cubic, then the table entry by `vpermps`
-/// on the rounding sum's bits, `2^(k >> 3)` by its shift and the product), each for both halves.
+/// `e^x` on two halves in lock step (AT&T syntax): `{$xa}`, `{$xb}` are the inputs, already
+/// clamped to `[EXP8_FLOOR, EXP8_CLAMP]` (or NaN) by the block, `{$pa}`, `{$pb}` the results
+/// (they may be `$xa`, `$xb`). Temporaries `{v4}`, `{v7}`-`{v10}`. The instructions of
+/// `avx2::exp8_floored` after its clamps, in its order (`math::exp_table_floored`: the cubic,
+/// then the table entry by `vpermps` on the rounding sum's bits, `2^(k >> 3)` by its shift and
+/// the product), each for both halves: no mask, the floor gives `+0` itself.
 macro_rules! exp2 {
-    ($xa:literal, $xb:literal, $ka:literal, $kb:literal, $pa:literal, $pb:literal) => {
+    ($xa:literal, $xb:literal, $pa:literal, $pb:literal) => {
         concat!(
             "vmovaps {",
             $xa,
@@ -108,31 +107,15 @@ macro_rules! exp2 {
             "}, {",
             $pb,
             "}\n",
-            // Zero where the input is below EXP_MIN (NaN compares "not less" and is kept).
-            "vcmpnlt_uqps {o_min}({c}), {",
-            $ka,
-            "}, {v7}\n",
-            "vcmpnlt_uqps {o_min}({c}), {",
-            $kb,
-            "}, {v8}\n",
-            "vandps {v7}, {",
-            $pa,
-            "}, {",
-            $pa,
-            "}\n",
-            "vandps {v8}, {",
-            $pb,
-            "}, {",
-            $pb,
-            "}\n",
         )
     };
 }
 pub(super) use exp2;
 
-/// `asm!` with the operands [`exp2`] reads appended: the constants table `c` and the offsets of
-/// the exponential's fields in it. Every block that expands `exp2!` goes through this, so the
-/// list exists once (the block may use `c` for its own constants as well).
+/// `asm!` with the operands [`exp2`] reads appended: the constants table `c`, the offsets of
+/// the exponential's fields in it and of `EXP8_FLOOR` (every block floors its own inputs).
+/// Every block that expands `exp2!` goes through this, so the list exists once (the block may
+/// use `c` for its own constants as well).
 macro_rules! asm_with_exp2 {
     ($($body:tt)*) => {
         std::arch::asm!(
@@ -143,15 +126,16 @@ macro_rules! asm_with_exp2 {
             o_nl2 = const offset_of!(Consts, neg_ln2_8),
             o_p = const offset_of!(Consts, exp_c),
             o_tab = const offset_of!(Consts, exp_tab),
-            o_min = const offset_of!(Consts, exp_min),
+            o_floor = const offset_of!(Consts, exp_floor),
         )
     };
 }
 pub(super) use asm_with_exp2;
 
 /// One 16-lane vector `(x0, x1)` of the online normalisers' block loop: the generic step's
-/// `max16(x, top)`, `d = x - shift`, `e = exp16_spilled(d)`, `acc = add16(acc, e)` and (if
-/// `WEIGHTED`) `acc_w = fma16(e, finite_floor(d), acc_w)`, lane for lane the same results.
+/// `max16(x, top)`, `d = underflow_floor(x - shift)`, `e = exp16_floored(d)`,
+/// `acc = add16(acc, e)` and (if `WEIGHTED`) `acc_w = fma16(e, d, acc_w)`, lane for lane the
+/// same results.
 /// (`#[inline]`, not `always`, which `target_feature` rules out: it is inlined into the AVX2
 /// frame, whose features include these.)
 #[inline]
@@ -170,8 +154,13 @@ unsafe fn step<const WEIGHTED: bool>(s: &mut State, x0: __m256, x1: __m256, shif
                 "vmaxps {m1}, {x1}, {m1}",
                 "vsubps ({sh}), {x0}, {x0}",
                 "vsubps ({sh}), {x1}, {x1}",
-                // e = e^d into {t7}, {t8}; `d <= 60` where it counts (no clamp from above).
-                exp2!("x0", "x1", "x0", "x1", "t7", "t8"),
+                // d = max(EXP8_FLOOR, d), NaN kept: the exp's floor and the weighted sum's
+                // finite factor at once. `d <= 60` where it counts (no clamp from above).
+                "vmovaps {o_floor}({c}), {v4}",
+                "vmaxps {x0}, {v4}, {x0}",
+                "vmaxps {x1}, {v4}, {x1}",
+                // e = e^d into {t7}, {t8}.
+                exp2!("x0", "x1", "t7", "t8"),
                 "vaddps {t7}, {a0}, {a0}",
                 "vaddps {t8}, {a1}, {a1}",
                 $($extra,)*
@@ -188,10 +177,7 @@ unsafe fn step<const WEIGHTED: bool>(s: &mut State, x0: __m256, x1: __m256, shif
         };
     }
     if WEIGHTED {
-        // finite_floor(d) where it counts: d AND exp2!'s mask, as in `plogp_step`.
         run!(
-            "vandps {v7}, {x0}, {x0}",
-            "vandps {v8}, {x1}, {x1}",
             "vfmadd231ps {x0}, {t7}, {w0}",
             "vfmadd231ps {x1}, {t8}, {w1}"
         );
@@ -212,7 +198,7 @@ fn padded<E: Elem>(tail: &[E::Raw]) -> (__m256, __m256) {
 }
 
 /// The AVX2 form of the online normalisers' block loop (`reduce::block_sums_lanes`):
-/// `(Σ exp(x - shift), Σ exp(x - shift)·finite_floor(x - shift), max x)` over one block.
+/// `(Σ e^d, Σ e^d d, max x)` over one block, `d = underflow_floor(x - shift)`.
 /// Lanes where `x - shift > 88.72` (only in a block whose max exceeds `shift` by more than 60,
 /// which the caller redoes against its own max) are not `exp`'s `+inf` but garbage.
 ///
@@ -263,8 +249,9 @@ pub(super) unsafe fn block_sums<E: Elem, const WEIGHTED: bool>(
     (hsum(&store(s.acc[0], s.acc[1])), weighted, block_max)
 }
 
-/// `acc += e^x finite_floor(x)` for one 16-lane vector `(x0, x1)`: the generic entropy step
-/// (`exp16`, then `fma(p, finite_floor(x), acc)`), lane for lane the same results.
+/// `acc += e^x x` for one 16-lane vector `(x0, x1)`, `x` floored at `EXP8_FLOOR`: the generic
+/// entropy step (`underflow_floor`, `exp16_floored`, then `fma(p, x, acc)`), lane for lane the
+/// same results.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plogp_step(acc: &mut [__m256; 2], x0: __m256, x1: __m256) {
@@ -272,16 +259,15 @@ unsafe fn plogp_step(acc: &mut [__m256; 2], x0: __m256, x1: __m256) {
     // SAFETY: reads only `CONSTS` (every offset is a field of it) and registers; AVX2 and FMA
     // are present (the caller's contract).
     asm_with_exp2!(
-        // xc = min(EXP8_CLAMP, x), as in `exp8` (NaN passes through).
+        // x = max(EXP8_FLOOR, x), then xc = min(EXP8_CLAMP, x), NaN kept by both (the operand
+        // they return on NaN is x). Where e^x is +0 the floored x is finite: 0·x adds 0.
+        "vmovaps {o_floor}({c}), {v4}",
+        "vmaxps {v0}, {v4}, {v0}",
+        "vmaxps {v1}, {v4}, {v1}",
         "vmovaps {o_clamp}({c}), {v4}",
         "vminps {v0}, {v4}, {v2}",
         "vminps {v1}, {v4}, {v3}",
-        exp2!("v2", "v3", "v0", "v1", "v2", "v3"),
-        // finite_floor(x) where it counts: x AND exp2!'s mask. Where the mask is 0 (x < EXP_MIN,
-        // -inf included) so is e^x, and 0·0 adds what 0·finite_floor(x) would (a zero, to a sum
-        // that starts at +0 and is never -0): bit-identical, one `vmaxps` and one load fewer.
-        "vandps {v7}, {v0}, {v0}",
-        "vandps {v8}, {v1}, {v1}",
+        exp2!("v2", "v3", "v2", "v3"),
         "vfmadd231ps {v0}, {v2}, {a0}",
         "vfmadd231ps {v1}, {v3}, {a1}",
         v0 = inout(ymm_reg) x0 => _, v1 = inout(ymm_reg) x1 => _,
@@ -294,7 +280,7 @@ unsafe fn plogp_step(acc: &mut [__m256; 2], x0: __m256, x1: __m256) {
     );
 }
 
-/// The AVX2 form of `entropy::plogp_sum_lanes`: `Σ e^x finite_floor(x)` over one block.
+/// The AVX2 form of `entropy::plogp_sum_lanes`: `Σ e^x x` over one block (`x` floored).
 ///
 /// # Safety
 /// AVX2 and FMA must be present.

@@ -8,6 +8,9 @@
 //! * `exp(x)` is exactly `0` for `x < -87.33` (including `-inf`): below that the result would be
 //!   an f32 subnormal, and a masked token must contribute exactly nothing;
 //!   `+inf` for `x > 88.37`; NaN stays NaN.
+//! * `exp_table_floored`, the AVX2 copy's exponential where a sum only adds `e^x` or
+//!   `e^x x` (the entropy, the online normalisers), is exactly `0` from `-88` down instead,
+//!   and at most `e^x` (under 1.19e-38) between `-88` and `-87.33`.
 
 // The polynomial coefficients are kept with the digits they were fitted with.
 #![allow(clippy::excessive_precision)]
@@ -104,8 +107,58 @@ const _: () = assert!(EXP8_CLAMP * LOG2_E * 8.0 > 1023.5 && EXP8_CLAMP * LOG2_E 
 /// it is `+inf` (the last 0.04 below the true overflow at `128 ln 2` included).
 #[inline(always)]
 pub fn exp_table(x: f32) -> f32 {
-    // `vminps(EXP8_CLAMP, x)`: NaN passes through.
-    let xc = if EXP8_CLAMP < x { EXP8_CLAMP } else { x };
+    let y = exp_table_scaled(clamp_top(x));
+    if x < EXP_MIN {
+        0.0
+    } else {
+        y
+    }
+}
+
+/// Where [`exp_table_floored`] floors its argument: `round(8 EXP8_FLOOR log2 e) = -1016`, so
+/// that the scale `2^(k >> 3) · 2^((k & 7)/8)` is `2^-127` built from exponent field 0 and table
+/// entry 0: exactly `+0`.
+pub(crate) const EXP8_FLOOR: f32 = -88.0;
+const _: () = assert!(EXP8_FLOOR * LOG2_E * 8.0 > -1016.5 && EXP8_FLOOR * LOG2_E * 8.0 < -1015.5);
+
+/// `max(EXP8_FLOOR, x)`, NaN kept (`vmaxps` with `x` as the operand it returns on NaN).
+#[inline(always)]
+pub fn underflow_floor(x: f32) -> f32 {
+    if x < EXP8_FLOOR {
+        EXP8_FLOOR
+    } else {
+        x
+    }
+}
+
+/// [`exp_table`] without its mask: the argument floored at [`EXP8_FLOOR`] instead, where the
+/// arithmetic itself gives `+0`. One vector operation fewer than the compare and AND of the
+/// mask, and for `p·x` sums (the entropy's `Σ e^x x`, the online normalisers' weighted sum)
+/// the floored `x` is also the finite factor that `0 · x` needs where `x = -inf`: two fewer.
+///
+/// The same bits as [`exp_table`] from `EXP_MIN` up, NaN kept; exactly `+0` from `EXP8_FLOOR`
+/// down (`-inf` included). In between, where [`exp_table`] gives 0 and `e^x` is 5.7e-39 to
+/// 1.19e-38, it is at most `e^x` (to `exp_table`'s 4.2e-7 there): `e^x` itself while
+/// `k >> 3 >= -126`, then exponent field 0 under the table entry's mantissa,
+/// `(2^(j/8) - 1) 2^-126` for `2^(j/8) 2^-127`, times the cubic.
+#[inline(always)]
+pub fn exp_table_floored(x: f32) -> f32 {
+    exp_table_scaled(clamp_top(underflow_floor(x)))
+}
+
+/// `vminps(EXP8_CLAMP, x)`: NaN passes through.
+#[inline(always)]
+fn clamp_top(x: f32) -> f32 {
+    if EXP8_CLAMP < x {
+        EXP8_CLAMP
+    } else {
+        x
+    }
+}
+
+/// The arithmetic of [`exp_table`] for `xc` in `[EXP8_FLOOR, EXP8_CLAMP]` (or NaN), unmasked.
+#[inline(always)]
+fn exp_table_scaled(xc: f32) -> f32 {
     let shifted = xc.mul_add(8.0 * LOG2_E, ROUND_MAGIC);
     let k = shifted - ROUND_MAGIC;
     let r = k.mul_add(-std::f32::consts::LN_2 / 8.0, xc);
@@ -113,14 +166,11 @@ pub fn exp_table(x: f32) -> f32 {
     // The low bits of `shifted` are k's two's complement (the magic constant's low 22 bits are
     // 0; no tie to round: LOG2_E's mantissa is odd, so `8 x log2 e` is an odd multiple of 1/2
     // only for |x| >= 2^19): k >> 3 goes into the exponent field of the table entry k & 7. In
-    // range (k in [-1008, 1024]) that is `2^(k/8)` exactly as rounded in the table.
+    // range (k in [-1008, 1024]) that is `2^(k/8)` exactly as rounded in the table; below it,
+    // down to k = -1016, the exponent field is 0 (see `exp_table_floored`).
     let bits = shifted.to_bits();
     let scale = f32::from_bits(((bits >> 3) << 23).wrapping_add(EXP8_TABLE[(bits & 7) as usize]));
-    if x < EXP_MIN {
-        0.0
-    } else {
-        poly * scale
-    }
+    poly * scale
 }
 
 /// The coefficients of `H` in [`log_half_one_plus`], constant term first.
@@ -174,9 +224,11 @@ pub fn log_half_one_plus_estrin<I: Isa>(u: f32) -> f32 {
 /// Relative to the larger of the pair: with h = max(lp, lq), d = -|lp - lq|, p_h = e^h,
 /// u = e^d, p_l = p_h u and g = ln((1 + u)/2) = ln(m / p_h):
 /// p_h (lp_h - lm) + p_l (lp_l - lm) = p_l d - g (p_h + p_l). Two exps and a polynomial
-/// instead of two exps and a log, and no cancellation between a log and a log-prob. Both
-/// entries -inf: the floors make d = 0, p_h = 0, the term 0. One -inf: u = 0, the term
-/// p_h ln 2. A NaN makes d, u and the term NaN.
+/// instead of two exps and a log, and no cancellation between a log and a log-prob. The
+/// entries and d are floored at `EXP8_FLOOR` (where `e^x` is 0, or below f32's normal range:
+/// a probability under 1.2e-38 changes a term by under 1e-36). Both entries -inf: d = 0,
+/// p_h = 0, the term 0. One -inf (or far below the other): u = 0, the term p_h ln 2 (u under
+/// 1.2e-38: the same in f32 unless p_h is tiny too). A NaN makes d, u and the term NaN.
 #[inline(always)]
 pub fn js16_lanes<I: Isa>(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
     js16_lanes_with::<I, false>(lp, lq)
@@ -192,12 +244,12 @@ pub fn js16_lanes_with<I: Isa, const ESTRIN: bool>(
     let mut high = [0.0f32; LANES];
     let mut d = [0.0f32; LANES];
     for j in 0..LANES {
-        let (x, y) = (finite_floor(lp[j]), finite_floor(lq[j]));
+        let (x, y) = (underflow_floor(lp[j]), underflow_floor(lq[j]));
         high[j] = if x > y { x } else { y };
-        d[j] = -(x - y).abs();
+        d[j] = underflow_floor(-(x - y).abs());
     }
-    let p_high = exp16::<I>(high);
-    let u = exp16::<I>(d);
+    let p_high = I::exp16_floored(high);
+    let u = I::exp16_floored(d);
     let mut out = [0.0f32; LANES];
     for j in 0..LANES {
         let p_low = p_high[j] * u[j];
@@ -236,17 +288,6 @@ pub const SUM_BLOCK: usize = 1024;
 #[inline(always)]
 pub fn hsum(acc: &[f32; LANES]) -> f64 {
     acc.iter().map(|&v| v as f64).sum()
-}
-
-/// Replace `-inf` (and anything below -f32::MAX) by a large finite negative value, keeping NaN,
-/// so that `0 * x` is `0` for the masked entries where `exp(x) = 0`.
-#[inline(always)]
-pub fn finite_floor(x: f32) -> f32 {
-    if x < -f32::MAX {
-        -f32::MAX
-    } else {
-        x
-    }
 }
 
 #[cfg(test)]
@@ -307,6 +348,55 @@ mod tests {
             assert_eq!(exp_table(x), f32::INFINITY, "exp_table({x})");
         }
         assert!(exp_table(f32::NAN).is_nan() && exp_table(-f32::NAN).is_nan());
+    }
+
+    /// `exp_table_floored` is `exp_table` from `EXP_MIN` up (bit for bit), `+0` from the floor
+    /// down and below f32's normal range in between.
+    #[test]
+    fn exp_table_floored_agrees_and_underflows_to_zero() {
+        let mut x = EXP_MIN;
+        while x < 89.0 {
+            assert_eq!(
+                exp_table_floored(x).to_bits(),
+                exp_table(x).to_bits(),
+                "{x}"
+            );
+            x += 0.000_731;
+        }
+        for x in [EXP_MIN, 0.0, -0.0, 88.7, 1e30, f32::MAX, f32::INFINITY] {
+            assert_eq!(
+                exp_table_floored(x).to_bits(),
+                exp_table(x).to_bits(),
+                "{x}"
+            );
+        }
+        assert!(exp_table_floored(f32::NAN).is_nan() && exp_table_floored(-f32::NAN).is_nan());
+        let below = f32::from_bits(EXP8_FLOOR.to_bits() + 1); // the next float below the floor
+        for x in [
+            EXP8_FLOOR,
+            below,
+            -88.5,
+            -1e30,
+            -f32::MAX,
+            f32::NEG_INFINITY,
+        ] {
+            assert_eq!(exp_table_floored(x).to_bits(), 0, "{x}");
+        }
+        let mut x = f32::from_bits(EXP8_FLOOR.to_bits() - 1);
+        let mut largest = 0.0f32;
+        while x < EXP_MIN {
+            let y = exp_table_floored(x);
+            assert!(
+                y >= 0.0 && y as f64 <= (x as f64).exp() * (1.0 + 4.2e-7),
+                "{x}: {y}"
+            );
+            largest = largest.max(y);
+            x = f32::from_bits(x.to_bits() - 1);
+        }
+        assert!(largest > 0.5 * f32::MIN_POSITIVE);
+        assert_eq!(underflow_floor(f32::NEG_INFINITY), EXP8_FLOOR);
+        assert_eq!(underflow_floor(-3.0), -3.0);
+        assert!(underflow_floor(f32::NAN).is_nan());
     }
 
     #[test]

@@ -82,11 +82,13 @@ pub trait Isa: Copy + Send + Sync + 'static {
     /// Order earlier streaming stores before later stores (a no-op without them).
     #[inline(always)]
     fn store_fence() {}
-    /// [`Isa::exp16`] for loops that keep several other vectors live (the online softmax
-    /// normalisers): where constants compete for registers, the AVX2 copy reads them as memory
-    /// operands instead of re-creating them. Same results as [`Isa::exp16`].
+    /// [`Isa::exp16`] for sums that only add `e^x` or `e^x x` with `x >= EXP8_FLOOR` (the
+    /// entropy, the online normalisers, which floor `x` with `math::underflow_floor`): the same
+    /// results from `EXP_MIN` up and exactly `+0` from `EXP8_FLOOR` down; in between at most
+    /// `e^x` (under 1.19e-38) instead of 0. The AVX2 copy floors instead of masking
+    /// ([`math::exp_table_floored`], one vector operation fewer); the others mask as `exp16`.
     #[inline(always)]
-    fn exp16_spilled(x: [f32; LANES]) -> [f32; LANES] {
+    fn exp16_floored(x: [f32; LANES]) -> [f32; LANES] {
         Self::exp16(x)
     }
     /// The Jensen–Shannon terms of 16 pairs of log-probabilities ([`math::js16_lanes`]; the AVX2
@@ -232,8 +234,8 @@ mod x86 {
         }
 
         #[inline(always)]
-        fn exp16_spilled(x: [f32; LANES]) -> [f32; LANES] {
-            unsafe { super::avx2::exp16_spilled(x) }
+        fn exp16_floored(x: [f32; LANES]) -> [f32; LANES] {
+            unsafe { super::avx2::exp16_floored(x) }
         }
 
         #[inline(always)]
