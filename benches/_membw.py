@@ -1,4 +1,5 @@
-"""This machine's memory read bandwidth, measured in the same run as the statistics.
+"""This machine's memory read bandwidth, measured in the same run as the statistics (and a
+plain copy's, the ceiling of a call that writes as much as it reads).
 
 Method: stream a 1.5 GiB buffer (several times any last-level cache reported by lscpu here,
 480 MiB) with three read-only reductions, each with the suite's thread count, and keep the best
@@ -27,11 +28,11 @@ import torch
 DEFAULT_BYTES = 3 * 2**29  # 1.5 GiB
 
 
-def _threaded(
-    chunks: list[np.ndarray], reduce: Callable[[np.ndarray], object]
-) -> Callable[[], None]:
+def _threaded(jobs: list[tuple[np.ndarray, ...]], op: Callable[..., object]) -> Callable[[], None]:
+    """A callable that runs ``op(*job)`` for every job, each in its own Python thread."""
+
     def run() -> None:
-        workers = [threading.Thread(target=reduce, args=(c,)) for c in chunks]
+        workers = [threading.Thread(target=op, args=job) for job in jobs]
         for w in workers:
             w.start()
         for w in workers:
@@ -57,8 +58,10 @@ def measure_read_bandwidth(
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     methods: dict[str, Callable[[], object]] = {
-        "numpy bitwise_or.reduce (threads)": _threaded(u64_chunks, np.bitwise_or.reduce),
-        "numpy max (threads)": _threaded(f32_chunks, np.max),
+        "numpy bitwise_or.reduce (threads)": _threaded(
+            [(c,) for c in u64_chunks], np.bitwise_or.reduce
+        ),
+        "numpy max (threads)": _threaded([(c,) for c in f32_chunks], np.max),
         "torch.amax": lambda: tensor.amax(),
     }
     per_method: dict[str, float] = {}
@@ -99,9 +102,36 @@ def plain_read_seconds(arrays: list[np.ndarray | torch.Tensor], *, threads: int)
     try:
         times = []
         for run in (
-            _threaded(chunks, np.bitwise_or.reduce),
+            _threaded([(c,) for c in chunks], np.bitwise_or.reduce),
             lambda: [t.amax() for t in tensors],
         ):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(torch_threads)
+    return min(times)
+
+
+def plain_copy_seconds(src: torch.Tensor, dst: torch.Tensor, *, threads: int) -> float:
+    """Seconds of one plain copy of ``src`` into ``dst`` now (float32 tensors of one shape):
+    the faster of ``Tensor.copy_`` with ``threads`` torch threads and ``np.copyto`` on one
+    chunk per Python thread (glibc's ``memcpy``, streaming stores for large chunks). The
+    ceiling of a call that reads an array and writes one as large (``log_softmax(out=)``):
+    its read, its write and the write's read-for-ownership or streaming store, at that
+    moment."""
+    chunks = list(
+        zip(
+            np.array_split(dst.numpy().reshape(-1), threads),
+            np.array_split(src.numpy().reshape(-1), threads),
+            strict=True,
+        )
+    )
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        times = []
+        for run in (lambda: dst.copy_(src), _threaded(chunks, np.copyto)):
             start = time.perf_counter()
             run()
             times.append(time.perf_counter() - start)

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _ceiling import in_cache_gbps, small_inputs  # noqa: E402
 from _inputs import BenchInputs, make_float32, to_bfloat16  # noqa: E402
-from _membw import measure_read_bandwidth, plain_read_seconds  # noqa: E402
+from _membw import measure_read_bandwidth, plain_copy_seconds, plain_read_seconds  # noqa: E402
 from bench_stats import CASES, CASES_BY_NAME, TARGETS, Case, K, Workspace  # noqa: E402
 from tuned_lens import lens_stats as ls  # noqa: E402
 
@@ -80,6 +80,7 @@ class Row:
     peak_detail: dict[str, Any] | None = None
     f32_median: float | None = None  # the float32 row of the same shape, for bf16 rows
     paired_pct: float | None = None  # median over runs of (statistic / plain read just before)
+    paired_basis: str = "read"  # what paired_pct is a share of: "read" or "copy"
     ceiling_gbps: float | None = None  # the same call on inputs in cache (_ceiling.py)
     targets: list[tuple[str, str]] = field(default_factory=list)  # (label, PASS/MISS/n/a)
 
@@ -108,21 +109,33 @@ def time_runs(fn: Callable[[], Any], runs: int, *, warmup: bool) -> list[float]:
     return times
 
 
+def against_copy(case: Case, work: Workspace) -> bool:
+    """Whether the case's paired share is taken against a plain copy: a call that writes a
+    float32 array as large as its float32 input (a bfloat16 input reads half of what it
+    writes, and is paired with a read as every other case)."""
+    return case.writes_output and work.t_lp.dtype == torch.float32
+
+
 def paired_share(case: Case, work: Workspace, args: argparse.Namespace) -> float:
     """Median over ``--repeat`` pairs of the statistic's GB/s over the GB/s of a plain read of
-    its input arrays timed right before it (``_membw.plain_read_seconds``), in percent."""
+    its input arrays timed right before it (``_membw.plain_read_seconds``), in percent; where
+    ``against_copy``, of a plain copy of its input into torch's output buffer instead
+    (``_membw.plain_copy_seconds``: the same bytes read and written)."""
     inputs = work.inputs
     arrays = [inputs.lp] if case.n_arrays < 2 else [inputs.lp, inputs.lq]
     read_bytes = len(arrays) * inputs.array_bytes
     shares = []
     for _ in range(args.repeat):
         gc.collect()
-        read = plain_read_seconds(arrays, threads=args.threads)
+        if against_copy(case, work):
+            plain = plain_copy_seconds(work.t_lp, work.t_out, threads=args.threads)
+        else:
+            plain = plain_read_seconds(arrays, threads=args.threads)
         start = time.perf_counter()
         result = case.ours(work)
         took = time.perf_counter() - start
         del result
-        shares.append(100 * (case.input_bytes(inputs) / took) / (read_bytes / read))
+        shares.append(100 * (case.input_bytes(inputs) / took) / (read_bytes / plain))
     return statistics.median(shares)
 
 
@@ -173,7 +186,10 @@ def run_case(
     log(f"  {case.name:<20} ours  {1e3 * row.ours.median:9.1f} ms")
     if not case.reads_one_value_per_row:
         row.paired_pct = paired_share(case, work, args)
-        log(f"  {case.name:<20} paired {row.paired_pct:7.0f}% of the read just before")
+        row.paired_basis = "copy" if against_copy(case, work) else "read"
+        log(
+            f"  {case.name:<20} paired {row.paired_pct:7.0f}% of the {row.paired_basis} just before"
+        )
         small = Workspace(small_inputs(inputs, case.ceiling_rows))
         row.ceiling_gbps = in_cache_gbps(
             lambda: case.ours(small), case.input_bytes(small.inputs), threads=args.threads
@@ -309,6 +325,8 @@ def format_table(rows: list[Row], bandwidth_gbps: float) -> str:
         median = row.ours.median
         case = CASES_BY_NAME[row.name]
         paired_text = "—" if row.paired_pct is None else f"{row.paired_pct:.0f}%"
+        if row.paired_basis == "copy" and row.paired_pct is not None:
+            paired_text += " of a copy"
         ceiling = row.ceiling_gbps
         ceiling_text = (
             "—" if ceiling is None else f"{ceiling:.1f} ({100 * ceiling / bandwidth_gbps:.0f}%)"
