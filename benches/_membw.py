@@ -97,20 +97,11 @@ def plain_read_seconds(arrays: list[np.ndarray | torch.Tensor], *, threads: int)
     words = [a.view(np.uint64) for a in flat]
     chunks = [c for w in words for c in np.array_split(w, threads)]
     tensors = [torch.from_numpy(w.view(np.int64)) for w in words]
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        times = []
-        for run in (
-            _threaded([(c,) for c in chunks], np.bitwise_or.reduce),
-            lambda: [t.amax() for t in tensors],
-        ):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(torch_threads)
-    return min(times)
+    reads = [
+        _threaded([(c,) for c in chunks], np.bitwise_or.reduce),
+        lambda: [t.amax() for t in tensors],
+    ]
+    return _fastest_once(reads, threads=threads)
 
 
 def plain_copy_seconds(src: torch.Tensor, dst: torch.Tensor, *, threads: int) -> float:
@@ -127,11 +118,16 @@ def plain_copy_seconds(src: torch.Tensor, dst: torch.Tensor, *, threads: int) ->
             strict=True,
         )
     )
+    return _fastest_once([lambda: dst.copy_(src), _threaded(chunks, np.copyto)], threads=threads)
+
+
+def _fastest_once(runs: list[Callable[[], object]], *, threads: int) -> float:
+    """Seconds of the fastest of one call of each of ``runs``, torch on ``threads`` threads."""
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         times = []
-        for run in (lambda: dst.copy_(src), _threaded(chunks, np.copyto)):
+        for run in runs:
             start = time.perf_counter()
             run()
             times.append(time.perf_counter() - start)

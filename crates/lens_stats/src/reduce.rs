@@ -151,10 +151,13 @@ pub(crate) fn block_sums_lanes<I: Isa, E: Elem, const WEIGHTED: bool>(
         // Through the ISA (the compiler scalarised this lane loop in the bf16 copy: 16 vmaxss
         // per vector, bf16 logsumexp at half the speed of f32).
         top = I::max16(x, top);
-        // The floored d is the factor of the weighted sum as well: where e^d is 0 it is finite.
+        // The weighted sum's factor is d floored where e^d is 0 (so finite); the plain sum
+        // leaves the floor to `exp16_floored` (the AVX2 loop floors in place either way).
         let mut d = shifted(x, shift);
-        for v in &mut d {
-            *v = underflow_floor(*v);
+        if WEIGHTED {
+            for v in &mut d {
+                *v = underflow_floor(*v);
+            }
         }
         let e = I::exp16_floored(d);
         acc = I::add16(acc, e);

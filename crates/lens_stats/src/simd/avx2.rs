@@ -9,7 +9,7 @@
 //! itself, the low side is one AND with the `x >= EXP_MIN` mask, and `+inf` comes out of the
 //! exponent field itself (13 instructions per 8 lanes, one `vpermps` more and two FMAs fewer
 //! than with the polynomial). `exp16_floored` ([`super::math::exp_table_floored`]) floors the
-//! argument at `-88` instead of masking, where the same arithmetic gives `+0`: 12.
+//! argument at `-88` instead of masking, where the same arithmetic gives `+0` (12).
 //!
 //! Every function here is `unsafe`: it may only run on a CPU with AVX2 and FMA, which holds
 //! where it is used (the `Avx2` marker is only instantiated inside the `#[target_feature]`

@@ -110,7 +110,8 @@ pub(super) unsafe fn js16(lp: [f32; LANES], lq: [f32; LANES]) -> [f32; LANES] {
         "vmaxps {v1}, {v4}, {v1}",
         "vmaxps {v2}, {v4}, {v2}",
         "vmaxps {v3}, {v4}, {v3}",
-        // high = `x > y ? x : y`; d = -|x - y| (the sign bit set), floored.
+        // high = `x > y ? x : y`; d = -|x - y| (the sign bit set), floored for the unmasked
+        // exp (where that changes d, u = 0 and p_low d is 0 either way).
         "vmaxps {v2}, {v0}, {v5}",
         "vmaxps {v3}, {v1}, {v6}",
         "vsubps {v2}, {v0}, {v0}",

@@ -225,8 +225,9 @@ pub fn log_half_one_plus_estrin<I: Isa>(u: f32) -> f32 {
 /// u = e^d, p_l = p_h u and g = ln((1 + u)/2) = ln(m / p_h):
 /// p_h (lp_h - lm) + p_l (lp_l - lm) = p_l d - g (p_h + p_l). Two exps and a polynomial
 /// instead of two exps and a log, and no cancellation between a log and a log-prob. The
-/// entries and d are floored at `EXP8_FLOOR` (where `e^x` is 0, or below f32's normal range:
-/// a probability under 1.2e-38 changes a term by under 1e-36). Both entries -inf: d = 0,
+/// entries are floored at `EXP8_FLOOR` (where `e^x` is 0, or below f32's normal range: a
+/// probability under 1.2e-38 changes a term by under 1e-36); the AVX2 form floors d as well,
+/// which changes d only where u, and so `p_l d`, is 0. Both entries -inf: d = 0,
 /// p_h = 0, the term 0. One -inf (or far below the other): u = 0, the term p_h ln 2 (u under
 /// 1.2e-38: the same in f32 unless p_h is tiny too). A NaN makes d, u and the term NaN.
 #[inline(always)]
@@ -246,7 +247,7 @@ pub fn js16_lanes_with<I: Isa, const ESTRIN: bool>(
     for j in 0..LANES {
         let (x, y) = (underflow_floor(lp[j]), underflow_floor(lq[j]));
         high[j] = if x > y { x } else { y };
-        d[j] = underflow_floor(-(x - y).abs());
+        d[j] = -(x - y).abs();
     }
     let p_high = I::exp16_floored(high);
     let u = I::exp16_floored(d);
