@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import _oracle as oracle
 import numpy as np
@@ -89,27 +90,26 @@ CHILD = """
 """
 
 
-def _run(value: str | None, inputs: Path, output: Path) -> tuple[str, list[str]]:
-    """simd_level() and the warnings of a process with ``TUNED_LENS_SIMD=value``."""
+def _child(code: str, args: list[str], value: str | None) -> Any:
+    """The JSON a child process running ``code`` with ``args`` prints, under
+    ``TUNED_LENS_SIMD=value`` (unset if None)."""
     env = _clean_env()
     if value is not None:
         env["TUNED_LENS_SIMD"] = value
     done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(CHILD),
-            str(inputs),
-            str(output),
-            json.dumps([DTYPES, K]),
-        ],
+        [sys.executable, "-c", textwrap.dedent(code), *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    level, messages = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def _run(value: str | None, inputs: Path, output: Path) -> tuple[str, list[str]]:
+    """simd_level() and the warnings of a process with ``TUNED_LENS_SIMD=value``."""
+    level, messages = _child(CHILD, [str(inputs), str(output), json.dumps([DTYPES, K])], value)
     return level, messages
 
 
@@ -231,17 +231,8 @@ def test_every_copy_makes_underflowing_probabilities_count_as_nothing() -> None:
     true_entropy = -(p64[1, 1:] * rows[1, 1:]).sum()
     half_ln2 = np.float32(0.5 * np.log(2.0))
     for level in RUNNABLE:
-        env = _clean_env() | {"TUNED_LENS_SIMD": level}
-        code = textwrap.dedent(UNDERFLOW_CHILD)
-        done = subprocess.run(
-            [sys.executable, "-c", code, json.dumps(rows.tolist())],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        got = {name: np.asarray(v) for name, v in json.loads(done.stdout).items()}
+        answers = _child(UNDERFLOW_CHILD, [json.dumps(rows.tolist())], level)
+        got = {name: np.asarray(v) for name, v in answers.items()}
         # Row 0 exactly: one token of probability 1, the rest 0.
         for name, want in [("entropy", 0.0), ("entropy_from_logits", 0.0), ("logsumexp", 0.0)]:
             assert got[name][0] == want, (level, name, got[name])

@@ -82,11 +82,13 @@ pub trait Isa: Copy + Send + Sync + 'static {
     /// Order earlier streaming stores before later stores (a no-op without them).
     #[inline(always)]
     fn store_fence() {}
-    /// [`Isa::exp16`] for sums that only add `e^x` or `e^x x` with `x >= EXP8_FLOOR` (the
-    /// entropy, the online normalisers, which floor `x` with `math::underflow_floor`): the same
-    /// results from `EXP_MIN` up and exactly `+0` from `EXP8_FLOOR` down; in between at most
-    /// `e^x` (under 1.19e-38) instead of 0. The AVX2 copy floors instead of masking
-    /// ([`math::exp_table_floored`], one vector operation fewer); the others mask as `exp16`.
+    /// [`Isa::exp16`] for results where a probability under 1.2e-38 counts as nothing: sums of
+    /// `e^x`, `|e^x - e^y|` or `e^x x` with `x` floored by `math::underflow_floor` (entropy,
+    /// the online normalisers, JS, total variation, max |p - q|, top-k by |Δp|, marginal sums;
+    /// not KL, whose `p (lp - lq)` is unbounded where `q = 0`). The same results from `EXP_MIN`
+    /// up and exactly `+0` from `EXP8_FLOOR` down; in between at most `e^x` instead of 0. The
+    /// AVX2 copy floors instead of masking ([`math::exp_table_floored`], one vector operation
+    /// fewer); the others mask as `exp16`.
     #[inline(always)]
     fn exp16_floored(x: [f32; LANES]) -> [f32; LANES] {
         Self::exp16(x)
